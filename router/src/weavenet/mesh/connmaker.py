@@ -1,0 +1,70 @@
+"""Which addresses to dial and when: explicit targets, discovered peers, jittered exponential backoff."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+BACKOFF_INITIAL = 0.5
+BACKOFF_MAX = 30.0
+BACKOFF_AFTER_REFUSAL = 10.0  # a peer that refused us (password, version) is retried slowly
+
+
+@dataclass
+class Target:
+    address: str
+    explicit: bool             # given by the operator (command line / connect) vs. discovered
+    state: str = "idle"        # idle | connecting | connected | retrying | failed
+    attempts: int = 0
+    next_try: float = 0.0
+    info: str = ""
+    conn_id: int | None = None
+
+
+class ConnectionMaker:
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self.targets: dict[str, Target] = {}
+        self._rng = rng or random.Random()
+
+    def add(self, address: str, explicit: bool, now: float) -> None:
+        t = self.targets.get(address)
+        if t is None:
+            self.targets[address] = Target(address, explicit, next_try=now)
+        elif explicit and not t.explicit:
+            t.explicit = True
+        if t is not None and t.state in ("retrying", "failed"):
+            t.next_try = now  # an operator asking again means "now"
+
+    def remove(self, address: str) -> Target | None:
+        return self.targets.pop(address, None)
+
+    def explicit(self) -> list[str]:
+        return sorted(a for a, t in self.targets.items() if t.explicit)
+
+    def due(self, now: float) -> list[Target]:
+        return [t for t in self.targets.values() if t.state in ("idle", "retrying", "failed") and t.next_try <= now]
+
+    def next_deadline(self) -> float | None:
+        times = [t.next_try for t in self.targets.values() if t.state in ("idle", "retrying", "failed")]
+        return min(times) if times else None
+
+    def dialing(self, t: Target, conn_id: int) -> None:
+        t.state, t.conn_id = "connecting", conn_id
+        t.attempts += 1
+
+    def connected(self, address: str) -> None:
+        t = self.targets.get(address)
+        if t:
+            t.state, t.attempts, t.info = "connected", 0, ""
+
+    def failed(self, address: str, info: str, now: float, refused: bool = False) -> None:
+        t = self.targets.get(address)
+        if t is None:
+            return
+        t.conn_id = None
+        t.state = "failed" if refused else "retrying"
+        t.info = info
+        delay = min(BACKOFF_MAX, BACKOFF_INITIAL * (2 ** max(0, t.attempts - 1)))
+        if refused:
+            delay = max(delay, BACKOFF_AFTER_REFUSAL)
+        t.next_try = now + delay * self._rng.uniform(0.75, 1.25)

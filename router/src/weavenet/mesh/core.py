@@ -1,0 +1,516 @@
+"""The router's control plane as one sans-I/O state machine.
+
+The adapter feeds it events (a dial succeeded or failed, bytes arrived, a connection was lost, time
+passed) and executes the actions it returns (send bytes, close, dial). Nothing here touches a socket
+or a clock, which is what lets a test run a 50-peer mesh in one process.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+
+from .channel import Channel, MsgType, decode_heartbeat, decode_json, encode_heartbeat, encode_json
+from .connmaker import ConnectionMaker
+from .errors import HandshakeRefused, ProtocolError
+from .handshake import Handshake, HandshakeDone, LocalIdentity, RemoteHello
+from .names import format_address, parse_peer_address
+from .routes import RouteTable
+from .topology import ConnRecord, PeerEntry, Topology
+
+log = logging.getLogger("weavenet.mesh")
+
+
+@dataclass
+class MeshConfig:
+    password_hash: bytes | None = None
+    conn_limit: int = 100
+    discovery: bool = True
+    heartbeat_interval: float = 0.5
+    heartbeat_timeout: float = 2.0   # + one tick: a silent peer is dropped well within 3 s
+    handshake_timeout: float = 5.0
+    gossip_delay: float = 0.05       # coalescing window for topology deltas
+    summary_interval: float = 2.0    # pull anything missed from a random neighbour
+    unreachable_gc_after: float = 60.0
+    failed_inbound_keep: float = 60.0
+
+
+# --- actions returned to the adapter -------------------------------------------------------------
+@dataclass(frozen=True)
+class Send:
+    conn_id: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Close:
+    conn_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Dial:
+    conn_id: int
+    host: str
+    port: int
+    address: str
+
+
+Action = Send | Close | Dial
+
+
+def gossip_body(entries) -> bytes | None:
+    """The GOSSIP message body, built from each entry's cached encoding."""
+    parts = [e.wire_json for e in entries]
+    return b'{"peers":[' + b",".join(parts) + b"]}" if parts else None
+
+
+@dataclass
+class Conn:
+    id: int
+    outbound: bool
+    address: str                     # outbound: the dialled target; inbound: observed ip:port
+    remote_ip: str = ""
+    created: float = 0.0
+    state: str = "connecting"        # connecting | handshake | pending | established
+    handshake: Handshake | None = None
+    channel: Channel | None = None
+    remote: RemoteHello | None = None
+    dial_address: str = ""           # the remote's listen address, known after its hello
+    last_recv: float = 0.0
+    last_hb: float = 0.0
+    hb_seq: int = 0
+    rtt: float | None = None
+    stats: dict = field(default_factory=lambda: {"gossip_sent": 0, "gossip_recv": 0})
+
+    @property
+    def live(self) -> bool:
+        return self.state in ("pending", "established")
+
+
+class Mesh:
+    def __init__(self, identity: LocalIdentity, incarnation: int, config: MeshConfig | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.identity = identity
+        self.config = config or MeshConfig()
+        self._rng = rng or random.Random()
+        self.conns: dict[int, Conn] = {}
+        self._next_id = 1
+        self.connmaker = ConnectionMaker(self._rng)
+        self.topology = Topology(PeerEntry(identity.name, identity.nickname, identity.uid, incarnation, 1))
+        self.routes = RouteTable({identity.name: []}, identity.name)
+        self.routes_version = 0
+        self._pending_gossip: dict[str, PeerEntry] = {}
+        self._gossip_due: float | None = None
+        self._next_summary: float | None = None
+        self._unreachable_since: dict[str, float] = {}
+        self._failed_inbound: list[tuple[float, str, str]] = []
+        self._addr_peer: dict[str, str] = {}
+        self._topo_dirty = False
+        self.counters = {"gossip_sent": 0, "gossip_received": 0, "connections_refused": 0}
+
+    # --- operator commands -----------------------------------------------------------------------
+    def connect(self, addresses: list[str], now: float, replace: bool = False) -> list[Action]:
+        normalised = [format_address(*parse_peer_address(a)) for a in addresses]
+        actions: list[Action] = []
+        if replace:
+            for addr in self.connmaker.explicit():
+                if addr not in normalised:
+                    actions += self.forget([addr], now)
+        for addr in normalised:
+            self.connmaker.add(addr, explicit=True, now=now)
+        return actions + self.tick(now)
+
+    def forget(self, addresses: list[str], now: float) -> list[Action]:
+        """Stop dialling these targets (existing connections stay up, like weave's forget)."""
+        for a in addresses:
+            addr = format_address(*parse_peer_address(a))
+            t = self.connmaker.targets.get(addr)
+            if t is not None and t.explicit:
+                self.connmaker.remove(addr)
+        return []
+
+    # --- connection events ----------------------------------------------------------------------
+    def accept(self, remote_ip: str, remote_port: int, now: float) -> tuple[int, list[Action]]:
+        conn = self._new_conn(False, format_address(remote_ip, remote_port), remote_ip, now)
+        if self._live_count() > self.config.conn_limit:
+            return conn.id, self._fail(conn, f"connection limit {self.config.conn_limit} reached", now)
+        return conn.id, self._start_handshake(conn, now)
+
+    def dial_succeeded(self, conn_id: int, remote_ip: str, now: float) -> list[Action]:
+        conn = self.conns.get(conn_id)
+        if conn is None:
+            return [Close(conn_id, "connection no longer wanted")]
+        conn.remote_ip = remote_ip
+        return self._start_handshake(conn, now)
+
+    def dial_failed(self, conn_id: int, reason: str, now: float) -> list[Action]:
+        conn = self.conns.pop(conn_id, None)
+        if conn is not None:
+            self.connmaker.failed(conn.address, reason, now)
+        return []
+
+    def data_received(self, conn_id: int, data: bytes, now: float) -> list[Action]:
+        conn = self.conns.get(conn_id)
+        if conn is None:
+            return []
+        try:
+            if conn.handshake is not None:
+                return self._handshake_data(conn, data, now)
+            return self._messages(conn, data, now)
+        except HandshakeRefused as e:
+            return self._fail(conn, str(e), now, refused=True)
+        except ProtocolError as e:
+            return self._fail(conn, str(e), now)
+
+    def connection_lost(self, conn_id: int, reason: str, now: float) -> list[Action]:
+        conn = self.conns.get(conn_id)
+        if conn is None:
+            return []
+        return self._drop(conn, reason or "connection closed by peer", now, send_close=False)
+
+    # --- time ---------------------------------------------------------------------------------
+    def tick(self, now: float) -> list[Action]:
+        cfg = self.config
+        actions: list[Action] = []
+        for conn in list(self.conns.values()):
+            if conn.state == "handshake" and now - conn.created > cfg.handshake_timeout:
+                actions += self._fail(conn, "handshake timed out", now)
+            elif conn.live:
+                if now - conn.last_recv > cfg.heartbeat_timeout:
+                    actions += self._drop(conn, f"no heartbeat for {now - conn.last_recv:.1f}s", now)
+                elif now - conn.last_hb >= cfg.heartbeat_interval:
+                    conn.last_hb = now
+                    conn.hb_seq += 1
+                    actions.append(Send(conn.id, conn.channel.encode(  # type: ignore[union-attr]
+                        MsgType.HEARTBEAT, encode_heartbeat(conn.hb_seq, now))))
+        if self._topo_dirty:
+            self._recompute(now)
+        if self._gossip_due is not None and now >= self._gossip_due:
+            actions += self._flush_gossip()
+        if self._next_summary is None or now >= self._next_summary:
+            self._next_summary = now + cfg.summary_interval * self._rng.uniform(0.5, 1.5)
+            live = [c for c in self.conns.values() if c.live]
+            if live:
+                actions.append(self._send_summary(self._rng.choice(live)))
+        self._gc_unreachable(now)
+        self._failed_inbound = [f for f in self._failed_inbound if now - f[0] < cfg.failed_inbound_keep]
+        actions += self._dial_due(now)
+        return actions
+
+    # --- handshake ----------------------------------------------------------------------------
+    def _new_conn(self, outbound: bool, address: str, remote_ip: str, now: float) -> Conn:
+        conn = Conn(self._next_id, outbound, address, remote_ip, created=now)
+        self._next_id += 1
+        self.conns[conn.id] = conn
+        return conn
+
+    def _start_handshake(self, conn: Conn, now: float) -> list[Action]:
+        conn.state, conn.created = "handshake", now
+        conn.handshake = Handshake(self.identity, conn.outbound, self.config.password_hash)
+        return [Send(conn.id, conn.handshake.initial_bytes())]
+
+    def _handshake_data(self, conn: Conn, data: bytes, now: float) -> list[Action]:
+        assert conn.handshake is not None
+        out, done = conn.handshake.receive_data(data)
+        actions: list[Action] = [Send(conn.id, out)] if out else []
+        if done is not None:
+            actions += self._handshake_done(conn, done, now)
+        return actions
+
+    def _handshake_done(self, conn: Conn, done: HandshakeDone, now: float) -> list[Action]:
+        remote = done.remote
+        conn.handshake, conn.remote = None, remote
+        conn.dial_address = conn.address if conn.outbound else format_address(conn.remote_ip, remote.port)
+        self._addr_peer[conn.dial_address] = remote.name
+        actions: list[Action] = []
+        for other in list(self.conns.values()):
+            if other is conn or not other.live or other.remote is None or other.remote.name != remote.name:
+                continue
+            if other.remote.uid != remote.uid:
+                actions += self._drop(other, "peer restarted", now)
+            elif self._initiator(conn) < self._initiator(other):
+                actions += self._drop(other, "duplicate connection", now)
+            else:
+                self.conns.pop(conn.id)
+                if conn.outbound:
+                    self.connmaker.connected(conn.address)
+                return actions + [Close(conn.id, "duplicate connection")]
+        conn.state, conn.last_recv, conn.last_hb = "pending", now, now
+        conn.channel = Channel(done.session)
+        log.info("connection %s %s %s(%s) established handshake%s", "to" if conn.outbound else "from",
+                 conn.address, remote.name, remote.nickname, " (encrypted)" if done.session else "")
+        if conn.outbound:
+            self.connmaker.connected(conn.address)
+        conn.hb_seq += 1
+        actions.append(Send(conn.id, conn.channel.encode(MsgType.HEARTBEAT, encode_heartbeat(conn.hb_seq, now))))
+        self._update_ourself(now)
+        # A new neighbour learns what we have that it lacks (it answers our summary); then deltas.
+        actions.append(self._send_summary(conn))
+        if done.rest:
+            actions += self._messages(conn, done.rest, now)
+        self._topology_changed(now)
+        return actions
+
+    def _initiator(self, conn: Conn) -> str:
+        assert conn.remote is not None
+        return self.identity.name if conn.outbound else conn.remote.name
+
+    # --- messages -----------------------------------------------------------------------------
+    def _messages(self, conn: Conn, data: bytes, now: float) -> list[Action]:
+        assert conn.channel is not None
+        actions: list[Action] = []
+        changed = False
+        for kind, body in conn.channel.feed(data):
+            conn.last_recv = now
+            if kind == MsgType.HEARTBEAT:
+                decode_heartbeat(body)
+                actions.append(Send(conn.id, conn.channel.encode(MsgType.HEARTBEAT_ACK, body)))
+            elif kind == MsgType.HEARTBEAT_ACK:
+                _, sent_at = decode_heartbeat(body)
+                conn.rtt = max(0.0, now - sent_at)
+                if conn.state == "pending":
+                    conn.state = "established"
+                    self._update_ourself(now)
+                    changed = True
+            elif kind == MsgType.GOSSIP:
+                changed |= self._on_gossip(conn, body, now)
+            elif kind == MsgType.SUMMARY:
+                actions += self._on_summary(conn, body)
+            elif kind == MsgType.CLOSING:
+                reason = body.decode(errors="replace")[:200]
+                return actions + self._drop(conn, f"closed by peer: {reason}", now, send_close=False)
+        if changed:
+            self._topology_changed(now)
+        return actions
+
+    def _on_gossip(self, conn: Conn, body: bytes, now: float) -> bool:
+        msg = decode_json(body)
+        if not isinstance(msg, dict) or not isinstance(msg.get("peers"), list):
+            raise ProtocolError("bad gossip message")
+        self.counters["gossip_received"] += 1
+        conn.stats["gossip_recv"] += 1
+        accepted = self.topology.merge_wire(msg["peers"])
+        for e in accepted:
+            self._queue_gossip(e, now)
+        return bool(accepted)
+
+    def _on_summary(self, conn: Conn, body: bytes) -> list[Action]:
+        summary = decode_json(body)
+        if not isinstance(summary, dict):
+            raise ProtocolError("bad gossip summary")
+        newer = []
+        for name, e in self.topology.peers.items():
+            theirs = summary.get(name)
+            if not (isinstance(theirs, list) and len(theirs) == 2 and tuple(theirs) >= e.order):
+                newer.append(e)
+        return self._send_gossip(conn, gossip_body(newer))
+
+    # --- gossip -------------------------------------------------------------------------------
+    def _send_summary(self, conn: Conn) -> Send:
+        assert conn.channel is not None
+        summary = {n: [e.incarnation, e.version] for n, e in self.topology.peers.items()}
+        return Send(conn.id, conn.channel.encode(MsgType.SUMMARY, encode_json(summary)))
+
+    def _queue_gossip(self, entry: PeerEntry, now: float) -> None:
+        self._pending_gossip[entry.name] = entry
+        if self._gossip_due is None:
+            self._gossip_due = now + self.config.gossip_delay
+
+    def _flush_gossip(self) -> list[Action]:
+        """Send queued entries: ours to every neighbour, others' along their owner's broadcast tree,
+        so a dense mesh does not receive each update once per neighbour. The periodic summary
+        exchange repairs whatever a tree that was still changing missed."""
+        live = {c.remote.name: c for c in self.conns.values() if c.live and c.remote is not None}
+        reachable = self.routes.reachable()
+        per_conn: dict[int, list[PeerEntry]] = {}
+        for e in self._pending_gossip.values():
+            if e.name == self.identity.name or e.name not in reachable:
+                dests = live.keys()
+            else:
+                dests = [n for n in self.routes.broadcast(e.name) if n in live]
+            for n in dests:
+                per_conn.setdefault(live[n].id, []).append(e)
+        self._pending_gossip.clear()
+        self._gossip_due = None
+        actions: list[Action] = []
+        for cid, entries in per_conn.items():
+            actions += self._send_gossip(self.conns[cid], gossip_body(entries))
+        return actions
+
+    def _send_gossip(self, conn: Conn, body: bytes | None) -> list[Action]:
+        if body is None or conn.channel is None:
+            return []
+        self.counters["gossip_sent"] += 1
+        conn.stats["gossip_sent"] += 1
+        return [Send(conn.id, conn.channel.encode(MsgType.GOSSIP, body))]
+
+    def _update_ourself(self, now: float) -> None:
+        recs = []
+        for c in self.conns.values():
+            if c.live and c.remote is not None:
+                recs.append(ConnRecord(c.remote.name, c.dial_address, c.outbound, c.state == "established"))
+        recs.sort(key=lambda r: r.name)
+        me = self.topology.ourself
+        if tuple(recs) == me.connections:
+            return
+        new = PeerEntry(me.name, me.nickname, me.uid, me.incarnation, me.version + 1, tuple(recs))
+        self.topology.set_ourself(new)
+        self._queue_gossip(new, now)
+
+    def _topology_changed(self, now: float) -> None:
+        """Routes are recomputed on the next tick (≤ one tick interval), once per burst of gossip."""
+        self._topo_dirty = True
+
+    def _recompute(self, now: float) -> None:
+        self._topo_dirty = False
+        adj = self.topology.symmetric_neighbours()
+        if adj != self.routes.adj:
+            self.routes = RouteTable(adj, self.identity.name)
+            self.routes_version += 1
+        reachable = self.routes.reachable()
+        for n in self.topology.peers:
+            if n in reachable:
+                self._unreachable_since.pop(n, None)
+            else:
+                self._unreachable_since.setdefault(n, now)
+        if self.config.discovery:
+            self._discover(now)
+
+    def _gc_unreachable(self, now: float) -> None:
+        old = [n for n, t in self._unreachable_since.items() if now - t > self.config.unreachable_gc_after]
+        if old:
+            for n in old:
+                del self._unreachable_since[n]
+            self.topology.garbage_collect(set(self.topology.peers) - set(old))
+
+    # --- connection making --------------------------------------------------------------------
+    def _connected_names(self) -> set[str]:
+        return {c.remote.name for c in self.conns.values() if c.live and c.remote is not None}
+
+    def _discover(self, now: float) -> None:
+        connected = self._connected_names()
+        reachable = self.routes.reachable()
+        wanted: set[str] = set()
+        for name in reachable:
+            entry = self.topology.peers.get(name)
+            for c in entry.connections if entry else ():
+                if c.name != self.identity.name:
+                    self._addr_peer.setdefault(c.address, c.name)
+                    if c.name not in connected:
+                        wanted.add(c.address)
+        for addr in wanted:
+            self.connmaker.add(addr, explicit=False, now=now)
+        for addr, t in list(self.connmaker.targets.items()):
+            if not t.explicit and addr not in wanted and t.state != "connecting":
+                self.connmaker.remove(addr)
+
+    def _dial_due(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        connected = self._connected_names()
+        live_addrs = {c.dial_address for c in self.conns.values() if c.live}
+        for t in self.connmaker.targets.values():
+            satisfied = t.address in live_addrs or self._addr_peer.get(t.address) in connected
+            if satisfied:
+                if t.state != "connected":
+                    t.state, t.info = "connected", ""
+            elif t.state == "connected":
+                t.state, t.next_try = "retrying", now
+        for t in self.connmaker.due(now):
+            if self._live_count() >= self.config.conn_limit:
+                break
+            host, port = parse_peer_address(t.address)
+            conn = self._new_conn(True, t.address, "", now)
+            self.connmaker.dialing(t, conn.id)
+            actions.append(Dial(conn.id, host, port, t.address))
+        return actions
+
+    def _live_count(self) -> int:
+        return len(self.conns)
+
+    # --- closing ------------------------------------------------------------------------------
+    def _fail(self, conn: Conn, reason: str, now: float, refused: bool = False) -> list[Action]:
+        """A connection that never got going: log why, remember it for status, close it."""
+        where = f"{'to' if conn.outbound else 'from'} {conn.address}"
+        log.warning("connection %s refused: %s", where, reason)
+        self.counters["connections_refused"] += 1
+        self.conns.pop(conn.id, None)
+        if conn.outbound:
+            self.connmaker.failed(conn.address, reason, now, refused=refused)
+        else:
+            self._failed_inbound.append((now, conn.address, reason))
+        return [Close(conn.id, reason)]
+
+    def _drop(self, conn: Conn, reason: str, now: float, send_close: bool = True) -> list[Action]:
+        self.conns.pop(conn.id, None)
+        if conn.remote is None:
+            if conn.outbound:
+                self.connmaker.failed(conn.address, reason, now)
+            return [Close(conn.id, reason)]
+        log.info("connection %s %s %s(%s) lost: %s", "to" if conn.outbound else "from", conn.address,
+                 conn.remote.name, conn.remote.nickname, reason)
+        actions: list[Action] = []
+        if send_close and conn.channel is not None:
+            actions.append(Send(conn.id, conn.channel.encode(MsgType.CLOSING, reason.encode())))
+        actions.append(Close(conn.id, reason))
+        if conn.outbound:
+            self.connmaker.failed(conn.address, reason, now)
+        self._update_ourself(now)
+        self._topology_changed(now)
+        return actions
+
+    def shutdown(self) -> list[Action]:
+        actions: list[Action] = []
+        for conn in list(self.conns.values()):
+            if conn.channel is not None:
+                actions.append(Send(conn.id, conn.channel.encode(MsgType.CLOSING, b"router shutting down")))
+            actions.append(Close(conn.id, "router shutting down"))
+        self.conns.clear()
+        return actions
+
+    # --- report -------------------------------------------------------------------------------
+    def report(self, now: float) -> dict:
+        reachable = self.routes.reachable()
+        peers = []
+        for name in sorted(reachable):
+            e = self.topology.peers[name]
+            peers.append({"name": e.name, "nickname": e.nickname, "uid": e.uid, "version": e.version,
+                          "connections": [{"name": c.name, "nickname": self._nick(c.name), "address": c.address,
+                                           "outbound": c.outbound, "established": c.established}
+                                          for c in e.connections]})
+        conns = []
+        for c in sorted(self.conns.values(), key=lambda c: c.address):
+            state = "established" if c.state == "established" else "pending"
+            info = c.remote and f"{c.remote.name}({c.remote.nickname})" or ""
+            conns.append({"address": c.address, "outbound": c.outbound, "state": state, "info": info,
+                          "name": c.remote.name if c.remote else None,
+                          "nickname": c.remote.nickname if c.remote else None,
+                          "encrypted": bool(c.channel and c.channel.encrypted),
+                          "rtt_ms": round(c.rtt * 1000, 3) if c.rtt is not None else None})
+        for t in sorted(self.connmaker.targets.values(), key=lambda t: t.address):
+            if t.state in ("retrying", "failed"):
+                retry = max(0.0, t.next_try - now)
+                conns.append({"address": t.address, "outbound": True, "state": t.state,
+                              "info": f"{t.info}, retry in {retry:.1f}s", "name": None, "nickname": None,
+                              "encrypted": False, "rtt_ms": None})
+        for _, addr, reason in self._failed_inbound:
+            conns.append({"address": addr, "outbound": False, "state": "failed", "info": reason,
+                          "name": None, "nickname": None, "encrypted": False, "rtt_ms": None})
+        return {
+            "name": self.identity.name,
+            "nickname": self.identity.nickname,
+            "uid": self.identity.uid,
+            "encryption": self.config.password_hash is not None,
+            "discovery": self.config.discovery,
+            "conn_limit": self.config.conn_limit,
+            "peers": peers,
+            "connections": conns,
+            "targets": self.connmaker.explicit(),
+            "discovered": sorted(a for a, t in self.connmaker.targets.items() if not t.explicit),
+            "routes": self.routes.to_report(),
+        }
+
+    def _nick(self, name: str) -> str:
+        e = self.topology.peers.get(name)
+        return e.nickname if e else ""

@@ -1,0 +1,9 @@
+"""Errors raised by the protocol state machines; each carries a one-line reason for logs."""
+
+
+class ProtocolError(Exception):
+    """The remote sent something that violates the protocol; drop the connection."""
+
+
+class HandshakeRefused(ProtocolError):
+    """The handshake completed syntactically but the peers must not talk (password, version, self)."""
