@@ -1,0 +1,66 @@
+"""Human-readable renderings of the report, shared by the API's /status and the CLI."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+STATES = ("established", "pending", "retrying", "failed")
+
+
+def _peer(name: str | None, nick: str | None) -> str:
+    return f"{name}({nick})" if name else ""
+
+
+def status_summary(report: dict) -> str:
+    r = report["router"]
+    states = Counter(c["state"] for c in r["connections"])
+    n_est_links = sum(1 for p in r["peers"] for c in p["connections"] if c["established"])
+    rows = [
+        ("Version", r.get("version", report.get("version", "?"))),
+        ("", ""),
+        ("Service", "router"),
+        ("Protocol", "weavenet-mesh 1..1"),
+        ("Name", _peer(r["name"], r["nickname"])),
+        ("Encryption", "enabled" if r["encryption"] else "disabled"),
+        ("PeerDiscovery", "enabled" if r.get("discovery", True) else "disabled"),
+        ("Targets", str(len(r["targets"]))),
+        ("Connections", f"{len(r['connections'])} ("
+                        + ", ".join(f"{states.get(s, 0)} {s}" for s in STATES) + ")"),
+        ("Peers", f"{len(r['peers'])} (with {n_est_links} established connections)"),
+    ]
+    return "\n".join(f"{k:>15}: {v}" if k else "" for k, v in rows) + "\n"
+
+
+def status_connections(report: dict) -> str:
+    lines = []
+    for c in report["router"]["connections"]:
+        arrow = "->" if c["outbound"] else "<-"
+        extra = []
+        if c["state"] == "established":
+            extra.append("encrypted" if c.get("encrypted") else "unencrypted")
+            for key in ("datapath", "mtu"):
+                if c.get(key):
+                    extra.append(f"{key}={c[key]}" if key == "mtu" else str(c[key]))
+            if c.get("rtt_ms") is not None:
+                extra.append(f"rtt={c['rtt_ms']:.2f}ms")
+        info = " ".join([_peer(c.get("name"), c.get("nickname")) or c.get("info", "")] + extra)
+        lines.append(f"{arrow} {c['address']:<24} {c['state']:<12} {info}".rstrip())
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def status_peers(report: dict) -> str:
+    lines = []
+    for p in report["router"]["peers"]:
+        lines.append(_peer(p["name"], p["nickname"]))
+        for c in p["connections"]:
+            arrow = "->" if c["outbound"] else "<-"
+            state = "established" if c["established"] else "pending"
+            lines.append(f"   {arrow} {c['address']:<24} {_peer(c['name'], c['nickname']):<32} {state}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def status_targets(report: dict) -> str:
+    return "".join(t + "\n" for t in report["router"]["targets"])
+
+
+SECTIONS = {"peers": status_peers, "connections": status_connections, "targets": status_targets}

@@ -1,0 +1,52 @@
+"""Prometheus metrics, read from the mesh core at scrape time (nothing to keep in sync)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+if TYPE_CHECKING:
+    from ..router.runtime import Router
+
+STATES = ("established", "pending", "retrying", "failed")
+
+
+class MeshCollector:
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    def collect(self):
+        mesh = self.router.mesh
+        report = self.router.report()["router"]
+        conns = GaugeMetricFamily("weave_connections", "Connections by state", labels=["state"])
+        counts = Counter(c["state"] for c in report["connections"])
+        for s in STATES:
+            conns.add_metric([s], counts.get(s, 0))
+        yield conns
+        yield GaugeMetricFamily("weave_peers", "Peers reachable in the mesh (including this one)",
+                                value=len(report["peers"]))
+        gossip = CounterMetricFamily("weave_gossip_messages", "Topology gossip messages", labels=["direction"])
+        gossip.add_metric(["sent"], mesh.counters["gossip_sent"])
+        gossip.add_metric(["received"], mesh.counters["gossip_received"])
+        yield gossip
+        yield CounterMetricFamily("weave_connections_refused", "Connections refused or failed in handshake",
+                                  value=mesh.counters["connections_refused"])
+        rtt = GaugeMetricFamily("weave_heartbeat_rtt_seconds", "Last heartbeat round-trip time per peer",
+                                labels=["peer", "nickname"])
+        for c in mesh.conns.values():
+            if c.remote is not None and c.rtt is not None:
+                rtt.add_metric([c.remote.name, c.remote.nickname], c.rtt)
+        yield rtt
+
+
+def make_registry(router: Router) -> CollectorRegistry:
+    reg = CollectorRegistry()
+    reg.register(MeshCollector(router))
+    return reg
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

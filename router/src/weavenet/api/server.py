@@ -1,0 +1,95 @@
+"""The router's local HTTP API, served on a unix socket and on 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from . import format as fmt
+from .metrics import make_registry, render
+
+if TYPE_CHECKING:
+    from ..router.runtime import Router
+
+log = logging.getLogger("weavenet.api")
+ROUTER_KEY = web.AppKey("router", object)
+
+
+def _router(request: web.Request) -> Router:
+    return request.app[ROUTER_KEY]  # type: ignore[return-value]
+
+
+async def _peer_list(request: web.Request) -> tuple[list[str], bool]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(text="request body must be JSON") from None
+    peers = body.get("peers") if isinstance(body, dict) else None
+    if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
+        raise web.HTTPBadRequest(text='expected {"peers": ["host[:port]", ...]}')
+    return peers, bool(body.get("replace", False))
+
+
+def _error(e: ValueError) -> web.Response:
+    return web.json_response({"error": str(e)}, status=400)
+
+
+async def get_status(request: web.Request) -> web.Response:
+    return web.Response(text=fmt.status_summary(_router(request).report()))
+
+
+async def get_report(request: web.Request) -> web.Response:
+    return web.json_response(_router(request).report())
+
+
+async def post_connect(request: web.Request) -> web.Response:
+    peers, replace = await _peer_list(request)
+    try:
+        targets = _router(request).connect(peers, replace)
+    except ValueError as e:
+        return _error(e)
+    return web.json_response({"targets": targets})
+
+
+async def post_forget(request: web.Request) -> web.Response:
+    peers, _ = await _peer_list(request)
+    try:
+        targets = _router(request).forget(peers)
+    except ValueError as e:
+        return _error(e)
+    return web.json_response({"targets": targets})
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    body = render(request.app["registry"])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def make_app(router: Router) -> web.Application:
+    app = web.Application()
+    app[ROUTER_KEY] = router
+    app["registry"] = make_registry(router)
+    app.router.add_get("/status", get_status)
+    app.router.add_get("/report", get_report)
+    app.router.add_post("/connect", post_connect)
+    app.router.add_post("/forget", post_forget)
+    app.router.add_get("/metrics", get_metrics)
+    return app
+
+
+async def start_api(router: Router) -> web.AppRunner:
+    runner = web.AppRunner(make_app(router), access_log=None)
+    await runner.setup()
+    sock = router.paths.socket
+    sock.parent.mkdir(parents=True, exist_ok=True)
+    if sock.exists():
+        sock.unlink()  # stale from a crash: launch refuses to start while a router answers on it
+    await web.UnixSite(runner, str(sock)).start()
+    os.chmod(sock, 0o660)
+    if router.config.api_port:
+        await web.TCPSite(runner, "127.0.0.1", router.config.api_port, reuse_address=True).start()
+    return runner

@@ -1,0 +1,163 @@
+"""`weave` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+
+from .. import __version__
+from ..api import format as fmt
+from ..api.client import APIError, Client, RouterNotRunning
+from ..router.config import RouterConfig, password_from_env
+from ..router.paths import Paths
+from . import daemon
+
+
+class UsageError(Exception):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports bad input as one line and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def _add_router_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--password", help="encrypt the mesh (or set WEAVE_PASSWORD)")
+    p.add_argument("--nickname", help="name shown for this peer (default: hostname)")
+    p.add_argument("--name", help="peer name, MAC-style (default: generated once and persisted)")
+    p.add_argument("--port", type=int, default=6783, help="TCP port for peer connections (default 6783)")
+    p.add_argument("--api-port", type=int, default=6784, help="127.0.0.1 port of the HTTP API (0: off)")
+    p.add_argument("--conn-limit", type=int, default=100, help="maximum number of connections (default 100)")
+    p.add_argument("--no-discovery", action="store_true", help="do not connect to peers learned by gossip")
+    p.add_argument("peers", nargs="*", metavar="PEER", help="host[:port] of peers to connect to")
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="weave", description="weavenet: overlay network for Docker hosts")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=Parser)
+    _add_router_flags(sub.add_parser("launch", help="start the router in the background"))
+    _add_router_flags(sub.add_parser("router", help="run the router in the foreground"))
+    sub.add_parser("stop", help="stop the router")
+    sub.add_parser("reset", help="stop the router and delete its persisted state")
+    st = sub.add_parser("status", help="show the router's status")
+    st.add_argument("section", nargs="?", choices=sorted(fmt.SECTIONS))
+    sub.add_parser("report", help="full state as JSON")
+    c = sub.add_parser("connect", help="add peers to connect to")
+    c.add_argument("--replace", action="store_true", help="replace the current target list")
+    c.add_argument("peers", nargs="+", metavar="PEER")
+    f = sub.add_parser("forget", help="stop connecting to peers")
+    f.add_argument("peers", nargs="+", metavar="PEER")
+    sub.add_parser("version", help="print the version")
+    return p
+
+
+def _config_from(args: argparse.Namespace) -> RouterConfig:
+    cfg = RouterConfig(peers=list(args.peers), password=password_from_env(args.password), name=args.name,
+                       port=args.port, api_port=args.api_port, conn_limit=args.conn_limit,
+                       discovery=not args.no_discovery)
+    if args.nickname is not None:
+        cfg.nickname = args.nickname
+    cfg.validate()
+    return cfg
+
+
+def _router_argv(args: argparse.Namespace, cfg: RouterConfig) -> list[str]:
+    argv = ["--nickname", cfg.nickname, "--port", str(cfg.port), "--api-port", str(cfg.api_port),
+            "--conn-limit", str(cfg.conn_limit)]
+    if cfg.name:
+        argv += ["--name", cfg.name]
+    if not cfg.discovery:
+        argv.append("--no-discovery")
+    return argv + cfg.peers
+
+
+def run_router(cfg: RouterConfig, paths: Paths) -> int:
+    from ..api.server import start_api
+    from ..router.runtime import Router
+
+    logging.basicConfig(level=os.environ.get("WEAVE_LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def main() -> None:
+        paths.rundir.mkdir(parents=True, exist_ok=True)
+        router = Router(cfg, paths)
+        try:
+            await router.start()
+        except OSError as e:
+            raise SystemExit(f"weave: cannot listen on port {cfg.port}: {e.strerror or e}") from None
+        runner = await start_api(router)
+        paths.pidfile.write_text(f"{os.getpid()}\n")
+        try:
+            await router.wait_stopped()
+        finally:
+            await runner.cleanup()
+            for f in (paths.socket, paths.pidfile):
+                f.unlink(missing_ok=True)
+
+    asyncio.run(main())
+    return 0
+
+
+def _client(paths: Paths) -> Client:
+    return Client(paths.socket)
+
+
+def dispatch(args: argparse.Namespace, paths: Paths) -> int:
+    cmd = args.cmd
+    if cmd is None:
+        raise UsageError("missing command (try 'weave --help')")
+    if cmd == "version":
+        print(f"weave {__version__}")
+    elif cmd == "launch":
+        cfg = _config_from(args)
+        print(daemon.launch(paths, _router_argv(args, cfg), cfg.password))
+    elif cmd == "router":
+        cfg = _config_from(args)
+        if daemon.running_pid(paths) is not None:
+            raise RuntimeError(f"weave router is already running (pid {daemon.running_pid(paths)})")
+        return run_router(cfg, paths)
+    elif cmd in ("stop", "reset"):
+        was = daemon.stop(paths)
+        if cmd == "reset":
+            for f in paths.persisted_files():
+                f.unlink(missing_ok=True)
+        if not was and cmd == "stop":
+            print("weave router is not running", file=sys.stderr)
+    elif cmd == "status":
+        if args.section:
+            sys.stdout.write(fmt.SECTIONS[args.section](_client(paths).report()))
+        else:
+            sys.stdout.write(_client(paths).request("GET", "/status").decode())
+    elif cmd == "report":
+        print(json.dumps(_client(paths).report(), indent=2))
+    elif cmd in ("connect", "forget"):
+        body = {"peers": args.peers, "replace": bool(getattr(args, "replace", False))}
+        _client(paths).json("POST", f"/{cmd}", body)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    paths = Paths.from_env()
+    try:
+        args = build_parser().parse_args(argv)
+        return dispatch(args, paths)
+    except UsageError as e:
+        print(f"weave: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, RuntimeError, RouterNotRunning, APIError) as e:
+        msg = str(e)
+        print(msg if msg.startswith("weave ") else f"weave: {msg}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Router settings, shared by `weave launch` and `weave router`."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+
+from ..mesh.names import DEFAULT_PORT, normalise_address, parse_peer_name
+
+
+@dataclass
+class RouterConfig:
+    peers: list[str] = field(default_factory=list)
+    password: str | None = None
+    nickname: str = field(default_factory=socket.gethostname)
+    name: str | None = None
+    port: int = DEFAULT_PORT
+    api_port: int = 6784
+    conn_limit: int = 100
+    discovery: bool = True
+
+    def validate(self) -> None:
+        """Raise ValueError with a one-line reason; normalises peers and name in place."""
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"invalid port {self.port}: must be 1-65535")
+        if not 0 <= self.api_port <= 65535:
+            raise ValueError(f"invalid API port {self.api_port}: must be 0-65535 (0 disables)")
+        if self.conn_limit < 1:
+            raise ValueError(f"invalid connection limit {self.conn_limit}: must be at least 1")
+        if self.name:
+            self.name = parse_peer_name(self.name)
+        if not self.nickname or len(self.nickname) > 64 or any(c.isspace() for c in self.nickname):
+            raise ValueError(f"invalid nickname {self.nickname!r}: 1-64 characters, no spaces")
+        if self.password == "":
+            raise ValueError("empty password: omit --password to run unencrypted")
+        self.peers = [normalise_address(p) for p in self.peers]
+
+
+def password_from_env(explicit: str | None) -> str | None:
+    return explicit if explicit is not None else (os.environ.get("WEAVE_PASSWORD") or None)

@@ -1,0 +1,41 @@
+"""Per-instance paths: WEAVE_RUNDIR (socket, pid, log) and WEAVE_DATADIR (persisted state)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Paths:
+    rundir: Path
+    datadir: Path
+
+    @classmethod
+    def from_env(cls) -> Paths:
+        return cls(Path(os.environ.get("WEAVE_RUNDIR", "/run/weave")),
+                   Path(os.environ.get("WEAVE_DATADIR", "/var/lib/weave")))
+
+    @property
+    def socket(self) -> Path:
+        return self.rundir / "weave.sock"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.rundir / "weave.pid"
+
+    @property
+    def logfile(self) -> Path:
+        return self.rundir / "weave.log"
+
+    @property
+    def peer_name_file(self) -> Path:
+        return self.datadir / "peer-name"
+
+    @property
+    def targets_file(self) -> Path:
+        return self.datadir / "targets.json"
+
+    def persisted_files(self) -> list[Path]:
+        return [self.peer_name_file, self.targets_file]

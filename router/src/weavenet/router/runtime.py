@@ -1,0 +1,163 @@
+"""asyncio adapter: sockets and timers around the sans-I/O Mesh. No protocol logic lives here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import secrets
+import signal
+import socket
+import time
+
+from .. import __version__
+from ..mesh.core import Action, Close, Dial, Mesh, MeshConfig, Send
+from ..mesh.crypto import password_digest
+from ..mesh.handshake import LocalIdentity
+from .config import RouterConfig
+from .paths import Paths
+from .state import load_or_create_peer_name, load_targets, save_targets
+
+log = logging.getLogger("weavenet.router")
+
+TICK = 0.05
+DIAL_TIMEOUT = 5.0
+
+
+class PeerProtocol(asyncio.Protocol):
+    def __init__(self, router: Router, conn_id: int | None = None) -> None:
+        self.router = router
+        self.conn_id = conn_id
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        ip, port = transport.get_extra_info("peername")[:2]
+        mesh, now = self.router.mesh, time.monotonic()
+        if self.conn_id is None:
+            self.conn_id, actions = mesh.accept(ip, port, now)
+        else:
+            actions = mesh.dial_succeeded(self.conn_id, ip, now)
+        self.router.transports[self.conn_id] = transport
+        self.router.execute(actions)
+
+    def data_received(self, data: bytes) -> None:
+        assert self.conn_id is not None
+        self.router.execute(self.router.mesh.data_received(self.conn_id, data, time.monotonic()))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.conn_id is None:
+            return
+        self.router.transports.pop(self.conn_id, None)
+        reason = f"connection lost: {exc}" if exc else "connection closed by peer"
+        self.router.execute(self.router.mesh.connection_lost(self.conn_id, reason, time.monotonic()))
+
+
+class Router:
+    def __init__(self, config: RouterConfig, paths: Paths) -> None:
+        self.config = config
+        self.paths = paths
+        self.started = time.time()
+        name = load_or_create_peer_name(paths, config.name)
+        identity = LocalIdentity(name=name, nickname=config.nickname, uid=secrets.randbits(63), port=config.port)
+        mcfg = MeshConfig(password_hash=password_digest(config.password) if config.password else None,
+                          conn_limit=config.conn_limit, discovery=config.discovery)
+        self.mesh = Mesh(identity, incarnation=time.time_ns() // 1_000_000, config=mcfg, rng=random.Random())
+        self.transports: dict[int, asyncio.Transport] = {}
+        self._server: asyncio.base_events.Server | None = None
+        self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+
+    # --- actions from the core -------------------------------------------------------------------
+    def execute(self, actions: list[Action]) -> None:
+        for a in actions:
+            if isinstance(a, Send):
+                t = self.transports.get(a.conn_id)
+                if t is not None and not t.is_closing():
+                    t.write(a.data)
+            elif isinstance(a, Close):
+                t = self.transports.pop(a.conn_id, None)
+                if t is not None:
+                    t.close()  # flushes what was written first (e.g. a CLOSING message)
+            elif isinstance(a, Dial):
+                task = asyncio.get_running_loop().create_task(self._dial(a))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _dial(self, a: Dial) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(loop.create_connection(lambda: PeerProtocol(self, a.conn_id), a.host, a.port),
+                                   DIAL_TIMEOUT)
+        except (TimeoutError, OSError) as e:
+            reason = "connection timed out" if isinstance(e, asyncio.TimeoutError) else (e.strerror or str(e))
+            self.execute(self.mesh.dial_failed(a.conn_id, reason.lower(), time.monotonic()))
+
+    # --- operator commands (called by the API) ---------------------------------------------------
+    def connect(self, peers: list[str], replace: bool) -> list[str]:
+        self.execute(self.mesh.connect(peers, time.monotonic(), replace=replace))
+        self._save_targets()
+        return self.mesh.connmaker.explicit()
+
+    def forget(self, peers: list[str]) -> list[str]:
+        self.execute(self.mesh.forget(peers, time.monotonic()))
+        self._save_targets()
+        return self.mesh.connmaker.explicit()
+
+    def _save_targets(self) -> None:
+        try:
+            save_targets(self.paths, self.mesh.connmaker.explicit())
+        except OSError as e:
+            log.warning("cannot persist targets: %s", e)
+
+    def report(self) -> dict:
+        r = self.mesh.report(time.monotonic())
+        r["version"] = __version__
+        r["port"] = self.config.port
+        r["pid"] = os.getpid()
+        r["uptime_s"] = round(time.time() - self.started, 1)
+        return {"version": __version__, "router": r}
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: PeerProtocol(self), host=None, port=self.config.port,
+                                                reuse_address=True)
+        peers = self.config.peers or load_targets(self.paths)
+        if peers:
+            self.connect(peers, replace=True)
+        else:
+            self._save_targets()
+        log.info("router %s(%s) listening on port %d, encryption %s, discovery %s", self.mesh.identity.name,
+                 self.mesh.identity.nickname, self.config.port,
+                 "on" if self.config.password else "off", "on" if self.config.discovery else "off")
+        task = loop.create_task(self._ticker())
+        self._tasks.add(task)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            try:
+                self.execute(self.mesh.tick(time.monotonic()))
+            except Exception:  # a bug in one tick must not kill the router
+                log.exception("tick failed")
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+        log.info("router shutting down")
+        self.execute(self.mesh.shutdown())
+        if self._server is not None:
+            self._server.close()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.sleep(0.05)  # let transports flush their CLOSING messages
