@@ -6,6 +6,7 @@ nothing touches the machine's own network. ``close()`` removes it all, processes
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -111,10 +112,8 @@ class NetnsLab:
         for h in self.hosts:
             pid = h.router_pid()
             if pid:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
     def close(self) -> None:
         self.kill_routers()
@@ -122,10 +121,8 @@ class NetnsLab:
         for ns in [h.netns for h in self.hosts] + [self.switch]:
             pids = sh("ip", "netns", "pids", ns, check=False).stdout.split()
             for pid in pids:
-                try:
+                with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
         time.sleep(0.05)
         for ns in [h.netns for h in self.hosts] + [self.switch]:
             sh("ip", "netns", "del", ns, check=False)
