@@ -62,8 +62,11 @@ class NetnsLab:
     weave_cmd: str = field(default_factory=lambda: shutil.which("weave") or "weave")
     hosts: list[Host] = field(default_factory=list)
 
+    workdir: Path | None = None
+
     def __post_init__(self) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
         self.switch = f"{self.prefix}-sw"
 
     def __enter__(self) -> NetnsLab:
@@ -117,13 +120,21 @@ class NetnsLab:
 
     def close(self) -> None:
         self.kill_routers()
-        # Anything else still running in our namespaces (ip netns pids) goes too.
-        for ns in [h.netns for h in self.hosts] + [self.switch]:
-            pids = sh("ip", "netns", "pids", ns, check=False).stdout.split()
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
-        time.sleep(0.05)
-        for ns in [h.netns for h in self.hosts] + [self.switch]:
-            sh("ip", "netns", "del", ns, check=False)
+        remove_namespaces([h.netns for h in self.hosts] + [self.switch])
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def remove_namespaces(names: list[str]) -> None:
+    """Kill whatever runs in these namespaces, then delete them."""
+    for ns in names:
+        for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+    time.sleep(0.05)
+    for ns in names:
+        sh("ip", "netns", "del", ns, check=False)
+
+
+def namespaces_with_prefix(prefix: str) -> list[str]:
+    out = sh("ip", "netns", "list", check=False).stdout
+    return [ln.split()[0] for ln in out.splitlines() if ln.startswith(prefix + "-")]
