@@ -131,3 +131,10 @@ def test_keys_for_sleeve():
         OpeningCipher(b_rx).open(ct)
     assert OpeningCipher(b_rx).open(SealingCipher(a_tx).seal(b"sleeve")) == b"sleeve"
     assert a.keys_for("other") != a.keys_for("sleeve")
+
+
+def test_keys_for_control_are_the_session_keys():
+    a, b = session_pair()
+    control_tx, _ = a.keys_for("control")
+    assert control_tx not in a.keys_for("sleeve")
+    assert b.rx.open(SealingCipher(control_tx).seal(b"same key")) == b"same key"
