@@ -167,8 +167,6 @@ BAD_TYPES = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="topology.py: wrong-typed fields raise AttributeError/KeyError/TypeError/"
-                   "OverflowError instead of ProtocolError")
 @pytest.mark.parametrize("w", BAD_TYPES)
 def test_merge_wire_rejects_wrong_types(w):
     with pytest.raises(ProtocolError):

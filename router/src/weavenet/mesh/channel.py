@@ -19,6 +19,7 @@ class MsgType(IntEnum):
     GOSSIP = 3          # body: JSON topology entries
     CLOSING = 4         # body: UTF-8 reason, sent before a deliberate close
     SUMMARY = 5         # body: JSON {name: [incarnation, version]}; answered with the newer entries
+    DATAPATH = 6        # opaque to the mesh: the data plane's per-connection control (fast-path status)
 
 
 class Channel:

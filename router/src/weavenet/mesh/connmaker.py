@@ -64,7 +64,7 @@ class ConnectionMaker:
         t.conn_id = None
         t.state = "failed" if refused else "retrying"
         t.info = info
-        delay = min(BACKOFF_MAX, BACKOFF_INITIAL * (2 ** max(0, t.attempts - 1)))
+        delay = min(BACKOFF_MAX, BACKOFF_INITIAL * (2 ** min(16, max(0, t.attempts - 1))))
         if refused:
             delay = max(delay, BACKOFF_AFTER_REFUSAL)
         t.next_try = now + delay * self._rng.uniform(0.75, 1.25)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .channel import Channel, MsgType, decode_heartbeat, decode_json, encode_heartbeat, encode_json
 from .connmaker import ConnectionMaker
+from .crypto import Session
 from .errors import HandshakeRefused, ProtocolError
 from .handshake import Handshake, HandshakeDone, LocalIdentity, RemoteHello
 from .names import format_address, parse_peer_address
@@ -76,6 +78,7 @@ class Conn:
     state: str = "connecting"        # connecting | handshake | pending | established
     handshake: Handshake | None = None
     channel: Channel | None = None
+    session: Session | None = None   # keys for the data plane's channels of this connection
     remote: RemoteHello | None = None
     dial_address: str = ""           # the remote's listen address, known after its hello
     last_recv: float = 0.0
@@ -108,6 +111,8 @@ class Mesh:
         self._failed_inbound: list[tuple[float, str, str]] = []
         self._addr_peer: dict[str, str] = {}
         self._topo_dirty = False
+        # The data plane's hook for its per-connection messages (set by the adapter).
+        self.on_datapath_message: Callable[[str, bytes], None] | None = None
         self.counters = {"gossip_sent": 0, "gossip_received": 0, "connections_refused": 0}
 
     # --- operator commands -----------------------------------------------------------------------
@@ -130,6 +135,16 @@ class Mesh:
             if t is not None and t.explicit:
                 self.connmaker.remove(addr)
         return []
+
+    def send_datapath(self, peer: str, body: bytes) -> list[Action]:
+        """A data-plane message to a directly connected peer (dropped if there is no connection)."""
+        for c in self.conns.values():
+            if c.live and c.remote is not None and c.remote.name == peer and c.channel is not None:
+                return [Send(c.id, c.channel.encode(MsgType.DATAPATH, body))]
+        return []
+
+    def live_connections(self) -> list[Conn]:
+        return [c for c in self.conns.values() if c.live and c.remote is not None]
 
     # --- connection events ----------------------------------------------------------------------
     def accept(self, remote_ip: str, remote_port: int, now: float) -> tuple[int, list[Action]]:
@@ -160,7 +175,8 @@ class Mesh:
                 return self._handshake_data(conn, data, now)
             return self._messages(conn, data, now)
         except HandshakeRefused as e:
-            return self._fail(conn, str(e), now, refused=True)
+            owed = [Send(conn.id, e.output)] if e.output else []
+            return owed + self._fail(conn, str(e), now, refused=True)
         except ProtocolError as e:
             return self._fail(conn, str(e), now)
 
@@ -239,6 +255,7 @@ class Mesh:
                 return actions + [Close(conn.id, "duplicate connection")]
         conn.state, conn.last_recv, conn.last_hb = "pending", now, now
         conn.channel = Channel(done.session)
+        conn.session = done.session
         log.info("connection %s %s %s(%s) established handshake%s", "to" if conn.outbound else "from",
                  conn.address, remote.name, remote.nickname, " (encrypted)" if done.session else "")
         if conn.outbound:
@@ -276,6 +293,9 @@ class Mesh:
                     changed = True
             elif kind == MsgType.GOSSIP:
                 changed |= self._on_gossip(conn, body, now)
+            elif kind == MsgType.DATAPATH:
+                if self.on_datapath_message is not None and conn.remote is not None:
+                    self.on_datapath_message(conn.remote.name, body)
             elif kind == MsgType.SUMMARY:
                 actions += self._on_summary(conn, body)
             elif kind == MsgType.CLOSING:

@@ -38,7 +38,10 @@ class EphemeralKey:
                        responder_pub: bytes) -> bytes:
         if len(peer_public) != 32:
             raise ProtocolError("bad public key length")
-        shared = crypto_scalarmult(bytes(self._priv), peer_public)
+        try:
+            shared = crypto_scalarmult(bytes(self._priv), peer_public)
+        except nacl.exceptions.RuntimeError:
+            raise ProtocolError("bad public key (low order point)") from None
         # Binding both public keys makes the secret unique to this connection's exchange.
         return hashlib.blake2b(shared + password_hash + initiator_pub + responder_pub,
                                digest_size=32, person=b"weavenet-sess").digest()

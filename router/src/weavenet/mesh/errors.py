@@ -6,4 +6,8 @@ class ProtocolError(Exception):
 
 
 class HandshakeRefused(ProtocolError):
-    """The handshake completed syntactically but the peers must not talk (password, version, self)."""
+    """The handshake completed syntactically but the peers must not talk (password, version, self).
+
+    ``output`` holds bytes we still owe the peer (our auth frame), so it can log the reason too."""
+
+    output: bytes = b""

@@ -26,10 +26,11 @@ class FrameDecoder:
         self._buf = bytearray()
         self._max = max_frame
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes, max_frames: int | None = None) -> list[bytes]:
+        """Whole frames now available; with max_frames, stop early and keep the rest buffered."""
         self._buf += data
         out: list[bytes] = []
-        while len(self._buf) >= 4:
+        while len(self._buf) >= 4 and (max_frames is None or len(out) < max_frames):
             (n,) = _LEN.unpack_from(self._buf)
             if n > self._max:
                 raise ProtocolError(f"frame length {n} exceeds limit {self._max}")

@@ -96,22 +96,23 @@ class Handshake:
             data = bytes(self._buf[HEADER_LEN:])
             self._buf.clear()
             self._header_ok = True
-        frames = self._frames.feed(data)
         out = b""
-        for frame in frames:
-            if self._remote is None:
-                out += self._on_hello(frame)
-                if self._session is None:
-                    return out, HandshakeDone(self._remote, None, self._rest_after(frames, frame))
-            else:
-                self._on_auth(frame)
-                return out, HandshakeDone(self._remote, self._session, self._rest_after(frames, frame))
+        try:
+            # One frame at a time: only handshake frames are held to MAX_HELLO; whatever follows
+            # belongs to the message layer and is handed over unparsed.
+            while frames := self._frames.feed(data, max_frames=1):
+                data = b""
+                if self._remote is None:
+                    out += self._on_hello(frames[0])
+                    if self._session is None:
+                        return out, HandshakeDone(self._remote, None, self._frames.take_rest())
+                else:
+                    self._on_auth(frames[0])
+                    return out, HandshakeDone(self._remote, self._session, self._frames.take_rest())
+        except HandshakeRefused as e:
+            e.output = out  # still send our auth frame: the peer then sees the mismatch and says so
+            raise
         return out, None
-
-    def _rest_after(self, frames: list[bytes], last: bytes) -> bytes:
-        # Frames already split out after `last` are re-encoded so the message layer sees them untouched.
-        idx = next(i for i, f in enumerate(frames) if f is last)
-        return b"".join(encode_frame(f) for f in frames[idx + 1 :]) + self._frames.take_rest()
 
     def _on_hello(self, frame: bytes) -> bytes:
         try:
@@ -122,7 +123,7 @@ class Handshake:
                                  features=dict(h.get("features") or {}))
             their_encrypt = bool(h.get("encrypt"))
             pub = bytes.fromhex(h["pubkey"]) if their_encrypt else None
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, OverflowError, AttributeError) as e:
             raise ProtocolError(f"malformed handshake: {e}") from None
         if not 1 <= remote.port <= 65535:
             raise ProtocolError(f"malformed handshake: port {remote.port}")

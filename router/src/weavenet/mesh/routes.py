@@ -51,6 +51,7 @@ class RouteTable:
         self.ourself = ourself
         self.unicast = unicast_routes(adj, ourself)
         self._bcast: dict[str, list[str]] = {}
+        self._trees: dict[str, dict[str, str | None]] = {}
 
     def reachable(self) -> set[str]:
         return set(self.unicast) | {self.ourself}
@@ -58,8 +59,17 @@ class RouteTable:
     def broadcast(self, source: str) -> list[str]:
         hops = self._bcast.get(source)
         if hops is None:
-            hops = self._bcast[source] = broadcast_next_hops(self.adj, source, self.ourself)
+            hops = self._bcast[source] = self.tree_children(source, self.ourself)
         return hops
+
+    def tree_children(self, source: str, node: str) -> list[str]:
+        """Where `node` forwards a broadcast from `source` (every peer computes the same trees)."""
+        parent = self._trees.get(source)
+        if parent is None:
+            parent = self._trees[source] = bfs_parents(self.adj, source)
+        if node not in parent:
+            return []
+        return sorted(n for n, p in parent.items() if p == node)
 
     def to_report(self) -> dict:
         return {"unicast": [{"dest": d, "via": h} for d, h in sorted(self.unicast.items())],

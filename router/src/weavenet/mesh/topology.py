@@ -52,7 +52,7 @@ class PeerEntry:
             return cls(parse_peer_name(name), str(nick), int(uid), int(inc), int(ver),
                        tuple(ConnRecord(parse_peer_name(c[0]), str(c[1]), bool(c[2]), bool(c[3]))
                              for c in conns))
-        except (ValueError, TypeError, IndexError) as e:
+        except (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError) as e:
             raise ProtocolError(f"bad topology entry: {e}") from None
 
 
@@ -90,8 +90,10 @@ class Topology:
         for w in wire:
             try:
                 name, order = w[0], (int(w[3]), int(w[4]))
-            except (TypeError, ValueError, IndexError, KeyError):
+            except (TypeError, ValueError, IndexError, KeyError, OverflowError):
                 raise ProtocolError("bad topology entry") from None
+            if not isinstance(name, str):
+                raise ProtocolError("bad topology entry: peer name is not a string")
             if name != self.ourname and order > self._seen.get(name, (-1, -1)):
                 fresh.append(PeerEntry.from_wire(w))
         return self.merge(fresh)
