@@ -40,6 +40,31 @@ class MeshCollector:
             if c.remote is not None and c.rtt is not None:
                 rtt.add_metric([c.remote.name, c.remote.nickname], c.rtt)
         yield rtt
+        yield from self._dataplane()
+
+    def _dataplane(self):
+        dp = self.router.dataplane
+        eng = dp.engine
+        frames = CounterMetricFamily("weave_frames", "Frames forwarded", labels=["peer", "datapath", "direction"])
+        nbytes = CounterMetricFamily("weave_bytes", "Bytes forwarded (sleeve: UDP payload)",
+                                     labels=["peer", "datapath", "direction"])
+        for (peer, direction), n in list(eng.frames.items()):
+            frames.add_metric([peer, "sleeve", direction], n)
+        for (peer, direction), n in list(eng.bytes.items()):
+            nbytes.add_metric([peer, "sleeve", direction], n)
+        # The kernel does not count VXLAN traffic per remote: the device's totals, as peer="all".
+        for direction, (pk, by) in dp.fastdp_totals().items():
+            frames.add_metric(["all", "fastdp", direction], pk)
+            nbytes.add_metric(["all", "fastdp", direction], by)
+        yield frames
+        yield nbytes
+        drops = CounterMetricFamily("weave_dropped_frames", "Frames or datagrams dropped", labels=["reason"])
+        for reason in ("no_route", "replay", "auth", "too_big", "malformed", "unknown_peer"):
+            drops.add_metric([reason], eng.drops.get(reason, 0))
+        for reason, n in list(eng.drops.items()):
+            if reason not in ("no_route", "replay", "auth", "too_big", "malformed", "unknown_peer"):
+                drops.add_metric([reason], n)
+        yield drops
 
 
 def make_registry(router: Router) -> CollectorRegistry:

@@ -64,6 +64,50 @@ async def post_forget(request: web.Request) -> web.Response:
     return web.json_response({"targets": targets})
 
 
+async def _json_body(request: web.Request) -> dict:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(text="request body must be JSON") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="request body must be a JSON object")
+    return body
+
+
+def _str_list(body: dict, key: str) -> list[str]:
+    v = body.get(key) or []
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise web.HTTPBadRequest(text=f"{key!r} must be a list of strings")
+    return v
+
+
+async def post_attach(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    try:
+        result = await _router(request).attach(str(body.get("target", "")), _str_list(body, "cidrs"))
+    except ValueError as e:
+        return _error(e)
+    return web.json_response(result)
+
+
+async def post_detach(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    try:
+        result = await _router(request).detach(str(body.get("target", "")), _str_list(body, "cidrs"))
+    except ValueError as e:
+        return _error(e)
+    return web.json_response(result)
+
+
+async def post_expose(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    try:
+        result = await _router(request).expose(_str_list(body, "cidrs"), hide=request.path == "/hide")
+    except ValueError as e:
+        return _error(e)
+    return web.json_response(result)
+
+
 async def get_metrics(request: web.Request) -> web.Response:
     body = render(request.app["registry"])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -78,6 +122,10 @@ def make_app(router: Router) -> web.Application:
     app.router.add_post("/connect", post_connect)
     app.router.add_post("/forget", post_forget)
     app.router.add_get("/metrics", get_metrics)
+    app.router.add_post("/attach", post_attach)
+    app.router.add_post("/detach", post_detach)
+    app.router.add_post("/expose", post_expose)
+    app.router.add_post("/hide", post_expose)
     return app
 
 

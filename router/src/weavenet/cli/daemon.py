@@ -11,7 +11,7 @@ import time
 from ..api.client import APIError, Client, RouterNotRunning
 from ..router.paths import Paths
 
-START_TIMEOUT = 15.0
+START_TIMEOUT = 30.0
 
 
 def running_pid(paths: Paths) -> int | None:

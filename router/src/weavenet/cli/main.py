@@ -36,6 +36,8 @@ def _add_router_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-port", type=int, default=6784, help="127.0.0.1 port of the HTTP API (0: off)")
     p.add_argument("--conn-limit", type=int, default=100, help="maximum number of connections (default 100)")
     p.add_argument("--no-discovery", action="store_true", help="do not connect to peers learned by gossip")
+    p.add_argument("--mtu", type=int, default=1376, help="overlay MTU (default 1376)")
+    p.add_argument("--no-fastdp", action="store_true", help="never use the kernel VXLAN fast path")
     p.add_argument("peers", nargs="*", metavar="PEER", help="host[:port] of peers to connect to")
 
 
@@ -54,6 +56,13 @@ def build_parser() -> Parser:
     c.add_argument("peers", nargs="+", metavar="PEER")
     f = sub.add_parser("forget", help="stop connecting to peers")
     f.add_argument("peers", nargs="+", metavar="PEER")
+    a = sub.add_parser("attach", help="plug a namespace into the overlay: attach CIDR... TARGET")
+    a.add_argument("args", nargs="+", metavar="CIDR... TARGET")
+    d = sub.add_parser("detach", help="remove overlay addresses: detach [CIDR...] TARGET")
+    d.add_argument("args", nargs="+", metavar="[CIDR...] TARGET")
+    for cmd, what in (("expose", "give this host an address on the overlay"), ("hide", "undo expose")):
+        e = sub.add_parser(cmd, help=what)
+        e.add_argument("cidrs", nargs="+", metavar="CIDR")
     sub.add_parser("version", help="print the version")
     return p
 
@@ -61,7 +70,7 @@ def build_parser() -> Parser:
 def _config_from(args: argparse.Namespace) -> RouterConfig:
     cfg = RouterConfig(peers=list(args.peers), password=password_from_env(args.password), name=args.name,
                        port=args.port, api_port=args.api_port, conn_limit=args.conn_limit,
-                       discovery=not args.no_discovery)
+                       discovery=not args.no_discovery, mtu=args.mtu, fastdp=not args.no_fastdp)
     if args.nickname is not None:
         cfg.nickname = args.nickname
     cfg.validate()
@@ -70,11 +79,13 @@ def _config_from(args: argparse.Namespace) -> RouterConfig:
 
 def _router_argv(args: argparse.Namespace, cfg: RouterConfig) -> list[str]:
     argv = ["--nickname", cfg.nickname, "--port", str(cfg.port), "--api-port", str(cfg.api_port),
-            "--conn-limit", str(cfg.conn_limit)]
+            "--conn-limit", str(cfg.conn_limit), "--mtu", str(cfg.mtu)]
     if cfg.name:
         argv += ["--name", cfg.name]
     if not cfg.discovery:
         argv.append("--no-discovery")
+    if not cfg.fastdp:
+        argv.append("--no-fastdp")
     return argv + cfg.peers
 
 
@@ -137,6 +148,15 @@ def dispatch(args: argparse.Namespace, paths: Paths) -> int:
             sys.stdout.write(_client(paths).request("GET", "/status").decode())
     elif cmd == "report":
         print(json.dumps(_client(paths).report(), indent=2))
+    elif cmd in ("attach", "detach"):
+        *cidrs, target = args.args
+        if cmd == "attach" and not cidrs:
+            raise UsageError("usage: weave attach CIDR... TARGET (TARGET: netns:NAME or pid:PID)")
+        r = _client(paths).json("POST", f"/{cmd}", {"target": target, "cidrs": cidrs})
+        if cmd == "attach":
+            print(" ".join(a.split("/")[0] for a in r.get("addresses", [])))
+    elif cmd in ("expose", "hide"):
+        _client(paths).json("POST", f"/{cmd}", {"cidrs": args.cidrs})
     elif cmd in ("connect", "forget"):
         body = {"peers": args.peers, "replace": bool(getattr(args, "replace", False))}
         _client(paths).json("POST", f"/{cmd}", body)

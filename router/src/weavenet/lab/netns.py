@@ -61,6 +61,7 @@ class NetnsLab:
     prefix: str = field(default_factory=lambda: f"wn{os.getpid() % 100000}")
     weave_cmd: str = field(default_factory=lambda: shutil.which("weave") or "weave")
     hosts: list[Host] = field(default_factory=list)
+    containers: list[str] = field(default_factory=list)
 
     workdir: Path | None = None
 
@@ -90,6 +91,18 @@ class NetnsLab:
         sh("ip", "link", "set", "br0", "up", netns=self.switch)
         for i in range(1, self.n + 1):
             self.add_host(i)
+        self.wait_underlay()
+
+    def wait_underlay(self, timeout: float = 20.0) -> None:
+        """veth carrier comes up asynchronously (linkwatch, slower under load): wait until every
+        switch port forwards, so the first SYN or ARP of a test is not lost."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = sh("ip", "-o", "link", "show", "master", "br0", netns=self.switch).stdout
+            if out.count("state UP") >= len(self.hosts):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"lab underlay not up after {timeout}s")
 
     def add_host(self, i: int) -> Host:
         ns = f"{self.prefix}-h{i}"
@@ -106,7 +119,17 @@ class NetnsLab:
             sh("ip", "route", "add", other, "dev", "eth0", netns=ns)
         host = Host(self, i, ns, ip, self.workdir / f"h{i}" / "run", self.workdir / f"h{i}" / "data")
         self.hosts.append(host)
+        if len(self.hosts) > self.n:  # a host added to a running lab
+            self.wait_underlay()
         return host
+
+    def add_container(self, host: Host, name: str) -> str:
+        """A bare namespace standing in for a container on `host` (removed with the lab)."""
+        ns = f"{self.prefix}-{name}"
+        sh("ip", "netns", "add", ns)
+        sh("ip", "link", "set", "lo", "up", netns=ns)
+        self.containers.append(ns)
+        return ns
 
     def host(self, i: int) -> Host:
         return self.hosts[i - 1]
@@ -120,7 +143,7 @@ class NetnsLab:
 
     def close(self) -> None:
         self.kill_routers()
-        remove_namespaces([h.netns for h in self.hosts] + [self.switch])
+        remove_namespaces(self.containers + [h.netns for h in self.hosts] + [self.switch])
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 

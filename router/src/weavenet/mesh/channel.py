@@ -10,12 +10,11 @@ from .crypto import Session
 from .errors import ProtocolError
 from .framing import FrameDecoder, encode_frame
 
-_HB = struct.Struct(">Qd")
+_HB = struct.Struct(">ddd")
 
 
 class MsgType(IntEnum):
-    HEARTBEAT = 1       # body: seq, sender timestamp
-    HEARTBEAT_ACK = 2   # body echoed back, so the sender measures RTT
+    HEARTBEAT = 1       # body: sender's clock, and the echo of the last heartbeat it received (for RTT)
     GOSSIP = 3          # body: JSON topology entries
     CLOSING = 4         # body: UTF-8 reason, sent before a deliberate close
     SUMMARY = 5         # body: JSON {name: [incarnation, version]}; answered with the newer entries
@@ -53,11 +52,13 @@ class Channel:
         return out
 
 
-def encode_heartbeat(seq: int, sent_at: float) -> bytes:
-    return _HB.pack(seq, sent_at)
+def encode_heartbeat(sent_at: float, echo: float = 0.0, held: float = 0.0) -> bytes:
+    """`echo`: the peer's own timestamp from its last heartbeat we got (0: none yet), `held`: how
+    long ago we got it. The peer's RTT is its now - echo - held; no separate ack messages needed."""
+    return _HB.pack(sent_at, echo, held)
 
 
-def decode_heartbeat(body: bytes) -> tuple[int, float]:
+def decode_heartbeat(body: bytes) -> tuple[float, float, float]:
     if len(body) != _HB.size:
         raise ProtocolError("bad heartbeat")
     return _HB.unpack(body)

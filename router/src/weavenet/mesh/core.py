@@ -29,8 +29,8 @@ class MeshConfig:
     password_hash: bytes | None = None
     conn_limit: int = 100
     discovery: bool = True
-    heartbeat_interval: float = 0.5
-    heartbeat_timeout: float = 2.0   # + one tick: a silent peer is dropped well within 3 s
+    heartbeat_interval: float = 0.8
+    heartbeat_timeout: float = 2.4   # three heartbeats missed (+ one tick): dropped within 3 s
     handshake_timeout: float = 5.0
     gossip_delay: float = 0.05       # coalescing window for topology deltas
     summary_interval: float = 2.0    # pull anything missed from a random neighbour
@@ -83,7 +83,7 @@ class Conn:
     dial_address: str = ""           # the remote's listen address, known after its hello
     last_recv: float = 0.0
     last_hb: float = 0.0
-    hb_seq: int = 0
+    peer_hb: tuple[float, float] = (0.0, 0.0)  # (peer's timestamp, when we got it): echoed back
     rtt: float | None = None
     stats: dict = field(default_factory=lambda: {"gossip_sent": 0, "gossip_recv": 0})
 
@@ -197,10 +197,7 @@ class Mesh:
                 if now - conn.last_recv > cfg.heartbeat_timeout:
                     actions += self._drop(conn, f"no heartbeat for {now - conn.last_recv:.1f}s", now)
                 elif now - conn.last_hb >= cfg.heartbeat_interval:
-                    conn.last_hb = now
-                    conn.hb_seq += 1
-                    actions.append(Send(conn.id, conn.channel.encode(  # type: ignore[union-attr]
-                        MsgType.HEARTBEAT, encode_heartbeat(conn.hb_seq, now))))
+                    actions.append(self._heartbeat(conn, now))
         if self._topo_dirty:
             self._recompute(now)
         if self._gossip_due is not None and now >= self._gossip_due:
@@ -260,8 +257,7 @@ class Mesh:
                  conn.address, remote.name, remote.nickname, " (encrypted)" if done.session else "")
         if conn.outbound:
             self.connmaker.connected(conn.address)
-        conn.hb_seq += 1
-        actions.append(Send(conn.id, conn.channel.encode(MsgType.HEARTBEAT, encode_heartbeat(conn.hb_seq, now))))
+        actions.append(self._heartbeat(conn, now))
         self._update_ourself(now)
         # A new neighbour learns what we have that it lacks (it answers our summary); then deltas.
         actions.append(self._send_summary(conn))
@@ -269,6 +265,13 @@ class Mesh:
             actions += self._messages(conn, done.rest, now)
         self._topology_changed(now)
         return actions
+
+    def _heartbeat(self, conn: Conn, now: float) -> Send:
+        assert conn.channel is not None
+        conn.last_hb = now
+        ts, got = conn.peer_hb
+        body = encode_heartbeat(now, ts, now - got if ts else 0.0)
+        return Send(conn.id, conn.channel.encode(MsgType.HEARTBEAT, body))
 
     def _initiator(self, conn: Conn) -> str:
         assert conn.remote is not None
@@ -282,11 +285,14 @@ class Mesh:
         for kind, body in conn.channel.feed(data):
             conn.last_recv = now
             if kind == MsgType.HEARTBEAT:
-                decode_heartbeat(body)
-                actions.append(Send(conn.id, conn.channel.encode(MsgType.HEARTBEAT_ACK, body)))
-            elif kind == MsgType.HEARTBEAT_ACK:
-                _, sent_at = decode_heartbeat(body)
-                conn.rtt = max(0.0, now - sent_at)
+                sent_at, echo, held = decode_heartbeat(body)
+                first = conn.peer_hb[0] == 0.0
+                conn.peer_hb = (sent_at, now)
+                if echo == 0.0:
+                    if first:  # the peer has not heard us yet: answer now rather than next interval
+                        actions.append(self._heartbeat(conn, now))
+                    continue
+                conn.rtt = max(0.0, now - echo - held)
                 if conn.state == "pending":
                     conn.state = "established"
                     self._update_ourself(now)

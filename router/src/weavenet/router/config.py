@@ -19,6 +19,8 @@ class RouterConfig:
     api_port: int = 6784
     conn_limit: int = 100
     discovery: bool = True
+    mtu: int = 1376
+    fastdp: bool = True
 
     def validate(self) -> None:
         """Raise ValueError with a one-line reason; normalises peers and name in place."""
@@ -32,6 +34,8 @@ class RouterConfig:
             self.name = parse_peer_name(self.name)
         if not self.nickname or len(self.nickname) > 64 or any(c.isspace() for c in self.nickname):
             raise ValueError(f"invalid nickname {self.nickname!r}: 1-64 characters, no spaces")
+        if not 576 <= self.mtu <= 9000:
+            raise ValueError(f"invalid MTU {self.mtu}: must be 576-9000")
         if self.password == "":
             raise ValueError("empty password: omit --password to run unencrypted")
         self.peers = [normalise_address(p) for p in self.peers]

@@ -16,12 +16,13 @@ from ..mesh.core import Action, Close, Dial, Mesh, MeshConfig, Send
 from ..mesh.crypto import password_digest
 from ..mesh.handshake import LocalIdentity
 from .config import RouterConfig
+from .dataplane import Dataplane, DataplaneConfig
 from .paths import Paths
 from .state import load_or_create_peer_name, load_targets, save_targets
 
 log = logging.getLogger("weavenet.router")
 
-TICK = 0.05
+TICK = 0.1  # routes are recomputed at most one tick after a change (≤ 100 ms)
 DIAL_TIMEOUT = 5.0
 
 
@@ -63,11 +64,9 @@ class Router:
         self.config = config
         self.paths = paths
         self.started = time.time()
-        name = load_or_create_peer_name(paths, config.name)
-        identity = LocalIdentity(name=name, nickname=config.nickname, uid=secrets.randbits(63), port=config.port)
-        mcfg = MeshConfig(password_hash=password_digest(config.password) if config.password else None,
-                          conn_limit=config.conn_limit, discovery=config.discovery)
-        self.mesh = Mesh(identity, incarnation=time.time_ns() // 1_000_000, config=mcfg, rng=random.Random())
+        self.name = load_or_create_peer_name(paths, config.name)
+        self.dataplane = Dataplane(DataplaneConfig(config.port, config.mtu, config.fastdp), self.name)
+        self.mesh: Mesh
         self.transports: dict[int, asyncio.Transport] = {}
         self._server: asyncio.base_events.Server | None = None
         self._stop = asyncio.Event()
@@ -109,6 +108,15 @@ class Router:
         self._save_targets()
         return self.mesh.connmaker.explicit()
 
+    async def attach(self, target: str, cidrs: list[str]) -> dict:
+        return await asyncio.get_running_loop().run_in_executor(None, self.dataplane.attach, target, cidrs)
+
+    async def detach(self, target: str, cidrs: list[str] | None) -> dict:
+        return await asyncio.get_running_loop().run_in_executor(None, self.dataplane.detach, target, cidrs)
+
+    async def expose(self, cidrs: list[str], hide: bool = False) -> dict:
+        return await asyncio.get_running_loop().run_in_executor(None, self.dataplane.expose, cidrs, hide)
+
     def _save_targets(self) -> None:
         try:
             save_targets(self.paths, self.mesh.connmaker.explicit())
@@ -116,7 +124,14 @@ class Router:
             log.warning("cannot persist targets: %s", e)
 
     def report(self) -> dict:
-        r = self.mesh.report(time.monotonic())
+        now = time.monotonic()
+        r = self.mesh.report(now)
+        for c in r["connections"]:
+            if c["state"] == "established" and c.get("name"):
+                c.update(self.dataplane.connection_info(c["name"]))
+        dp = self.dataplane.report(now)
+        r["macs"] = dp.pop("macs")
+        r["dataplane"] = dp
         r["version"] = __version__
         r["port"] = self.config.port
         r["pid"] = os.getpid()
@@ -124,8 +139,20 @@ class Router:
         return {"version": __version__, "router": r}
 
     # --- lifecycle -------------------------------------------------------------------------------
+    def _make_mesh(self) -> Mesh:
+        cfg = self.config
+        identity = LocalIdentity(name=self.name, nickname=cfg.nickname, uid=secrets.randbits(63), port=cfg.port,
+                                 features=self.dataplane.features())
+        mcfg = MeshConfig(password_hash=password_digest(cfg.password) if cfg.password else None,
+                          conn_limit=cfg.conn_limit, discovery=cfg.discovery)
+        mesh = Mesh(identity, incarnation=time.time_ns() // 1_000_000, config=mcfg, rng=random.Random())
+        mesh.on_datapath_message = self.dataplane.on_datapath_message
+        return mesh
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self.dataplane.setup)  # needs root; raises with a clear reason
+        self.mesh = self._make_mesh()
         self._server = await loop.create_server(lambda: PeerProtocol(self), host=None, port=self.config.port,
                                                 reuse_address=True)
         peers = self.config.peers or load_targets(self.paths)
@@ -136,6 +163,7 @@ class Router:
         log.info("router %s(%s) listening on port %d, encryption %s, discovery %s", self.mesh.identity.name,
                  self.mesh.identity.nickname, self.config.port,
                  "on" if self.config.password else "off", "on" if self.config.discovery else "off")
+        self.dataplane.start(loop)
         task = loop.create_task(self._ticker())
         self._tasks.add(task)
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -145,7 +173,9 @@ class Router:
         while True:
             await asyncio.sleep(TICK)
             try:
-                self.execute(self.mesh.tick(time.monotonic()))
+                now = time.monotonic()
+                self.execute(self.mesh.tick(now))
+                self.execute(self.dataplane.sync(self.mesh, now))
             except Exception:  # a bug in one tick must not kill the router
                 log.exception("tick failed")
 
@@ -161,3 +191,4 @@ class Router:
         for t in list(self._tasks):
             t.cancel()
         await asyncio.sleep(0.05)  # let transports flush their CLOSING messages
+        self.dataplane.stop(asyncio.get_running_loop())

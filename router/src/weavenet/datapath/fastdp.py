@@ -1,0 +1,150 @@
+"""Fast datapath: a kernel VXLAN device carries traffic to directly connected peers, so frames never
+enter Python. The router programs the VXLAN FDB and keeps checking each path with heartbeat frames
+sent through the device itself; a path that stops working falls back to the sleeve, and returns.
+
+Heartbeats are Ethernet frames (ethertype 0x88b5, local experimental) from our VXLAN MAC to the peer's
+VXLAN MAC, for which the router installs a static FDB entry. On arrival the bridge hands them to its
+own stack (the destination is the port's own MAC), which drops them: nothing leaks to containers.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import socket
+import struct
+from dataclasses import dataclass
+
+ETHERTYPE = 0x88B5
+HB_MAGIC = b"WNFD"
+HB_INTERVAL = 0.5
+RX_TIMEOUT = 1.5           # no heartbeat for this long: the path is down (fallback well within 3 s)
+STATUS_REFRESH = 1.0       # "I hear you" is sent on change and at least this often
+STATUS_VALID = 2.5
+ZERO_MAC = "00:00:00:00:00:00"
+ETH_P_ALL = 0x0003
+SO_ATTACH_FILTER = 26
+PACKET_OUTGOING = 4
+
+
+@dataclass
+class PathState:
+    ip: str
+    remote_mac: str
+    last_rx: float = 0.0
+    remote_ok_at: float = 0.0   # when the peer last told us it hears our heartbeats
+    remote_ok: bool = False
+    active: bool = False
+    hb_installed: bool = False
+    told: bool | None = None    # what we last told the peer
+    told_at: float = 0.0
+
+
+def mac_bytes(mac: str) -> bytes:
+    return bytes.fromhex(mac.replace(":", ""))
+
+
+def heartbeat_frame(src_mac: str, dst_mac: str, ourname: str, now: float) -> bytes:
+    return (mac_bytes(dst_mac) + mac_bytes(src_mac) + struct.pack(">H", ETHERTYPE) + HB_MAGIC
+            + bytes.fromhex(ourname.replace(":", "")) + struct.pack(">d", now))
+
+
+def parse_heartbeat(frame: bytes) -> str | None:
+    if len(frame) < 14 + 4 + 6 or frame[12:14] != struct.pack(">H", ETHERTYPE) or frame[14:18] != HB_MAGIC:
+        return None
+    return frame[18:24].hex(":")
+
+
+class FastPathDecider:
+    """Pure: which candidate peers are on the fast path now, and what changed."""
+
+    def __init__(self) -> None:
+        self.paths: dict[str, PathState] = {}
+
+    def set_candidates(self, cands: dict[str, tuple[str, str]]) -> list[PathState]:
+        """cands: peer -> (ip, remote VXLAN MAC). Returns paths removed (to clean up)."""
+        gone = [p for n, p in self.paths.items() if n not in cands or cands[n] != (p.ip, p.remote_mac)]
+        for n in [n for n, p in self.paths.items() if p in gone]:
+            del self.paths[n]
+        for n, (ip, mac) in cands.items():
+            self.paths.setdefault(n, PathState(ip, mac))
+        return gone
+
+    def heard(self, peer: str, now: float) -> None:
+        if peer in self.paths:
+            self.paths[peer].last_rx = now
+
+    def remote_status(self, peer: str, ok: bool, now: float) -> None:
+        p = self.paths.get(peer)
+        if p is not None:
+            p.remote_ok, p.remote_ok_at = ok, now
+
+    def status_due(self, peer: str, now: float) -> bool | None:
+        """What to tell `peer` about its heartbeats now, or None if nothing is due."""
+        p = self.paths[peer]
+        hears = self.hears(peer, now)
+        if hears != p.told or now - p.told_at >= STATUS_REFRESH:
+            p.told, p.told_at = hears, now
+            return hears
+        return None
+
+    def hears(self, peer: str, now: float) -> bool:
+        p = self.paths.get(peer)
+        return p is not None and now - p.last_rx <= RX_TIMEOUT
+
+    def evaluate(self, now: float) -> tuple[list[str], list[str]]:
+        """(peers that went up, peers that went down)."""
+        up, down = [], []
+        for n, p in self.paths.items():
+            ok = now - p.last_rx <= RX_TIMEOUT and p.remote_ok and now - p.remote_ok_at <= STATUS_VALID
+            if ok and not p.active:
+                p.active = True
+                up.append(n)
+            elif not ok and p.active:
+                p.active = False
+                down.append(n)
+        return up, down
+
+    def active(self) -> frozenset[str]:
+        return frozenset(n for n, p in self.paths.items() if p.active)
+
+
+def status_message(hears: bool) -> bytes:
+    return json.dumps({"fastdp_rx": hears}).encode()
+
+
+def parse_status(body: bytes) -> bool:
+    try:
+        return bool(json.loads(body).get("fastdp_rx"))
+    except (ValueError, AttributeError):
+        return False
+
+
+def open_heartbeat_socket(ifname: str) -> socket.socket:
+    """Raw socket on the VXLAN device: sends heartbeats out through it and sees incoming ones before
+    the bridge takes them (ETH_P_ALL taps run ahead of the bridge's rx handler)."""
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    # Classic BPF: accept only our ethertype. ldh [12]; jeq #0x88b5 jt 0 jf 1; ret #0xffff; ret #0
+    prog = [(0x28, 0, 0, 12), (0x15, 0, 1, ETHERTYPE), (0x06, 0, 0, 0xFFFF), (0x06, 0, 0, 0)]
+    buf = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *ins) for ins in prog))
+    fprog = struct.pack("HL", len(prog), ctypes.addressof(buf))
+    s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    s.bind((ifname, ETH_P_ALL))  # CPython applies htons() to the protocol itself here
+    s.setblocking(False)
+    return s
+
+
+def drain(s: socket.socket) -> list[str]:
+    """Peers whose heartbeats arrived (incoming frames only)."""
+    names = []
+    while True:
+        try:
+            frame, addr = s.recvfrom(2048)
+        except BlockingIOError:
+            return names
+        if addr[2] == PACKET_OUTGOING:
+            continue
+        name = parse_heartbeat(frame)
+        if name:
+            names.append(name)
+

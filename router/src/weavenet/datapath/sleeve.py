@@ -1,0 +1,95 @@
+"""Sleeve datagrams: Ethernet frames carried in UDP between peers, several per datagram.
+
+    clear header (16 B): magic, flags, hop sender's peer name (6 B), sequence number (8 B)
+    body: origin peer (6 B), destination peer (6 B, all-ones = broadcast), body flags (1 B),
+          then frames, each a 4-byte length and the frame (with its virtio-net header, if any)
+
+With a password the body is sealed with ChaCha20-Poly1305 under the per-connection, per-direction
+key of the hop that sent it; the clear header is the associated data and the sequence number the
+nonce, so the receiver can drop forged datagrams and replays (see ``replay``). Relays re-seal per hop.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from nacl.bindings import (
+    crypto_aead_chacha20poly1305_ietf_decrypt,
+    crypto_aead_chacha20poly1305_ietf_encrypt,
+)
+from nacl.exceptions import CryptoError
+
+MAGIC = 0x57
+F_ENCRYPTED = 0x01
+B_RELAY_ONLY = 0x01   # the next hop already has the frame (fast path); only forward it on
+HEADER = struct.Struct(">BB6sQ")
+BODY_HEAD = struct.Struct(">6s6sB")
+FRAME_LEN = struct.Struct(">I")
+BROADCAST = b"\xff" * 6
+OVERHEAD = HEADER.size + BODY_HEAD.size + FRAME_LEN.size + 16  # + AEAD tag
+MAX_DATAGRAM = 65507
+
+
+class SleeveError(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason  # metric label: "malformed", "auth"
+
+
+def name_bytes(name: str) -> bytes:
+    return bytes.fromhex(name.replace(":", ""))
+
+
+def name_str(b: bytes) -> str:
+    return b.hex(":")
+
+
+def _nonce(seq: int) -> bytes:
+    return b"\x00\x00\x00\x00" + seq.to_bytes(8, "big")
+
+
+def encode(sender: bytes, seq: int, origin: bytes, dest: bytes, frames: list[bytes], key: bytes | None,
+           relay_only: bool = False) -> bytes:
+    body = b"".join([BODY_HEAD.pack(origin, dest, B_RELAY_ONLY if relay_only else 0),
+                     *(FRAME_LEN.pack(len(f)) + f for f in frames)])
+    header = HEADER.pack(MAGIC, F_ENCRYPTED if key else 0, sender, seq)
+    if key is None:
+        return header + body
+    return header + crypto_aead_chacha20poly1305_ietf_encrypt(body, header, _nonce(seq), key)
+
+
+def peek(datagram: bytes) -> tuple[bytes, int, bool]:
+    """(hop sender, seq, encrypted) from the clear header, before any crypto."""
+    if len(datagram) < HEADER.size + BODY_HEAD.size:
+        raise SleeveError("malformed")
+    magic, flags, sender, seq = HEADER.unpack_from(datagram)
+    if magic != MAGIC:
+        raise SleeveError("malformed")
+    return sender, seq, bool(flags & F_ENCRYPTED)
+
+
+def decode_body(datagram: bytes, seq: int, key: bytes | None) -> tuple[bytes, bytes, bool, list[bytes]]:
+    """(origin, dest, relay_only, frames). Raises SleeveError("auth") for a forged/garbled datagram."""
+    if key is None:
+        body = memoryview(datagram)[HEADER.size:]
+    else:
+        try:
+            body = memoryview(crypto_aead_chacha20poly1305_ietf_decrypt(
+                bytes(datagram[HEADER.size:]), bytes(datagram[:HEADER.size]), _nonce(seq), key))
+        except CryptoError:
+            raise SleeveError("auth") from None
+    if len(body) < BODY_HEAD.size:
+        raise SleeveError("malformed")
+    origin, dest, bflags = BODY_HEAD.unpack_from(body)
+    frames = []
+    off, end = BODY_HEAD.size, len(body)
+    while off < end:
+        if off + 4 > end:
+            raise SleeveError("malformed")
+        (n,) = FRAME_LEN.unpack_from(body, off)
+        off += 4
+        if off + n > end:
+            raise SleeveError("malformed")
+        frames.append(bytes(body[off:off + n]))
+        off += n
+    return origin, dest, bool(bflags & B_RELAY_ONLY), frames

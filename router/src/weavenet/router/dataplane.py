@@ -1,0 +1,212 @@
+"""Wires the data plane into the router: bridge, TAP, VXLAN, the sleeve engine, the fast-path
+checker, and attach/detach/expose. Runs on the asyncio loop except the engine's own threads."""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from .. import net
+from ..datapath import fastdp
+from ..datapath.engine import Engine, PeerLink, View
+from ..datapath.macs import MacTable, mac_str
+from ..mesh.core import Mesh
+from ..net import bridge as br
+from ..net.tap import Tap
+
+log = logging.getLogger("weavenet.dataplane")
+
+BRIDGE = "weave"
+VXLAN = "vxlan-6784"
+TAP = "weave-tap"
+VXLAN_PORT = 6784
+
+
+@dataclass
+class DataplaneConfig:
+    port: int = 6783
+    mtu: int = 1376
+    fastdp: bool = True
+
+
+class Dataplane:
+    """pyroute2 cannot run on the asyncio loop's thread: set-up runs in a worker thread (``setup``),
+    and FDB changes go to one netlink thread, in order, so the loop never blocks on them."""
+
+    def __init__(self, cfg: DataplaneConfig, ourname: str) -> None:
+        self.cfg = cfg
+        self.ourname = ourname
+        self.macs = MacTable()
+        self.vxlan_mac: str | None = None
+        self.decider = fastdp.FastPathDecider()
+        self._hb_sock = None
+        self._links: dict[int, PeerLink] = {}     # mesh connection id -> sleeve link
+        self._routes_version = -1
+        self._conn_ids: frozenset[int] = frozenset()
+        self._next_hb = 0.0
+        self._netlink = ThreadPoolExecutor(1, thread_name_prefix="weave-netlink")
+
+    def setup(self) -> None:
+        """Blocking: bridge, VXLAN, TAP, sockets. Idempotent over an earlier run's leftovers."""
+        cfg = self.cfg
+        br.ensure_bridge(BRIDGE, cfg.mtu)
+        if cfg.fastdp:
+            self.vxlan_mac = br.ensure_vxlan(VXLAN, BRIDGE, VXLAN_PORT, mtu=cfg.mtu)
+            self._reset_vxlan_fdb()
+            self._hb_sock = fastdp.open_heartbeat_socket(VXLAN)
+        else:
+            br.delete_link(VXLAN)
+        self.tap = Tap.open(TAP, BRIDGE, cfg.mtu, vnet_hdr=True)
+        self.engine = Engine(self.ourname, self.tap.fd, cfg.port, self.macs, vnet_hdr=self.tap.vnet_hdr)
+
+    def _nl(self, fn, *args) -> None:
+        """Queue a netlink change; failures are logged, not raised into the tick."""
+        def run() -> None:
+            try:
+                fn(*args)
+            except Exception as e:  # noqa: BLE001 - a failed FDB change must not stop the router
+                log.warning("netlink %s%s failed: %s", fn.__name__, args, e)
+        self._netlink.submit(run)
+
+    def features(self) -> dict:
+        """Advertised in our handshake: peers that also run a fast path can use it with us."""
+        return {"fastdp": self.vxlan_mac} if self.vxlan_mac else {}
+
+    def start(self, loop) -> None:
+        self.engine.start()
+        if self._hb_sock is not None:
+            loop.add_reader(self._hb_sock.fileno(), self._on_heartbeats)
+
+    def stop(self, loop) -> None:
+        if self._hb_sock is not None:
+            loop.remove_reader(self._hb_sock.fileno())
+            self._hb_sock.close()
+        self.engine.stop()
+        self.tap.close()
+        self._netlink.shutdown(wait=True)
+
+    def _reset_vxlan_fdb(self) -> None:
+        for mac, dst in br.fdb_entries(VXLAN):
+            br.fdb_delete(VXLAN, mac, dst)
+
+    # --- called by the router on every tick ------------------------------------------------------
+    def sync(self, mesh: Mesh, now: float) -> list:
+        """Follow the mesh: sleeve links per connection, routes, fast-path candidates and checks.
+        Returns mesh actions (fast-path status messages to peers)."""
+        conns = {c.id: c for c in mesh.live_connections()}
+        changed = frozenset(conns) != self._conn_ids or mesh.routes_version != self._routes_version
+        if changed:
+            self._conn_ids = frozenset(conns)
+            self._routes_version = mesh.routes_version
+            self._links = {cid: self._links.get(cid) or self._new_link(c) for cid, c in conns.items()}
+        actions: list = []
+        if self.cfg.fastdp:
+            cands = {}
+            for c in conns.values():
+                mac = c.remote.features.get("fastdp") if c.remote else None
+                if mac and c.session is None and c.remote_ip:
+                    cands[c.remote.name] = (c.remote_ip, mac)
+            for gone in self.decider.set_candidates(cands):
+                self._path_down(gone, removed=True)
+            if now >= self._next_hb:
+                self._next_hb = now + fastdp.HB_INTERVAL
+                self._send_heartbeats(now)
+            for name in self.decider.paths:
+                told = self.decider.status_due(name, now)
+                if told is not None:
+                    actions += mesh.send_datapath(name, fastdp.status_message(told))
+            up, down = self.decider.evaluate(now)
+            for name in up:
+                self._path_up(name)
+            for name in down:
+                self._path_down(self.decider.paths[name], removed=False)
+            changed |= bool(up or down)
+        if changed:
+            links = {c.remote.name: self._links[cid] for cid, c in conns.items() if c.remote is not None}
+            self.engine.publish(View(self.ourname, mesh.routes, links, self.decider.active()))
+        return actions
+
+    def _new_link(self, c) -> PeerLink:
+        tx = rx = None
+        if c.session is not None:
+            tx, rx = c.session.keys_for("sleeve")
+        return PeerLink(c.remote.name, (c.remote_ip, c.remote.port), tx, rx)
+
+    # --- fast path ---------------------------------------------------------------------------
+    def _send_heartbeats(self, now: float) -> None:
+        for name, p in self.decider.paths.items():
+            if not p.hb_installed:
+                self._nl(br.fdb_append, VXLAN, p.remote_mac, p.ip)  # static: heartbeats must reach the peer
+                p.hb_installed = True
+            try:
+                self._hb_sock.send(fastdp.heartbeat_frame(self.vxlan_mac, p.remote_mac, self.ourname, now))
+            except OSError as e:
+                log.debug("fast-path heartbeat to %s failed: %s", name, e)
+
+    def _on_heartbeats(self) -> None:
+        now = time.monotonic()
+        for name in fastdp.drain(self._hb_sock):
+            if not self.decider.hears(name, now):
+                    self.decider.heard(name, now)
+
+    def on_datapath_message(self, peer: str, body: bytes) -> None:
+        self.decider.remote_status(peer, fastdp.parse_status(body), time.monotonic())
+
+    def _path_up(self, name: str) -> None:
+        p = self.decider.paths[name]
+        self._nl(br.fdb_append, VXLAN, fastdp.ZERO_MAC, p.ip)
+        # The bridge learned this peer's MACs on our TAP while it was on the sleeve: forget them so
+        # the next frame floods and is learned on the VXLAN port.
+        macs = {mac_str(m) for m in self.macs.macs_of(name)}
+        if macs:
+            self._nl(br.bridge_fdb_flush_port, TAP, macs)
+        log.info("fast datapath to %s(%s) up", name, p.ip)
+
+    def _path_down(self, p: fastdp.PathState, removed: bool) -> None:
+        self._nl(br.fdb_flush_dst, VXLAN, p.ip)     # flood entry, learned MACs and the heartbeat entry
+        self._nl(br.bridge_fdb_flush_port, VXLAN)   # MACs learned behind VXLAN now go through the TAP
+        p.hb_installed = False
+        if not removed:
+            log.info("fast datapath to %s lost: falling back to sleeve", p.ip)
+
+    # --- attach / expose (called from a worker thread: netlink calls block) ------------------------
+    def attach(self, target: str, cidrs: list[str]) -> dict:
+        if not cidrs:
+            raise ValueError("attach needs at least one CIDR, e.g. 10.0.0.1/24")
+        return net.attach(net.resolve_target(target), cidrs, BRIDGE, self.cfg.mtu)
+
+    def detach(self, target: str, cidrs: list[str] | None) -> dict:
+        return net.detach(net.resolve_target(target), cidrs or None, BRIDGE)
+
+    def expose(self, cidrs: list[str], hide: bool) -> dict:
+        if not cidrs:
+            raise ValueError("expected at least one CIDR, e.g. 10.0.0.254/24")
+        for c in cidrs:
+            (net.hide if hide else net.expose)(c, BRIDGE)
+        return {"addresses": net.exposed(BRIDGE)}
+
+    # --- report --------------------------------------------------------------------------------
+    def connection_info(self, peer: str) -> dict:
+        active = peer in self.decider.active()
+        return {"datapath": "fastdp" if active else "sleeve", "mtu": self.cfg.mtu}
+
+    def fastdp_totals(self) -> dict[str, tuple[int, int]]:
+        out = {}
+        for direction in ("tx", "rx"):
+            try:
+                base = f"/sys/class/net/{VXLAN}/statistics/{direction}_"
+                with open(base + "packets") as p, open(base + "bytes") as b:
+                    out[direction] = (int(p.read()), int(b.read()))
+            except OSError:
+                pass
+        return out
+
+    def report(self, now: float) -> dict:
+        paths = {n: {"ip": p.ip, "active": p.active,
+                     "heard_s_ago": round(now - p.last_rx, 2) if p.last_rx else None,
+                     "confirmed_s_ago": round(now - p.remote_ok_at, 2) if p.remote_ok_at else None}
+                 for n, p in self.decider.paths.items()}
+        return {"bridge": BRIDGE, "mtu": self.cfg.mtu, "fastdp": self.cfg.fastdp, "fastdp_paths": paths,
+                "drops": dict(self.engine.drops), "macs": self.macs.snapshot(now)}

@@ -1,0 +1,158 @@
+"""Pure data-plane logic: sleeve codec, replay window, MAC learning, forwarding, fast-path decisions."""
+
+import random
+
+import pytest
+
+from weavenet.datapath import fastdp, sleeve
+from weavenet.datapath.forward import Forwarder, Out
+from weavenet.datapath.macs import MacTable
+from weavenet.datapath.replay import ReplayWindow
+from weavenet.mesh.routes import RouteTable
+
+A, B, C = "02:00:00:00:00:0a", "02:00:00:00:00:0b", "02:00:00:00:00:0c"
+KEY = bytes(range(32))
+
+
+def test_sleeve_roundtrip_plain_and_encrypted():
+    frames = [b"\x01" * 60, b"\x02" * 1400, b""]
+    for key in (None, KEY):
+        dg = sleeve.encode(sleeve.name_bytes(A), 7, sleeve.name_bytes(B), sleeve.BROADCAST, frames, key, True)
+        sender, seq, enc = sleeve.peek(dg)
+        assert (sleeve.name_str(sender), seq, enc) == (A, 7, key is not None)
+        origin, dest, relay_only, got = sleeve.decode_body(dg, seq, key)
+        assert (sleeve.name_str(origin), dest, relay_only, got) == (B, sleeve.BROADCAST, True, frames)
+
+
+def test_encrypted_sleeve_hides_payload_and_rejects_tampering():
+    payload = b"top secret frame payload" * 10
+    dg = sleeve.encode(sleeve.name_bytes(A), 1, sleeve.name_bytes(A), sleeve.name_bytes(B), [payload], KEY)
+    assert b"top secret" not in dg
+    for pos in (3, 12, len(dg) - 1, 30):  # header (AAD), sequence, tag, body
+        bad = bytearray(dg)
+        bad[pos] ^= 0x40
+        with pytest.raises(sleeve.SleeveError) as e:
+            _, seq, _ = sleeve.peek(bytes(bad))
+            sleeve.decode_body(bytes(bad), seq, KEY)
+        assert e.value.reason in ("auth", "malformed")
+    with pytest.raises(sleeve.SleeveError):
+        sleeve.decode_body(dg, 1, bytes(32))  # wrong key
+
+
+@pytest.mark.parametrize("junk", [b"", b"W", b"\x00" * 40, b"GET / HTTP/1.1\r\n\r\n" * 3])
+def test_sleeve_garbage_is_malformed(junk):
+    with pytest.raises(sleeve.SleeveError):
+        _, seq, _ = sleeve.peek(junk)
+        sleeve.decode_body(junk, seq, None)
+
+
+def test_sleeve_truncated_frame_list_is_malformed():
+    dg = sleeve.encode(sleeve.name_bytes(A), 0, sleeve.name_bytes(A), sleeve.BROADCAST, [b"x" * 100], None)
+    with pytest.raises(sleeve.SleeveError):
+        sleeve.decode_body(dg[:-10], 0, None)
+
+
+def test_replay_window():
+    w = ReplayWindow(size=64)
+    for s in (5, 3, 10, 4):
+        assert w.check(s)
+        w.accept(s)
+    assert not w.check(5) and not w.check(10) and not w.check(3)
+    assert w.check(9) and w.check(100)
+    w.accept(100)
+    assert not w.check(36)  # 64 behind the highest: too old
+    assert w.check(37)
+    # check() alone does not record: a forged datagram cannot consume a sequence number.
+    assert w.check(101) and w.check(101)
+
+
+def test_replay_window_random_order_accepts_each_once():
+    rng = random.Random(3)
+    seqs = list(range(500))
+    rng.shuffle(seqs)
+    w = ReplayWindow(size=4096)
+    accepted = 0
+    for s in seqs + seqs[:50]:
+        if w.check(s):
+            w.accept(s)
+            accepted += 1
+    assert accepted == 500
+
+
+def test_mac_table_learns_moves_and_expires():
+    t = MacTable(ttl=10)
+    m = b"\x02\x00\x00\x00\x00\x01"
+    assert t.learn(m, A, 0) is True
+    assert t.lookup(m, 5) == A
+    assert t.learn(m, B, 6) is True and t.moves == 1
+    assert t.lookup(m, 6) == B
+    assert t.lookup(m, 20) is None
+    assert t.expire(20) == 1
+    t.learn(m, C, 21)
+    assert t.macs_of(C) == [m] and t.forget_peer(C) == [m] and t.lookup(m, 21) is None
+    assert t.snapshot(21) == []
+
+
+def full_mesh_routes(me):
+    adj = {A: [B, C], B: [A, C], C: [A, B]}
+    return RouteTable(adj, me)
+
+
+def test_forward_unicast_known_mac_and_broadcast():
+    macs = MacTable()
+    macs.learn(b"\x02" * 6, C, 0)
+    f = Forwarder(A, full_mesh_routes(A), frozenset(), macs)
+    assert f.from_local(b"\x02" * 6, 1) == [Out(C, C)]
+    assert sorted(f.from_local(b"\xff" * 6, 1), key=lambda o: o.hop) == [Out(B, None), Out(C, None)]
+    assert len(f.from_local(b"\x04" * 6, 1)) == 2  # unknown unicast floods like a broadcast
+
+
+def test_forward_skips_fastdp_children_without_subtree():
+    f = Forwarder(A, full_mesh_routes(A), frozenset({B}), MacTable())
+    assert f.from_local(b"\xff" * 6, 1) == [Out(C, None)]
+
+
+def test_forward_relay_only_copy_when_fastdp_child_has_subtree():
+    adj = {A: [B], B: [A, C], C: [B]}
+    f = Forwarder(A, RouteTable(adj, A), frozenset({B}), MacTable())
+    assert f.from_local(b"\xff" * 6, 1) == [Out(B, None, relay_only=True)]
+    fb = Forwarder(B, RouteTable(adj, B), frozenset({A}), MacTable())
+    assert fb.from_sleeve(A, None, relay_only=True) == (False, [Out(C, None)])
+    fc = Forwarder(C, RouteTable(adj, C), frozenset(), MacTable())
+    assert fc.from_sleeve(A, None, relay_only=False) == (True, [])
+
+
+def test_forward_unicast_relay_and_no_route():
+    adj = {A: [B], B: [A, C], C: [B]}
+    fb = Forwarder(B, RouteTable(adj, B), frozenset(), MacTable())
+    assert fb.from_sleeve(A, C, False) == (False, [Out(C, C)])
+    assert fb.from_sleeve(A, B, False) == (True, [])
+    assert fb.from_sleeve(A, "02:00:00:00:00:99", False) == "no_route"
+    macs = MacTable()
+    macs.learn(b"\x02" * 6, "02:00:00:00:00:99", 0)
+    fa = Forwarder(A, RouteTable(adj, A), frozenset(), macs)
+    assert fa.from_local(b"\x02" * 6, 1) == "no_route"
+
+
+def test_fastdp_decider_up_down_and_status():
+    d = fastdp.FastPathDecider()
+    d.set_candidates({B: ("192.0.2.2", "02:aa:00:00:00:02")})
+    assert d.evaluate(0) == ([], [])
+    d.heard(B, 1.0)
+    assert d.status_due(B, 1.0) is True and d.status_due(B, 1.1) is None
+    assert d.evaluate(1.0) == ([], [])      # the peer has not confirmed it hears us
+    d.remote_status(B, True, 1.2)
+    assert d.evaluate(1.2) == ([B], []) and d.active() == {B}
+    assert d.evaluate(1.0 + fastdp.RX_TIMEOUT + 0.1) == ([], [B])   # our side stopped hearing it
+    d.heard(B, 5.0)
+    d.remote_status(B, False, 5.0)
+    assert d.evaluate(5.0) == ([], [])      # the peer says it does not hear us
+    gone = d.set_candidates({})
+    assert [g.ip for g in gone] == ["192.0.2.2"] and d.active() == frozenset()
+
+
+def test_heartbeat_frame_roundtrip():
+    f = fastdp.heartbeat_frame("02:aa:00:00:00:01", "02:aa:00:00:00:02", A, 12.5)
+    assert f[:6] == bytes.fromhex("02aa00000002") and fastdp.parse_heartbeat(f) == A
+    assert fastdp.parse_heartbeat(f[:20]) is None
+    assert fastdp.parse_heartbeat(b"\x00" * 12 + b"\x08\x00" + b"\x00" * 30) is None
