@@ -1,7 +1,6 @@
 """The overlay data plane across namespace hosts: fastdp, sleeve, encrypted sleeve, multi-hop,
 re-routing, fast-path fallback, encryption on the wire, replay, large frames."""
 
-import socket
 import subprocess
 import time
 
@@ -102,39 +101,31 @@ def test_fastdp_falls_back_to_sleeve_and_returns(lab_factory):
     wait_ping(c1, "10.0.0.2")
 
 
-def test_encrypted_sleeve_hides_payload_and_drops_replays(lab_factory):
+def test_encrypted_sleeve_hides_payload_and_drops_replays(lab_factory, tmp_path):
     lab, names, c1, c2 = two_hosts(lab_factory, "--password", "s3cret")
     a, b = lab.hosts
     wait_ping(c1, "10.0.0.2")
     marker = "WEAVENET-CLEARTEXT-MARKER-"
-    cap = subprocess.Popen(["ip", "netns", "exec", a.netns, "tcpdump", "-i", "eth0", "-U", "-w", "-", "-s", "0",
-                            "udp port 6783"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    # Everything a sends to b, fragments included (large sleeve datagrams are fragmented by the kernel).
+    cap, path = start_capture(a.netns, f"dst host {b.ip}", tmp_path / "transfer.pcap")
     try:
-        time.sleep(1)
         sent, received = transfer(c1, c2, "10.0.0.2", size=1 << 20, marker=marker)
         time.sleep(0.5)
     finally:
         cap.terminate()
-    pcap = cap.communicate(timeout=10)[0]
+        cap.wait(timeout=10)
+    pcap = path.read_bytes()
     assert sent == received
-    assert len(pcap) > 1 << 20  # we did capture the transfer
+    assert len(pcap) > 3 << 18  # we did capture (most of) the 1 MiB transfer
     assert marker.encode() not in pcap
     assert marker[:12].encode() not in pcap
 
-    # Replay: capture one datagram a sends to b and send it again from a's namespace.
-    grab = subprocess.run(["ip", "netns", "exec", a.netns, "timeout", "5", "tcpdump", "-i", "eth0", "-c", "1",
-                           "-w", "-", "-s", "0", f"udp and src {a.ip} and dst port 6783"],
-                          capture_output=True, input=None)
+    # Replay: capture one (unfragmented) sleeve datagram a sends to b, and send it again.
+    bpf = f"udp and dst host {b.ip} and dst port 6783 and ip[6:2] & 0x3fff = 0"
+    grab, path = start_capture(a.netns, bpf, tmp_path / "one.pcap", count=1)
     ping(c1, "10.0.0.2")
-    grab_bytes = grab.stdout
-    if not grab_bytes:
-        proc = subprocess.Popen(["ip", "netns", "exec", a.netns, "timeout", "5", "tcpdump", "-i", "eth0", "-c", "1",
-                                 "-w", "-", "-s", "0", f"udp and src {a.ip} and dst port 6783"],
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        time.sleep(0.5)
-        ping(c1, "10.0.0.2")
-        grab_bytes = proc.communicate(timeout=10)[0]
-    payload = udp_payload_from_pcap(grab_bytes)
+    grab.wait(timeout=15)
+    payload = udp_payload_from_pcap(path.read_bytes())
     before = report(b)["dataplane"]["drops"].get("replay", 0)
     code = (f"import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);"
             f"s.sendto(bytes.fromhex('{payload.hex()}'),('{b.ip}',6783))")
@@ -149,6 +140,16 @@ def test_encrypted_sleeve_hides_payload_and_drops_replays(lab_factory):
     a.exec("python3", "-c", code)
     wait_for(lambda: report(b)["dataplane"]["drops"].get("auth", 0) >= 1, 5, what="auth failure counted")
     assert ping(c1, "10.0.0.2")
+
+
+def start_capture(netns: str, bpf: str, path, count: int = 0):
+    """tcpdump on the underlay into a file, returned once it is really listening (slow under load)."""
+    cmd = ["ip", "netns", "exec", netns, "timeout", "60", "tcpdump", "-i", "eth0", "-U", "-w", str(path), "-s", "0",
+           "-B", "16384"] + (["-c", str(count)] if count else []) + [bpf]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    line = proc.stderr.readline()
+    assert b"listening on" in line, line
+    return proc, path
 
 
 def udp_payload_from_pcap(pcap: bytes) -> bytes:
@@ -195,4 +196,4 @@ def test_attach_detach_expose_cli(lab_factory):
                       (["detach", f"netns:{c1}"], "ethwe")):
         p = a.weave(*args, check=False)
         assert p.returncode != 0 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
-    _ = (socket, c2)
+    assert c2
