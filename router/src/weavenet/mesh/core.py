@@ -111,6 +111,7 @@ class Mesh:
         self._failed_inbound: list[tuple[float, str, str]] = []
         self._addr_peer: dict[str, str] = {}
         self._topo_dirty = False
+        self._last_tick = 0.0
         # The data plane's hook for its per-connection messages (set by the adapter).
         self.on_datapath_message: Callable[[str, bytes], None] | None = None
         self.counters = {"gossip_sent": 0, "gossip_received": 0, "connections_refused": 0}
@@ -190,6 +191,13 @@ class Mesh:
     def tick(self, now: float) -> list[Action]:
         cfg = self.config
         actions: list[Action] = []
+        # If we ourselves were not scheduled for a while (an overloaded host), the silence we see is
+        # ours, not our peers': don't count it against them, or a busy host drops every connection.
+        stalled = now - self._last_tick - cfg.heartbeat_interval if self._last_tick else 0.0
+        self._last_tick = now
+        if stalled > 0:
+            for conn in self.conns.values():
+                conn.last_recv += stalled
         for conn in list(self.conns.values()):
             if conn.state == "handshake" and now - conn.created > cfg.handshake_timeout:
                 actions += self._fail(conn, "handshake timed out", now)

@@ -103,13 +103,14 @@ class Dataplane:
             self._links = {cid: self._links.get(cid) or self._new_link(c) for cid, c in conns.items()}
         actions: list = []
         if self.cfg.fastdp:
-            cands = {}
-            for c in conns.values():
-                mac = c.remote.features.get("fastdp") if c.remote else None
-                if mac and c.session is None and c.remote_ip:
-                    cands[c.remote.name] = (c.remote_ip, mac)
-            for gone in self.decider.set_candidates(cands):
-                self._path_down(gone, removed=True)
+            if changed:
+                cands = {}
+                for c in conns.values():
+                    mac = c.remote.features.get("fastdp") if c.remote else None
+                    if mac and c.session is None and c.remote_ip:
+                        cands[c.remote.name] = (c.remote_ip, mac)
+                for gone in self.decider.set_candidates(cands):
+                    self._path_down(gone, removed=True)
             if now >= self._next_hb:
                 self._next_hb = now + fastdp.HB_INTERVAL
                 self._send_heartbeats(now)
