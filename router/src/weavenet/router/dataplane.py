@@ -149,8 +149,7 @@ class Dataplane:
     def _on_heartbeats(self) -> None:
         now = time.monotonic()
         for name in fastdp.drain(self._hb_sock):
-            if not self.decider.hears(name, now):
-                    self.decider.heard(name, now)
+            self.decider.heard(name, now)
 
     def on_datapath_message(self, peer: str, body: bytes) -> None:
         self.decider.remote_status(peer, fastdp.parse_status(body), time.monotonic())
