@@ -70,6 +70,14 @@ class FastPathDecider:
             self.paths.setdefault(n, PathState(ip, mac))
         return gone
 
+    def shift(self, seconds: float) -> None:
+        """Forgive `seconds` of silence that were our own stall."""
+        for p in self.paths.values():
+            if p.last_rx:
+                p.last_rx += seconds
+            if p.remote_ok_at:
+                p.remote_ok_at += seconds
+
     def heard(self, peer: str, now: float) -> None:
         if peer in self.paths:
             self.paths[peer].last_rx = now

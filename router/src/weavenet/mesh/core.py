@@ -33,6 +33,7 @@ class MeshConfig:
     heartbeat_timeout: float = 2.4   # three heartbeats missed (+ one tick): dropped within 3 s
     handshake_timeout: float = 5.0
     gossip_delay: float = 0.05       # coalescing window for topology deltas
+    gossip_min_interval: float = 0.5 # at most two flushes a second: bounds the storm when many peers join
     summary_interval: float = 2.0    # pull anything missed from a random neighbour
     unreachable_gc_after: float = 60.0
     failed_inbound_keep: float = 60.0
@@ -112,6 +113,7 @@ class Mesh:
         self._addr_peer: dict[str, str] = {}
         self._topo_dirty = False
         self._last_tick = 0.0
+        self._last_flush = -1e9
         # The data plane's hook for its per-connection messages (set by the adapter).
         self.on_datapath_message: Callable[[str, bytes], None] | None = None
         self.counters = {"gossip_sent": 0, "gossip_received": 0, "connections_refused": 0}
@@ -209,7 +211,7 @@ class Mesh:
         if self._topo_dirty:
             self._recompute(now)
         if self._gossip_due is not None and now >= self._gossip_due:
-            actions += self._flush_gossip()
+            actions += self._flush_gossip(now)
         if self._next_summary is None or now >= self._next_summary:
             self._next_summary = now + cfg.summary_interval * self._rng.uniform(0.5, 1.5)
             live = [c for c in self.conns.values() if c.live]
@@ -350,9 +352,10 @@ class Mesh:
     def _queue_gossip(self, entry: PeerEntry, now: float) -> None:
         self._pending_gossip[entry.name] = entry
         if self._gossip_due is None:
-            self._gossip_due = now + self.config.gossip_delay
+            cfg = self.config
+            self._gossip_due = max(now + cfg.gossip_delay, self._last_flush + cfg.gossip_min_interval)
 
-    def _flush_gossip(self) -> list[Action]:
+    def _flush_gossip(self, now: float) -> list[Action]:
         """Send queued entries: ours to every neighbour, others' along their owner's broadcast tree,
         so a dense mesh does not receive each update once per neighbour. The periodic summary
         exchange repairs whatever a tree that was still changing missed."""
@@ -368,6 +371,7 @@ class Mesh:
                 per_conn.setdefault(live[n].id, []).append(e)
         self._pending_gossip.clear()
         self._gossip_due = None
+        self._last_flush = now
         actions: list[Action] = []
         for cid, entries in per_conn.items():
             actions += self._send_gossip(self.conns[cid], gossip_body(entries))

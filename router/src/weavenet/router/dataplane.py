@@ -46,6 +46,7 @@ class Dataplane:
         self._routes_version = -1
         self._conn_ids: frozenset[int] = frozenset()
         self._next_hb = 0.0
+        self._last_sync = 0.0
         self._netlink = ThreadPoolExecutor(1, thread_name_prefix="weave-netlink")
 
     def setup(self) -> None:
@@ -102,6 +103,11 @@ class Dataplane:
             self._routes_version = mesh.routes_version
             self._links = {cid: self._links.get(cid) or self._new_link(c) for cid, c in conns.items()}
         actions: list = []
+        # A stalled router (overloaded host) did not read heartbeats: that silence is ours, not the paths'.
+        stalled = now - self._last_sync - 0.5 if self._last_sync else 0.0
+        self._last_sync = now
+        if stalled > 0:
+            self.decider.shift(stalled)
         if self.cfg.fastdp:
             if changed:
                 cands = {}
