@@ -17,51 +17,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("weavenet.api")
 ROUTER_KEY = web.AppKey("router", object)
+REGISTRY_KEY = web.AppKey("registry", object)
 
 
 def _router(request: web.Request) -> Router:
     return request.app[ROUTER_KEY]  # type: ignore[return-value]
 
 
-async def _peer_list(request: web.Request) -> tuple[list[str], bool]:
+@web.middleware
+async def _value_errors(request: web.Request, handler):
+    """Bad input raised anywhere below a handler becomes a 400 with a one-line JSON error."""
     try:
-        body = await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(text="request body must be JSON") from None
-    peers = body.get("peers") if isinstance(body, dict) else None
-    if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
-        raise web.HTTPBadRequest(text='expected {"peers": ["host[:port]", ...]}')
-    return peers, bool(body.get("replace", False))
-
-
-def _error(e: ValueError) -> web.Response:
-    return web.json_response({"error": str(e)}, status=400)
-
-
-async def get_status(request: web.Request) -> web.Response:
-    return web.Response(text=fmt.status_summary(_router(request).report()))
-
-
-async def get_report(request: web.Request) -> web.Response:
-    return web.json_response(_router(request).report())
-
-
-async def post_connect(request: web.Request) -> web.Response:
-    peers, replace = await _peer_list(request)
-    try:
-        targets = _router(request).connect(peers, replace)
+        return await handler(request)
     except ValueError as e:
-        return _error(e)
-    return web.json_response({"targets": targets})
-
-
-async def post_forget(request: web.Request) -> web.Response:
-    peers, _ = await _peer_list(request)
-    try:
-        targets = _router(request).forget(peers)
-    except ValueError as e:
-        return _error(e)
-    return web.json_response({"targets": targets})
+        return web.json_response({"error": str(e)}, status=400)
 
 
 async def _json_body(request: web.Request) -> dict:
@@ -81,49 +50,54 @@ def _str_list(body: dict, key: str) -> list[str]:
     return v
 
 
+async def get_status(request: web.Request) -> web.Response:
+    return web.Response(text=fmt.status_summary(_router(request).report()))
+
+
+async def get_report(request: web.Request) -> web.Response:
+    return web.json_response(_router(request).report())
+
+
+async def post_connect(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    router = _router(request)
+    peers = _str_list(body, "peers")
+    if request.path == "/connect":
+        targets = router.connect(peers, bool(body.get("replace", False)))
+    else:
+        targets = router.forget(peers)
+    return web.json_response({"targets": targets})
+
+
 async def post_attach(request: web.Request) -> web.Response:
     body = await _json_body(request)
-    try:
-        result = await _router(request).attach(str(body.get("target", "")), _str_list(body, "cidrs"))
-    except ValueError as e:
-        return _error(e)
-    return web.json_response(result)
-
-
-async def post_detach(request: web.Request) -> web.Response:
-    body = await _json_body(request)
-    try:
-        result = await _router(request).detach(str(body.get("target", "")), _str_list(body, "cidrs"))
-    except ValueError as e:
-        return _error(e)
-    return web.json_response(result)
+    router = _router(request)
+    op = router.attach if request.path == "/attach" else router.detach
+    return web.json_response(await op(str(body.get("target", "")), _str_list(body, "cidrs")))
 
 
 async def post_expose(request: web.Request) -> web.Response:
     body = await _json_body(request)
-    try:
-        result = await _router(request).expose(_str_list(body, "cidrs"), hide=request.path == "/hide")
-    except ValueError as e:
-        return _error(e)
+    result = await _router(request).expose(_str_list(body, "cidrs"), hide=request.path == "/hide")
     return web.json_response(result)
 
 
 async def get_metrics(request: web.Request) -> web.Response:
-    body = render(request.app["registry"])
+    body = render(request.app[REGISTRY_KEY])  # type: ignore[arg-type]
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def make_app(router: Router) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[_value_errors])
     app[ROUTER_KEY] = router
-    app["registry"] = make_registry(router)
+    app[REGISTRY_KEY] = make_registry(router)
     app.router.add_get("/status", get_status)
     app.router.add_get("/report", get_report)
     app.router.add_post("/connect", post_connect)
-    app.router.add_post("/forget", post_forget)
+    app.router.add_post("/forget", post_connect)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_post("/attach", post_attach)
-    app.router.add_post("/detach", post_detach)
+    app.router.add_post("/detach", post_attach)
     app.router.add_post("/expose", post_expose)
     app.router.add_post("/hide", post_expose)
     return app
