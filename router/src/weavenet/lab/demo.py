@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from .netns import NetnsLab, namespaces_with_prefix, remove_namespaces
+from .netns import NetnsLab, namespaces_with_prefix, remove_namespaces, sh
 
 PREFIX = "wnlab"
 WORKDIR = Path("/tmp/weavenet-lab")
@@ -32,10 +32,14 @@ def up() -> int:
             if all(len(json.loads(h.weave("report").stdout)["router"]["peers"]) == HOSTS for h in lab.hosts):
                 break
             time.sleep(0.2)
+        for h in lab.hosts:  # one "container" (a namespace) per host on 10.0.0.0/24
+            ns = lab.add_container(h, f"c{h.index}")
+            h.weave("attach", f"10.0.0.{h.index}/24", f"netns:{ns}")
     except BaseException:
         lab.close()
         raise
     status(lab)
+    ping_matrix(lab)
     print("\nTry: ip netns exec wnlab-h1 env WEAVE_RUNDIR=/tmp/weavenet-lab/h1/run weave status peers")
     print("Tear down with: scripts/lab down")
     return 0
@@ -48,6 +52,17 @@ def status(lab: NetnsLab | None = None) -> int:
         print(h.weave("status").stdout.rstrip())
         print(h.weave("status", "connections").stdout.rstrip())
     return 0
+
+
+def ping_matrix(lab: NetnsLab) -> None:
+    print("\nping matrix (container on row host -> container on column host, over the overlay):")
+    print("        " + "".join(f"  host{j:<3}" for j in range(1, HOSTS + 1)))
+    for i in range(1, HOSTS + 1):
+        cells = []
+        for j in range(1, HOSTS + 1):
+            ok = sh("ping", "-c", "1", "-W", "2", f"10.0.0.{j}", netns=f"{PREFIX}-c{i}", check=False).returncode == 0
+            cells.append(f"  {'ok' if ok else 'FAIL':<7}")
+        print(f"host{i:<4}" + "".join(cells))
 
 
 def _existing() -> NetnsLab:
