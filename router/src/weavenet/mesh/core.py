@@ -29,8 +29,8 @@ class MeshConfig:
     password_hash: bytes | None = None
     conn_limit: int = 100
     discovery: bool = True
-    heartbeat_interval: float = 0.8
-    heartbeat_timeout: float = 2.4   # three heartbeats missed (+ one tick): dropped within 3 s
+    heartbeat_interval: float = 0.7
+    heartbeat_timeout: float = 2.2   # three heartbeats missed; + a tick and one urgent gossip: < 3 s
     handshake_timeout: float = 5.0
     gossip_delay: float = 0.05       # coalescing window for topology deltas
     gossip_min_interval: float = 0.5 # at most two flushes a second: bounds the storm when many peers join
@@ -349,11 +349,15 @@ class Mesh:
         summary = {n: [e.incarnation, e.version] for n, e in self.topology.peers.items()}
         return Send(conn.id, conn.channel.encode(MsgType.SUMMARY, encode_json(summary)))
 
-    def _queue_gossip(self, entry: PeerEntry, now: float) -> None:
+    def _queue_gossip(self, entry: PeerEntry, now: float, urgent: bool = False) -> None:
+        """Queue an entry; `urgent` (we lost a connection) skips the rate limit: others must stop
+        routing through a dead link as soon as we know."""
         self._pending_gossip[entry.name] = entry
-        if self._gossip_due is None:
-            cfg = self.config
-            self._gossip_due = max(now + cfg.gossip_delay, self._last_flush + cfg.gossip_min_interval)
+        cfg = self.config
+        due = now + cfg.gossip_delay if urgent else max(now + cfg.gossip_delay,
+                                                         self._last_flush + cfg.gossip_min_interval)
+        if self._gossip_due is None or due < self._gossip_due:
+            self._gossip_due = due
 
     def _flush_gossip(self, now: float) -> list[Action]:
         """Send queued entries: ours to every neighbour, others' along their owner's broadcast tree,
@@ -384,7 +388,7 @@ class Mesh:
         conn.stats["gossip_sent"] += 1
         return [Send(conn.id, conn.channel.encode(MsgType.GOSSIP, body))]
 
-    def _update_ourself(self, now: float) -> None:
+    def _update_ourself(self, now: float, urgent: bool = False) -> None:
         recs = []
         for c in self.conns.values():
             if c.live and c.remote is not None:
@@ -395,7 +399,7 @@ class Mesh:
             return
         new = PeerEntry(me.name, me.nickname, me.uid, me.incarnation, me.version + 1, tuple(recs))
         self.topology.set_ourself(new)
-        self._queue_gossip(new, now)
+        self._queue_gossip(new, now, urgent)
 
     def _topology_changed(self, now: float) -> None:
         """Routes are recomputed on the next tick (≤ one tick interval), once per burst of gossip."""
@@ -494,7 +498,7 @@ class Mesh:
         actions.append(Close(conn.id, reason))
         if conn.outbound:
             self.connmaker.failed(conn.address, reason, now)
-        self._update_ourself(now)
+        self._update_ourself(now, urgent=True)
         self._topology_changed(now)
         return actions
 
