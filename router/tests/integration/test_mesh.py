@@ -151,6 +151,8 @@ def test_restarted_router_keeps_name_and_is_seen_as_new(lab_factory):
     wait_for(lambda: full_mesh(lab.hosts, names), 15, what="mesh after restart")
     uid_after = next(p["uid"] for p in report(a)["peers"] if p["name"] == names[1])
     assert uid_after != uid_before
+    assert "weave" in b.exec("ip", "-o", "link", "show", "weave").stdout
     b.weave("reset")
     assert not (b.datadir / "peer-name").exists()
+    assert b.exec("ip", "link", "show", "weave", check=False).returncode != 0  # bridge gone too
     assert b.weave("launch").stdout.strip() != names[1]

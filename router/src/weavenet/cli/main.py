@@ -47,7 +47,7 @@ def build_parser() -> Parser:
     _add_router_flags(sub.add_parser("launch", help="start the router in the background"))
     _add_router_flags(sub.add_parser("router", help="run the router in the foreground"))
     sub.add_parser("stop", help="stop the router")
-    sub.add_parser("reset", help="stop the router and delete its persisted state")
+    sub.add_parser("reset", help="stop the router, delete its persisted state and the weave bridge")
     st = sub.add_parser("status", help="show the router's status")
     st.add_argument("section", nargs="?", choices=sorted(fmt.SECTIONS))
     sub.add_parser("report", help="full state as JSON")
@@ -139,6 +139,9 @@ def dispatch(args: argparse.Namespace, paths: Paths) -> int:
         if cmd == "reset":
             for f in paths.persisted_files():
                 f.unlink(missing_ok=True)
+            from ..router.dataplane import remove_links
+
+            remove_links()
         if not was and cmd == "stop":
             print("weave router is not running", file=sys.stderr)
     elif cmd == "status":

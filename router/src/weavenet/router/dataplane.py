@@ -24,6 +24,14 @@ TAP = "weave-tap"
 VXLAN_PORT = 6784
 
 
+def remove_links() -> None:
+    """`weave reset`: the bridge and the VXLAN device outlive `weave stop` (as weave's do); reset
+    removes them. Containers keep their ethwe, cut off, until they are attached again (which
+    re-plugs the existing veth into the new bridge)."""
+    for name in (VXLAN, BRIDGE):
+        br.delete_link(name)
+
+
 @dataclass
 class DataplaneConfig:
     port: int = 6783
