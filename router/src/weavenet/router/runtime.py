@@ -109,13 +109,13 @@ class Router:
         return self.mesh.connmaker.explicit()
 
     async def attach(self, target: str, cidrs: list[str]) -> dict:
-        return await asyncio.get_running_loop().run_in_executor(None, self.dataplane.attach, target, cidrs)
+        return await asyncio.to_thread(self.dataplane.attach, target, cidrs)  # netlink blocks
 
     async def detach(self, target: str, cidrs: list[str] | None) -> dict:
-        return await asyncio.get_running_loop().run_in_executor(None, self.dataplane.detach, target, cidrs)
+        return await asyncio.to_thread(self.dataplane.detach, target, cidrs)  # netlink blocks
 
     async def expose(self, cidrs: list[str], hide: bool = False) -> dict:
-        return await asyncio.get_running_loop().run_in_executor(None, self.dataplane.expose, cidrs, hide)
+        return await asyncio.to_thread(self.dataplane.expose, cidrs, hide)  # netlink blocks
 
     def _save_targets(self) -> None:
         try:
