@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .channel import Channel, MsgType, decode_heartbeat, decode_json, encode_heartbeat, encode_json
 from .connmaker import ConnectionMaker
@@ -86,7 +86,6 @@ class Conn:
     last_hb: float = 0.0
     peer_hb: tuple[float, float] = (0.0, 0.0)  # (peer's timestamp, when we got it): echoed back
     rtt: float | None = None
-    stats: dict = field(default_factory=lambda: {"gossip_sent": 0, "gossip_recv": 0})
 
     @property
     def live(self) -> bool:
@@ -141,8 +140,8 @@ class Mesh:
 
     def send_datapath(self, peer: str, body: bytes) -> list[Action]:
         """A data-plane message to a directly connected peer (dropped if there is no connection)."""
-        for c in self.conns.values():
-            if c.live and c.remote is not None and c.remote.name == peer and c.channel is not None:
+        for c in self.live_connections():
+            if c.remote.name == peer and c.channel is not None:
                 return [Send(c.id, c.channel.encode(MsgType.DATAPATH, body))]
         return []
 
@@ -152,7 +151,7 @@ class Mesh:
     # --- connection events ----------------------------------------------------------------------
     def accept(self, remote_ip: str, remote_port: int, now: float) -> tuple[int, list[Action]]:
         conn = self._new_conn(False, format_address(remote_ip, remote_port), remote_ip, now)
-        if self._live_count() > self.config.conn_limit:
+        if len(self.conns) > self.config.conn_limit:  # dials in progress count too
             return conn.id, self._fail(conn, f"connection limit {self.config.conn_limit} reached", now)
         return conn.id, self._start_handshake(conn, now)
 
@@ -326,7 +325,6 @@ class Mesh:
         if not isinstance(msg, dict) or not isinstance(msg.get("peers"), list):
             raise ProtocolError("bad gossip message")
         self.counters["gossip_received"] += 1
-        conn.stats["gossip_recv"] += 1
         accepted = self.topology.merge_wire(msg["peers"])
         for e in accepted:
             self._queue_gossip(e, now)
@@ -363,7 +361,7 @@ class Mesh:
         """Send queued entries: ours to every neighbour, others' along their owner's broadcast tree,
         so a dense mesh does not receive each update once per neighbour. The periodic summary
         exchange repairs whatever a tree that was still changing missed."""
-        live = {c.remote.name: c for c in self.conns.values() if c.live and c.remote is not None}
+        live = {c.remote.name: c for c in self.live_connections()}
         reachable = self.routes.reachable()
         per_conn: dict[int, list[PeerEntry]] = {}
         for e in self._pending_gossip.values():
@@ -385,15 +383,11 @@ class Mesh:
         if body is None or conn.channel is None:
             return []
         self.counters["gossip_sent"] += 1
-        conn.stats["gossip_sent"] += 1
         return [Send(conn.id, conn.channel.encode(MsgType.GOSSIP, body))]
 
     def _update_ourself(self, now: float, urgent: bool = False) -> None:
-        recs = []
-        for c in self.conns.values():
-            if c.live and c.remote is not None:
-                recs.append(ConnRecord(c.remote.name, c.dial_address, c.outbound, c.state == "established"))
-        recs.sort(key=lambda r: r.name)
+        recs = sorted((ConnRecord(c.remote.name, c.dial_address, c.outbound, c.state == "established")
+                       for c in self.live_connections()), key=lambda r: r.name)
         me = self.topology.ourself
         if tuple(recs) == me.connections:
             return
@@ -429,7 +423,7 @@ class Mesh:
 
     # --- connection making --------------------------------------------------------------------
     def _connected_names(self) -> set[str]:
-        return {c.remote.name for c in self.conns.values() if c.live and c.remote is not None}
+        return {c.remote.name for c in self.live_connections()}
 
     def _discover(self, now: float) -> None:
         connected = self._connected_names()
@@ -460,16 +454,13 @@ class Mesh:
             elif t.state == "connected":
                 t.state, t.next_try = "retrying", now
         for t in self.connmaker.due(now):
-            if self._live_count() >= self.config.conn_limit:
+            if len(self.conns) >= self.config.conn_limit:
                 break
             host, port = parse_peer_address(t.address)
             conn = self._new_conn(True, t.address, "", now)
             self.connmaker.dialing(t, conn.id)
             actions.append(Dial(conn.id, host, port, t.address))
         return actions
-
-    def _live_count(self) -> int:
-        return len(self.conns)
 
     # --- closing ------------------------------------------------------------------------------
     def _fail(self, conn: Conn, reason: str, now: float, refused: bool = False) -> list[Action]:

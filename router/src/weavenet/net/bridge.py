@@ -253,8 +253,3 @@ def delete_link(name: str) -> None:
         if link is not None:
             delete_link_index(ipr, link["index"])
 
-
-def link_exists(name: str) -> bool:
-    with iproute() as ipr:
-        return get_link(ipr, name) is not None
-
