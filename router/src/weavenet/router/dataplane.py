@@ -55,6 +55,7 @@ class Dataplane:
         self._conn_ids: frozenset[int] = frozenset()
         self._next_hb = 0.0
         self._last_sync = 0.0
+        self._next_mac_expiry = 0.0
         self._netlink = ThreadPoolExecutor(1, thread_name_prefix="weave-netlink")
 
     def setup(self) -> None:
@@ -116,6 +117,9 @@ class Dataplane:
         self._last_sync = now
         if stalled > 0:
             self.decider.shift(stalled)
+        if now >= self._next_mac_expiry:  # lookups ignore stale entries; this frees them
+            self._next_mac_expiry = now + 30.0
+            self.macs.expire(now)
         if self.cfg.fastdp:
             if changed:
                 cands = {}
