@@ -63,4 +63,15 @@ def status_targets(report: dict) -> str:
     return "".join(t + "\n" for t in report["router"]["targets"])
 
 
+def ps_lines(rows: list[dict]) -> str:
+    """`weave ps`: one line per attached container (and weave:expose for the host's own addresses)."""
+    out = []
+    for r in rows:
+        ident = r["id"] if r["id"] == "weave:expose" else r["id"][:12] if len(r["id"]) == 64 else r["id"]
+        name = "" if r["name"] in ("weave:expose", "") else r["name"]
+        state = "" if r.get("running", True) else "  (stopped)"
+        out.append(f"{ident:<13} {name:<20} {r['mac'] or '-':<17} {' '.join(r['cidrs'])}{state}")
+    return "".join(line.rstrip() + "\n" for line in out)
+
+
 SECTIONS = {"peers": status_peers, "connections": status_connections, "targets": status_targets}

@@ -31,6 +31,8 @@ async def _value_errors(request: web.Request, handler):
         return await handler(request)
     except ValueError as e:
         return web.json_response({"error": str(e)}, status=400)
+    except RuntimeError as e:  # the kernel, Docker or nft refused: still one line for the CLI
+        return web.json_response({"error": str(e)}, status=500)
 
 
 async def _json_body(request: web.Request) -> dict:
@@ -82,6 +84,10 @@ async def post_expose(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
+async def get_ps(request: web.Request) -> web.Response:
+    return web.json_response({"containers": _router(request).ps()})
+
+
 async def get_metrics(request: web.Request) -> web.Response:
     body = render(request.app[REGISTRY_KEY])  # type: ignore[arg-type]
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -96,6 +102,7 @@ def make_app(router: Router) -> web.Application:
     app.router.add_post("/connect", post_connect)
     app.router.add_post("/forget", post_connect)
     app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/ps", get_ps)
     app.router.add_post("/attach", post_attach)
     app.router.add_post("/detach", post_attach)
     app.router.add_post("/expose", post_expose)

@@ -56,9 +56,13 @@ def build_parser() -> Parser:
     c.add_argument("peers", nargs="+", metavar="PEER")
     f = sub.add_parser("forget", help="stop connecting to peers")
     f.add_argument("peers", nargs="+", metavar="PEER")
-    a = sub.add_parser("attach", help="plug a namespace into the overlay: attach CIDR... TARGET")
+    sub.add_parser("run", help="docker run a container on the overlay: run CIDR... [docker run options] IMAGE [CMD...]",
+                   add_help=False)
+    ps = sub.add_parser("ps", help="list containers attached to the overlay (and weave:expose)")
+    ps.add_argument("containers", nargs="*", metavar="CONTAINER")
+    a = sub.add_parser("attach", help="plug a container into the overlay: attach CIDR... CONTAINER")
     a.add_argument("args", nargs="+", metavar="CIDR... TARGET")
-    d = sub.add_parser("detach", help="remove overlay addresses: detach [CIDR...] TARGET")
+    d = sub.add_parser("detach", help="remove overlay addresses: detach [CIDR...] CONTAINER")
     d.add_argument("args", nargs="+", metavar="[CIDR...] TARGET")
     for cmd, what in (("expose", "give this host an address on the overlay"), ("hide", "undo expose")):
         e = sub.add_parser(cmd, help=what)
@@ -154,21 +158,59 @@ def dispatch(args: argparse.Namespace, paths: Paths) -> int:
     elif cmd in ("attach", "detach"):
         *cidrs, target = args.args
         if cmd == "attach" and not cidrs:
-            raise UsageError("usage: weave attach CIDR... TARGET (TARGET: netns:NAME or pid:PID)")
+            raise UsageError("usage: weave attach CIDR... CONTAINER (or netns:NAME, pid:PID)")
         r = _client(paths).json("POST", f"/{cmd}", {"target": target, "cidrs": cidrs})
         if cmd == "attach":
             print(" ".join(a.split("/")[0] for a in r.get("addresses", [])))
     elif cmd in ("expose", "hide"):
         _client(paths).json("POST", f"/{cmd}", {"cidrs": args.cidrs})
+    elif cmd == "ps":
+        rows = _client(paths).json("GET", "/ps")["containers"]
+        if args.containers:
+            want = set(args.containers)
+            rows = [r for r in rows if r["id"] in want or r["name"] in want or r["id"][:12] in want]
+        sys.stdout.write(fmt.ps_lines(rows))
     elif cmd in ("connect", "forget"):
         body = {"peers": args.peers, "replace": bool(getattr(args, "replace", False))}
         _client(paths).json("POST", f"/{cmd}", body)
     return 0
 
 
+def run_container(argv: list[str], paths: Paths) -> int:
+    """weave run: docker run -d, then attach; if attaching fails the container is removed again."""
+    from ..containers.client import Docker
+    from ..containers.runargs import RunArgsError, parse_run_args
+    from ..net.addrs import parse_cidrs
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: weave run CIDR... [docker run options] IMAGE [CMD...]")
+        return 0 if argv else 2
+    try:
+        spec = parse_run_args(argv)
+    except RunArgsError as e:
+        raise UsageError(str(e)) from None
+    if not spec.cidrs:
+        raise UsageError("weave run needs at least one CIDR before the docker options, e.g. 10.0.0.1/24")
+    parse_cidrs(spec.cidrs)
+    client = _client(paths)
+    client.json("GET", "/ps")  # the router must be up before we start anything
+    docker = Docker()
+    info = docker.run(spec)
+    try:
+        client.json("POST", "/attach", {"target": info.id, "cidrs": spec.cidrs})
+    except BaseException:
+        docker.remove(info.id)
+        raise
+    print(info.id)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     paths = Paths.from_env()
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        if argv and argv[0] == "run":  # docker options follow: argparse must not touch them
+            return run_container(argv[1:], paths)
         args = build_parser().parse_args(argv)
         return dispatch(args, paths)
     except UsageError as e:

@@ -66,6 +66,12 @@ def ensure_bridge(name: str = "weave", mtu: int = 1376) -> int:
         return link["index"]
 
 
+def link_mac_of(name: str) -> str | None:
+    with iproute() as ipr:
+        link = get_link(ipr, name)
+        return None if link is None else link_mac(link)
+
+
 def ensure_vxlan(name: str = "vxlan-6784", bridge: str = "weave", port: int = 6784, vni: int = 6784,
                  mtu: int = 1376) -> str:
     """Create (or fix up) the VXLAN port of the bridge; return its MAC address.

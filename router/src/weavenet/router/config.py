@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 from dataclasses import dataclass, field
@@ -39,6 +40,18 @@ class RouterConfig:
         if self.password == "":
             raise ValueError("empty password: omit --password to run unencrypted")
         self.peers = [normalise_address(p) for p in self.peers]
+
+    def public(self) -> dict:
+        """Settings for `weave report` (the Ansible module compares them). Never the password: only
+        whether there is one and a salted fingerprint, so a changed password can be noticed."""
+        return {"nickname": self.nickname, "port": self.port, "conn_limit": self.conn_limit,
+                "discovery": self.discovery, "mtu": self.mtu, "fastdp": self.fastdp,
+                "encrypted": self.password is not None,
+                "password_fingerprint": password_fingerprint(self.password) if self.password else None}
+
+
+def password_fingerprint(password: str) -> str:
+    return hashlib.sha256(b"weavenet-fp:" + password.encode()).hexdigest()[:16]
 
 
 def password_from_env(explicit: str | None) -> str | None:

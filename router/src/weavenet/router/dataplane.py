@@ -8,12 +8,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from .. import net
 from ..datapath import fastdp
 from ..datapath.engine import Engine, PeerLink, View
 from ..datapath.macs import MacTable, mac_str
 from ..mesh.core import Mesh
 from ..net import bridge as br
+from ..net import isolation
 from ..net.tap import Tap
 
 log = logging.getLogger("weavenet.dataplane")
@@ -30,6 +30,7 @@ def remove_links() -> None:
     re-plugs the existing veth into the new bridge)."""
     for name in (VXLAN, BRIDGE):
         br.delete_link(name)
+    isolation.remove()
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Dataplane:
         self.ourname = ourname
         self.macs = MacTable()
         self.vxlan_mac: str | None = None
+        self.bridge_mac: str | None = None
         self.decider = fastdp.FastPathDecider()
         self._hb_sock = None
         self._links: dict[int, PeerLink] = {}     # mesh connection id -> sleeve link
@@ -69,6 +71,7 @@ class Dataplane:
         else:
             br.delete_link(VXLAN)
         self.tap = Tap.open(TAP, BRIDGE, cfg.mtu, vnet_hdr=True)
+        self.bridge_mac = br.link_mac_of(BRIDGE)
         self.engine = Engine(self.ourname, self.tap.fd, cfg.port, self.macs, vnet_hdr=self.tap.vnet_hdr)
 
     def _nl(self, fn, *args) -> None:
@@ -79,6 +82,10 @@ class Dataplane:
             except Exception as e:  # noqa: BLE001 - a failed FDB change must not stop the router
                 log.warning("netlink %s%s failed: %s", fn.__name__, args, e)
         self._netlink.submit(run)
+
+    def uplinks(self) -> list[str]:
+        """Bridge ports towards other hosts (the isolation rules trust what arrives on them)."""
+        return [TAP, VXLAN] if self.cfg.fastdp else [TAP]
 
     def features(self) -> dict:
         """Advertised in our handshake: peers that also run a fast path can use it with us."""
@@ -188,22 +195,6 @@ class Dataplane:
         p.hb_installed = False
         if not removed:
             log.info("fast datapath to %s lost: falling back to sleeve", p.ip)
-
-    # --- attach / expose (called from a worker thread: netlink calls block) ------------------------
-    def attach(self, target: str, cidrs: list[str]) -> dict:
-        if not cidrs:
-            raise ValueError("attach needs at least one CIDR, e.g. 10.0.0.1/24")
-        return net.attach(net.resolve_target(target), cidrs, BRIDGE, self.cfg.mtu)
-
-    def detach(self, target: str, cidrs: list[str] | None) -> dict:
-        return net.detach(net.resolve_target(target), cidrs or None, BRIDGE)
-
-    def expose(self, cidrs: list[str], hide: bool) -> dict:
-        if not cidrs:
-            raise ValueError("expected at least one CIDR, e.g. 10.0.0.254/24")
-        for c in cidrs:
-            (net.hide if hide else net.expose)(c, BRIDGE)
-        return {"addresses": net.exposed(BRIDGE)}
 
     # --- report --------------------------------------------------------------------------------
     def connection_info(self, peer: str) -> dict:

@@ -37,5 +37,9 @@ class Paths:
     def targets_file(self) -> Path:
         return self.datadir / "targets.json"
 
+    @property
+    def attachments_file(self) -> Path:
+        return self.datadir / "attachments.json"
+
     def persisted_files(self) -> list[Path]:
-        return [self.peer_name_file, self.targets_file]
+        return [self.peer_name_file, self.targets_file, self.attachments_file]

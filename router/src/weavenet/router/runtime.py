@@ -15,8 +15,10 @@ from .. import __version__
 from ..mesh.core import Action, Close, Dial, Mesh, MeshConfig, Send
 from ..mesh.crypto import password_digest
 from ..mesh.handshake import LocalIdentity
+from .attachments import Attachments
 from .config import RouterConfig
-from .dataplane import Dataplane, DataplaneConfig
+from .dataplane import BRIDGE, Dataplane, DataplaneConfig
+from .docker_events import EventWatcher
 from .paths import Paths
 from .state import load_or_create_peer_name, load_targets, save_targets
 
@@ -67,6 +69,8 @@ class Router:
         self.name = load_or_create_peer_name(paths, config.name)
         self.dataplane = Dataplane(DataplaneConfig(config.port, config.mtu, config.fastdp), self.name)
         self.mesh: Mesh
+        self.attachments: Attachments
+        self._events: EventWatcher | None = None
         self.transports: dict[int, asyncio.Transport] = {}
         self._server: asyncio.base_events.Server | None = None
         self._stop = asyncio.Event()
@@ -108,14 +112,22 @@ class Router:
         self._save_targets()
         return self.mesh.connmaker.explicit()
 
+    # netlink, Docker and nft calls block: they run in worker threads.
     async def attach(self, target: str, cidrs: list[str]) -> dict:
-        return await asyncio.to_thread(self.dataplane.attach, target, cidrs)  # netlink blocks
+        return await asyncio.to_thread(self.attachments.attach, target, cidrs)
 
     async def detach(self, target: str, cidrs: list[str] | None) -> dict:
-        return await asyncio.to_thread(self.dataplane.detach, target, cidrs)  # netlink blocks
+        return await asyncio.to_thread(self.attachments.detach, target, cidrs)
 
     async def expose(self, cidrs: list[str], hide: bool = False) -> dict:
-        return await asyncio.to_thread(self.dataplane.expose, cidrs, hide)  # netlink blocks
+        return await asyncio.to_thread(self.attachments.expose, cidrs, hide)
+
+    def ps(self) -> list[dict]:
+        rows = self.attachments.ps()
+        if self.attachments.exposed:
+            rows.insert(0, {"id": "weave:expose", "name": "weave:expose", "mac": self.dataplane.bridge_mac or "",
+                            "cidrs": list(self.attachments.exposed), "running": True})
+        return rows
 
     def _save_targets(self) -> None:
         try:
@@ -132,6 +144,9 @@ class Router:
         dp = self.dataplane.report(now)
         r["macs"] = dp.pop("macs")
         r["dataplane"] = dp
+        r["containers"] = self.attachments.ps()
+        r["exposed"] = list(self.attachments.exposed)
+        r["config"] = self.config.public()
         r["version"] = __version__
         r["port"] = self.config.port
         r["pid"] = os.getpid()
@@ -152,6 +167,12 @@ class Router:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.dataplane.setup)  # needs root; raises with a clear reason
+        self.attachments = Attachments(self.paths.attachments_file, BRIDGE, self.config.mtu,
+                                       self.dataplane.uplinks())
+        await asyncio.to_thread(self.attachments.reconcile)
+        self._events = EventWatcher(self.attachments.docker, self.attachments.on_event,
+                                    self.attachments.reconcile)
+        self._events.start()
         self.mesh = self._make_mesh()
         self._server = await loop.create_server(lambda: PeerProtocol(self), host=None, port=self.config.port,
                                                 reuse_address=True)
@@ -190,5 +211,7 @@ class Router:
             self._server.close()
         for t in list(self._tasks):
             t.cancel()
+        if self._events is not None:
+            self._events.stop()
         await asyncio.sleep(0.05)  # let transports flush their CLOSING messages
         self.dataplane.stop(asyncio.get_running_loop())

@@ -10,7 +10,7 @@ from ..mesh.names import parse_peer_name, random_peer_name
 from .paths import Paths
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
@@ -25,7 +25,7 @@ def load_or_create_peer_name(paths: Paths, override: str | None) -> str:
         name = parse_peer_name(paths.peer_name_file.read_text())
     else:
         name = random_peer_name()
-    _write_atomic(paths.peer_name_file, name + "\n")
+    write_atomic(paths.peer_name_file, name + "\n")
     return name
 
 
@@ -38,4 +38,4 @@ def load_targets(paths: Paths) -> list[str]:
 
 
 def save_targets(paths: Paths, targets: list[str]) -> None:
-    _write_atomic(paths.targets_file, json.dumps({"targets": targets}) + "\n")
+    write_atomic(paths.targets_file, json.dumps({"targets": targets}) + "\n")
