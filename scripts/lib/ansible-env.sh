@@ -1,0 +1,127 @@
+# shellcheck shell=bash
+# Shared by scripts/ansible-lab and scripts/test-collection (sourced, not run).
+#
+# - ansible_bootstrap: Debian packages (docker.io, debootstrap) and the controller venv .venv-ansible
+#   (ansible-core 2.19.x: Python 3.11 cannot run 2.20+; the `ansible` 12 package for community.docker,
+#   whose docker connection and modules Molecule's docker driver and the lab use; galaxy is not reachable).
+# - lab_dockerd_start/stop: a Docker engine of the lab's own (own socket, data and exec root, no iptables
+#   and no docker0), so the lab neither depends on nor disturbs another engine on this machine.
+# - lab_host_image: the host image (debootstrap bookworm + docker.io, python3, iproute2, ...), built once.
+# - lab_hosts_up/down: 3 Docker-in-Docker hosts on 192.0.2.0/24.
+
+REPO=${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+ANSIBLE_VENV=${ANSIBLE_VENV:-$REPO/.venv-ansible}
+LAB_STATE=${WEAVE_LAB_STATE:-/var/lib/weavenet-ansible-lab}
+LAB_RUN=${WEAVE_LAB_RUN:-/run/weavenet-ansible-lab}
+LAB_SOCK=$LAB_RUN/docker.sock
+LAB_IMAGE=weavenet-lab-host
+LAB_NET=weavenet-lab
+LAB_SUBNET=192.0.2.0/24
+LAB_HOSTS=(lab-host1 lab-host2 lab-host3)
+LAB_IPS=(192.0.2.11 192.0.2.12 192.0.2.13)
+# Docker-in-Docker without --privileged (it fails here: CAP_SYS_RESOURCE is not in the bounding set).
+LAB_RUN_FLAGS=(--cap-add ALL --cap-drop SYS_RESOURCE --security-opt seccomp=unconfined
+  --security-opt apparmor=unconfined -v /sys/fs/cgroup:/sys/fs/cgroup:rw --tmpfs /run --tmpfs /tmp
+  --device /dev/net/tun -v /var/lib/docker --label weavenet-lab=1)
+PIP_PINS=("ansible-core==2.19.*" "ansible==12.*" "molecule==26.*" "molecule-plugins[docker]==26.*"
+  "pytest-testinfra==10.*" "docker>=7,<8")
+
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+
+ansible_bootstrap() {
+  local need=()
+  command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+  command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+  python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+  if ((${#need[@]})); then
+    log "installing ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+  [ -x "$ANSIBLE_VENV/bin/python" ] || python3 -m venv "$ANSIBLE_VENV"
+  local stamp=$ANSIBLE_VENV/.weavenet-stamp want
+  want=$(printf '%s\n' "${PIP_PINS[@]}" | sha256sum | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "installing ansible-core 2.19, molecule and friends into $ANSIBLE_VENV"
+    "$ANSIBLE_VENV/bin/pip" install -q --upgrade pip >&2
+    "$ANSIBLE_VENV/bin/pip" install -q "${PIP_PINS[@]}" >&2
+    echo "$want" >"$stamp"
+  fi
+}
+
+ldocker() { docker -H "unix://$LAB_SOCK" "$@"; }
+
+lab_dockerd_start() {
+  mkdir -p "$LAB_RUN" "$LAB_STATE/docker"
+  if ldocker version >/dev/null 2>&1; then return 0; fi
+  log "starting the lab's Docker engine ($LAB_SOCK)"
+  # --iptables=false: its rules (FORWARD policy DROP) would break other namespace tests on this machine.
+  nohup dockerd --host "unix://$LAB_SOCK" --data-root "$LAB_STATE/docker" --exec-root "$LAB_RUN/exec" \
+    --pidfile "$LAB_RUN/docker.pid" --iptables=false --ip6tables=false --bridge=none \
+    >"$LAB_STATE/dockerd.log" 2>&1 &
+  local i
+  for i in $(seq 1 60); do
+    ldocker version >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  log "the lab's dockerd did not start; see $LAB_STATE/dockerd.log"
+  tail -5 "$LAB_STATE/dockerd.log" >&2
+  return 1
+}
+
+lab_dockerd_stop() {
+  local pid
+  pid=$(cat "$LAB_RUN/docker.pid" 2>/dev/null) || return 0
+  if kill -0 "$pid" 2>/dev/null; then
+    log "stopping the lab's Docker engine (pid $pid)"
+    kill "$pid"
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  fi
+  rm -f "$LAB_RUN/docker.pid"
+}
+
+lab_host_image() {
+  if ldocker image inspect "$LAB_IMAGE" >/dev/null 2>&1; then return 0; fi
+  local root=$LAB_STATE/rootfs
+  if [ ! -e "$root/.complete" ]; then
+    log "building the host root file system (debootstrap bookworm: a few minutes, once)"
+    rm -rf "$root.tmp"
+    debootstrap --variant=minbase \
+      --include=python3,python3-venv,iproute2,nftables,iptables,iputils-ping,docker.io,busybox-static,procps,ca-certificates \
+      bookworm "$root.tmp" http://deb.debian.org/debian >"$LAB_STATE/debootstrap.log" 2>&1 \
+      || { tail -5 "$LAB_STATE/debootstrap.log" >&2; return 1; }
+    rm -rf "$root"
+    mv "$root.tmp" "$root"
+    touch "$root/.complete"
+  fi
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+  install -m 0755 "$REPO/scripts/lib/lab-host-init" "$root/usr/local/sbin/lab-host-init"
+  log "importing the host image $LAB_IMAGE"
+  tar -C "$root" -c . | ldocker import -c 'CMD ["/usr/local/sbin/lab-host-init"]' - "$LAB_IMAGE" >/dev/null
+}
+
+lab_network_up() {
+  ldocker network inspect "$LAB_NET" >/dev/null 2>&1 ||
+    ldocker network create --subnet "$LAB_SUBNET" --gateway 192.0.2.1 "$LAB_NET" >/dev/null
+}
+
+lab_hosts_up() {
+  lab_network_up
+  local i
+  for i in "${!LAB_HOSTS[@]}"; do
+    local h=${LAB_HOSTS[$i]}
+    if [ "$(ldocker inspect -f '{{.State.Running}}' "$h" 2>/dev/null)" = true ]; then continue; fi
+    ldocker rm -f "$h" >/dev/null 2>&1 || true
+    log "starting host $h (${LAB_IPS[$i]})"
+    ldocker run -d --name "$h" --hostname "$h" --network "$LAB_NET" --ip "${LAB_IPS[$i]}" \
+      "${LAB_RUN_FLAGS[@]}" "$LAB_IMAGE" >/dev/null
+  done
+}
+
+lab_hosts_down() {
+  local ids
+  ids=$(ldocker ps -aq --filter label=weavenet-lab=1 2>/dev/null) || true
+  # shellcheck disable=SC2086
+  [ -z "$ids" ] || ldocker rm -f -v $ids >/dev/null
+  ldocker network rm "$LAB_NET" >/dev/null 2>&1 || true
+}
