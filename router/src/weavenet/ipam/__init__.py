@@ -1,0 +1,65 @@
+"""IPAM: distributed address allocation with no central server (sans I/O).
+
+**How space is owned.** The allocation range (default 10.32.0.0/12) is a *ring* of tokens; each token
+starts a range owned by one router. Every router holds a copy of the ring and gossips it whole; copies
+merge per token, the higher version winning, so they converge in any order. A router allocates only
+from ranges it owns, so it never has to ask anyone to hand out an address. The ring also carries each
+owner's count of free addresses, so a router short of space knows whom to ask.
+
+**Rules** (they are what keeps an address from being handed out twice):
+
+1. Only the owner of a range changes it: it splits it, gives part or all of it to another router
+   (bumping the token's version), or updates its free count. Nobody else writes those entries.
+2. A router allocates only from its own ranges, the lowest free address of the subnet asked for
+   (never the subnet's network or broadcast address).
+3. The ring is created once: a router launched with no peers at all (the *seed*, the first host of the
+   seed's chain) claims the whole range when it first needs an address, or when another router asks it
+   for space. It does so only after it has heard the state of every router it is connected to (none
+   has a ring, or it would have adopted theirs), and not if a connected router that could also seed has
+   a lower name.
+4. A router launched with peers never claims the range. With no ring it asks the routers it can reach;
+   those with a ring answer with it; it then asks the owner with the most free space in the subnet,
+   which donates the upper half of its largest free run there (the whole run if it is one address).
+   Unanswered requests go to the next owner after 2 s.
+5. Two copies that cannot be merged without breaking rule 1 are refused with `RingConflict`
+   ("inconsistent rings/entries"): two rings created apart (e.g. a router reset and relaunched alone
+   while the others kept the old ring), the same token version with different contents, someone else
+   changing a range we own, or splitting it.
+6. `rmpeer PEER` moves every range of a router that is gone for good to the caller (a version bump,
+   which wins everywhere) and records a tombstone in the ring. It is refused for ourselves, for a
+   router that is connected, and for one already removed (its ranges already moved): removing it
+   again, here or on any router that has heard the first removal, cannot create space twice.
+
+**Why no address is handed out twice among routers that can talk.** At any time each range has one
+owner in every copy that has heard of it (rule 1 and version order), and only that owner allocates
+from it (rule 2). A donation is one owner writing "this part is now yours" before the receiver uses
+it. Only the creation of the ring and rmpeer are writes by a non-owner: the first is allowed only to a
+router that has nobody to disagree with (rule 3), the second only for a router that is gone (rule 6);
+when either assumption was wrong, the copies meet as a `RingConflict` instead of merging silently.
+
+**Under a partition** each side keeps allocating from the space its routers own: the ranges are
+disjoint, so there are still no duplicates, and when the partition heals the copies merge. A router
+whose side has no free space waits (its allocation stays pending, the request is retried) until it
+can reach an owner with space again. Never run rmpeer for a router that is merely on the other side
+of a partition: it is still allocating from its space.
+
+**What the adapter does** with `Allocator`: route `SendTo(peer, data)` to that peer by name; on
+`GossipChanged` send `encode_gossip()` to every neighbour (coalesced); feed every IPAM message received
+to `receive(data, now)` (a `RingConflict` is a ProtocolError: log it, one line, and stop merging that
+peer's ring); call `peers_changed(connected, reachable, now)` when the topology changes and `tick(now)`
+about once a second; complete waiting callers on `Allocated` / `AllocFailed` (and `cancel` them on the
+caller's own timeout); persist `to_json()` after every change and restore it with `from_json()`.
+"""
+
+from .allocator import (
+    Allocated,
+    Allocator,
+    AllocFailed,
+    GossipChanged,
+    SendTo,
+)
+from .ring import Ring, RingConflict
+from .spec import DEFAULT_RANGE, Allocate, Explicit, parse_address_spec, parse_cidr
+
+__all__ = ["DEFAULT_RANGE", "AllocFailed", "Allocate", "Allocated", "Allocator", "Explicit", "GossipChanged",
+           "Ring", "RingConflict", "SendTo", "parse_address_spec", "parse_cidr"]

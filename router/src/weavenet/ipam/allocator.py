@@ -1,0 +1,425 @@
+"""One router's allocator: allocates from the space it owns, asks for more, donates, gossips the ring.
+
+Sans I/O: methods take `now` and return actions for the adapter (see `weavenet.ipam` for the rules
+and for what the adapter must do with each action).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import random
+from dataclasses import dataclass
+
+from ..mesh.channel import decode_json, encode_json
+from ..mesh.errors import ProtocolError
+from ..mesh.names import parse_peer_name
+from .ring import Ring
+from .spec import DEFAULT_RANGE
+
+REQUEST_RETRY = 2.0     # ask again (another donor if there is one) when a request got no space in this time
+NOSPACE_HOLD = 10.0     # don't ask a peer that said it has no space again for this long
+GOSSIP_INTERVAL = 10.0  # anti-entropy: the whole ring to a random neighbour about this often
+
+Net = ipaddress.IPv4Network
+
+
+@dataclass(frozen=True)
+class SendTo:
+    """Send `data` to `peer`, routed over the mesh by name (it may not be a direct neighbour)."""
+    peer: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class GossipChanged:
+    """The ring changed: send `encode_gossip()` to every neighbour (coalesce; only the latest matters)."""
+
+
+@dataclass(frozen=True)
+class Allocated:
+    """A pending `allocate` completed."""
+    container_id: str
+    subnet: Net
+    address: ipaddress.IPv4Interface
+
+
+@dataclass(frozen=True)
+class AllocFailed:
+    """A pending `allocate` cannot complete: every address of the subnet is owned and used."""
+    container_id: str
+    subnet: Net
+    reason: str
+
+
+Action = SendTo | GossipChanged | Allocated | AllocFailed
+GOSSIP = GossipChanged()
+
+
+def usable(net: Net) -> tuple[int, int]:
+    """[lo, hi) of the addresses a container may get in `net`: not its network or broadcast address."""
+    lo, hi = int(net.network_address), int(net.broadcast_address) + 1
+    return (lo + 1, hi - 1) if net.prefixlen <= 30 else (lo, hi)
+
+
+class Allocator:
+    def __init__(self, us: str, network: Net = DEFAULT_RANGE, default_subnet: Net | None = None, *,
+                 seed: bool = False, rng: random.Random | None = None) -> None:
+        """`seed`: this router was launched with no peers at all, so it may create the ring (see rules)."""
+        self.us = parse_peer_name(us)
+        self.network = network
+        self.default_subnet = default_subnet or network
+        if not self.default_subnet.subnet_of(network):
+            raise ValueError(f"default subnet {self.default_subnet} is not inside the allocation range {network}")
+        self.seed = seed
+        self._rng = rng or random.Random()
+        self.ring = Ring(network)
+        self._addrs: dict[str, list[int]] = {}       # container -> its addresses (allocated or claimed)
+        self._used: dict[int, str] = {}              # address -> container
+        self._prefix: dict[int, int] = {}            # address -> prefix length it was given with
+        self._pending: dict[tuple[str, Net], float] = {}
+        self._connected: set[str] = set()
+        self._reachable: set[str] = set()
+        self._heard: dict[str, bool] = {}            # neighbour -> its `seed` flag, once we got its gossip
+        self._asked: dict[Net, tuple[str | None, float]] = {}
+        self._nospace: dict[str, float] = {}
+        self._next_gossip: float | None = None
+
+    # --- operations -------------------------------------------------------------------------------
+    def allocate(self, container_id: str, subnet: Net | None, now: float
+                 ) -> tuple[ipaddress.IPv4Interface | None, list[Action]]:
+        """The container's address in `subnet` (None: the default subnet); the same one if it has one.
+
+        Returns (address, actions), or (None, actions) when space must come from another router first:
+        an `Allocated` action follows later. Raises ValueError for a subnet outside the range or full."""
+        net = self._subnet(subnet)
+        have = self._find(container_id, net)
+        if have is not None:
+            return have, []
+        actions: list[Action] = []
+        if self.ring.empty and self._may_seed():
+            actions += self._claim(now)
+        got = self._take(container_id, net)
+        if got is not None:
+            return got, actions + self._refresh_free()
+        if self._full(net):
+            raise ValueError(f"no free address in {net}: every address is in use")
+        self._pending.setdefault((container_id, net), now)
+        return None, actions + self._request(net, now)
+
+    def claim(self, container_id: str, address: ipaddress.IPv4Interface, now: float) -> tuple[str, list[Action]]:
+        """Record an explicitly given address. Returns "owned" (in our space: reserved), "foreign" (in the
+        range, but not our space: recorded, its owner is not told), or "outside" (not IPAM's business)."""
+        a = int(address.ip)
+        if not self.ring.start <= a < self.ring.end:
+            return "outside", []
+        holder = self._used.get(a)
+        if holder is not None and holder != container_id:
+            raise ValueError(f"address {address.ip} is already in use by container {holder[:12]}")
+        status = "owned" if self.ring.owner_at(a) == self.us else "foreign"
+        if holder is None:
+            self._record(container_id, a, address.network.prefixlen)
+        return status, self._refresh_free()
+
+    def release(self, container_id: str, address: ipaddress.IPv4Address | None = None, now: float = 0.0
+                ) -> tuple[list[ipaddress.IPv4Address], list[Action]]:
+        """Free one address of the container, or all of them (and cancel its pending allocations)."""
+        if address is None:
+            for key in [k for k in self._pending if k[0] == container_id]:
+                del self._pending[key]
+        mine = self._addrs.get(container_id, [])
+        gone = [a for a in mine if address is None or a == int(address)]
+        for a in gone:
+            mine.remove(a)
+            del self._used[a], self._prefix[a]
+        if not mine:
+            self._addrs.pop(container_id, None)
+        if not gone:
+            return [], []
+        return [ipaddress.IPv4Address(a) for a in gone], self._refresh_free() + self._retry(now)
+
+    def cancel(self, container_id: str, subnet: Net | None = None) -> None:
+        """Give up waiting for a pending allocation (the caller's own timeout)."""
+        for key in [k for k in self._pending if k[0] == container_id and subnet in (None, k[1])]:
+            del self._pending[key]
+
+    def rmpeer(self, peer: str, live: set[str], now: float) -> tuple[int, list[Action]]:
+        """Take over the space of a router gone for good; returns how many addresses we got."""
+        peer = parse_peer_name(peer)
+        if peer == self.us:
+            raise ValueError("cannot rmpeer ourselves")
+        if peer in live or peer in self._reachable:
+            raise ValueError(f"peer {peer} is connected: stop it before removing it")
+        if self.ring.empty:
+            raise ValueError("no IPAM ring yet: nothing to take over")
+        if not self.ring.owned_by(peer) and peer in self.ring.removed:
+            raise ValueError(f"peer {peer} was already removed (by {self.ring.removed[peer]})")
+        taken = self.ring.take_over(peer, self.us)
+        return sum(hi - lo for lo, hi in taken), [GOSSIP] + self._refresh_free() + self._retry(now)
+
+    # --- mesh events ------------------------------------------------------------------------------
+    def peers_changed(self, connected: set[str], reachable: set[str], now: float) -> list[Action]:
+        """Call when the neighbours or reachable peers change. New neighbours get our ring at once."""
+        new = set(connected) - self._connected
+        self._connected, self._reachable = set(connected), set(reachable) | set(connected)
+        self._reachable.discard(self.us)
+        self._heard = {p: s for p, s in self._heard.items() if p in self._connected}
+        return [SendTo(p, self.encode_gossip()) for p in sorted(new)] + self._retry(now)
+
+    def receive(self, data: bytes, now: float) -> list[Action]:
+        """A message from another router's allocator (gossip or unicast alike). Raises ProtocolError for
+        malformed input, and its subclass RingConflict for a ring that must not be merged."""
+        msg = decode_json(data)
+        if not isinstance(msg, dict):
+            raise ProtocolError("bad IPAM message")
+        try:
+            kind, sender = msg.get("t"), parse_peer_name(msg["from"])
+            net = ipaddress.IPv4Network(msg["subnet"]) if kind in ("req", "nospace") else None
+        except (KeyError, ValueError, TypeError, AttributeError) as e:
+            raise ProtocolError(f"bad IPAM message: {e}") from None
+        if kind == "ring":
+            return self._on_ring(sender, msg, now)
+        if kind == "req" and net is not None:
+            return self._on_request(sender, net, bool(msg.get("ring")), now)
+        if kind == "nospace" and net is not None:
+            self._nospace[sender] = now
+            if self._asked.get(net, (None,))[0] == sender:
+                del self._asked[net]  # ask someone else now
+            return self._retry(now)
+        return []  # unknown kinds: a newer peer's, ignored
+
+    def tick(self, now: float) -> list[Action]:
+        """Call about once a second: retries requests, and sends the ring to a random neighbour now and then."""
+        actions = self._retry(now) if self._pending else []
+        if self._next_gossip is None or now >= self._next_gossip:
+            self._next_gossip = now + GOSSIP_INTERVAL * self._rng.uniform(0.5, 1.5)
+            if self._connected:
+                actions.append(SendTo(self._rng.choice(sorted(self._connected)), self.encode_gossip()))
+        return actions
+
+    def encode_gossip(self) -> bytes:
+        return encode_json({"t": "ring", "from": self.us, "seed": self.seed, "ring": self.ring.to_wire()})
+
+    # --- reading ----------------------------------------------------------------------------------
+    def lookup(self, container_id: str) -> list[ipaddress.IPv4Interface]:
+        return [self._iface(a) for a in self._addrs.get(container_id, [])]
+
+    def allocations(self) -> dict[str, list[str]]:
+        return {c: [str(self._iface(a)) for a in addrs] for c, addrs in sorted(self._addrs.items())}
+
+    @property
+    def pending(self) -> list[tuple[str, Net]]:
+        return sorted(self._pending, key=lambda k: self._pending[k])
+
+    def owned_and_used(self) -> list[dict]:
+        """Each peer's share of the range and how much of it is used (ours exact, others' from hints)."""
+        total = self.network.num_addresses
+        out = []
+        for peer, (owned, free) in sorted(self.ring.shares().items()):
+            used = sum(1 for a in self._used if self.ring.owner_at(a) == peer) if peer == self.us else owned - free
+            out.append({"peer": peer, "addresses": owned, "percent": round(100 * owned / total, 1), "used": used})
+        return out
+
+    def status(self) -> dict:
+        return {"range": str(self.network), "default_subnet": str(self.default_subnet),
+                "ring": self.ring.ring_id, "seed": self.seed, "pending": len(self._pending),
+                "allocated": len(self._used), "peers": self.owned_and_used()}
+
+    # --- persistence ------------------------------------------------------------------------------
+    def to_json(self) -> str:
+        return json.dumps({"format": 1, "name": self.us, "range": str(self.network), "ring": self.ring.to_wire(),
+                           "allocations": self.allocations()}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str, us: str, network: Net = DEFAULT_RANGE, default_subnet: Net | None = None, *,
+                  seed: bool = False, rng: random.Random | None = None) -> Allocator:
+        """Restore a router's space and allocations; ValueError if they belong to another name or range."""
+        try:
+            d = json.loads(text)
+            name, rng_s = d["name"], d["range"]
+            allocs = d["allocations"]
+        except (ValueError, TypeError, KeyError) as e:
+            raise ValueError(f"unreadable IPAM state: {e}") from None
+        if parse_peer_name(name) != parse_peer_name(us):
+            raise ValueError(f"IPAM state belongs to peer {name}, not {us}")
+        if rng_s != str(network):
+            raise ValueError(f"IPAM state is for range {rng_s}, not {network}: run weave reset to change the range")
+        alloc = cls(us, network, default_subnet, seed=seed, rng=rng)
+        try:
+            alloc.ring = Ring.from_wire(d["ring"], network)
+        except ProtocolError as e:
+            raise ValueError(f"unreadable IPAM state: {e}") from None
+        for cid, addrs in allocs.items():
+            for s in addrs:
+                iface = ipaddress.IPv4Interface(s)
+                alloc._record(cid, int(iface.ip), iface.network.prefixlen)
+        return alloc
+
+    # --- internals --------------------------------------------------------------------------------
+    def _subnet(self, subnet: Net | None) -> Net:
+        net = subnet or self.default_subnet
+        if not net.subnet_of(self.network):
+            raise ValueError(f"subnet {net} is not inside the allocation range {self.network}")
+        return net
+
+    def _iface(self, a: int) -> ipaddress.IPv4Interface:
+        return ipaddress.IPv4Interface((a, self._prefix[a]))
+
+    def _find(self, container_id: str, net: Net) -> ipaddress.IPv4Interface | None:
+        lo, hi = usable(net)
+        for a in self._addrs.get(container_id, []):
+            if lo <= a < hi:
+                return self._iface(a)
+        return None
+
+    def _record(self, container_id: str, a: int, prefix: int) -> None:
+        self._addrs.setdefault(container_id, []).append(a)
+        self._used[a] = container_id
+        self._prefix[a] = prefix
+
+    def _owned_in(self, net: Net) -> list[tuple[int, int]]:
+        """Our ranges clipped to the usable part of `net`, in address order."""
+        ulo, uhi = usable(net)
+        return [(max(lo, ulo), min(hi, uhi)) for lo, hi, o in self.ring.ranges()
+                if o == self.us and max(lo, ulo) < min(hi, uhi)]
+
+    def _take(self, container_id: str, net: Net) -> ipaddress.IPv4Interface | None:
+        """The lowest free address we own in `net`, recorded for the container."""
+        for lo, hi in self._owned_in(net):
+            a = lo
+            while a < hi and a in self._used:
+                a += 1
+            if a < hi:
+                self._record(container_id, a, net.prefixlen)
+                return self._iface(a)
+        return None
+
+    def _free_runs(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        runs, cur = [], lo
+        for u in sorted(a for a in self._used if lo <= a < hi):
+            if u > cur:
+                runs.append((cur, u))
+            cur = u + 1
+        if cur < hi:
+            runs.append((cur, hi))
+        return runs
+
+    def _full(self, net: Net) -> bool:
+        """True when the ring says no address of `net` is free anywhere (ours exactly, others by hints)."""
+        if self.ring.empty:
+            return False
+        ulo, uhi = usable(net)
+        for lo, hi, owner in self.ring.ranges():
+            a, b = max(lo, ulo), min(hi, uhi)
+            if a >= b:
+                continue
+            if owner == self.us:
+                if self._free_runs(a, b):
+                    return False
+            elif self.ring.entries[lo].free > 0:
+                return False
+        return True
+
+    def _refresh_free(self) -> list[Action]:
+        """Owners publish their free counts in the ring, so others know whom to ask for space."""
+        changed = False
+        for lo, hi in self.ring.owned_by(self.us):
+            used = sum(1 for a in self._used if lo <= a < hi)
+            changed |= self.ring.set_free(lo, hi - lo - used)
+        return [GOSSIP] if changed else []
+
+    def _may_seed(self) -> bool:
+        """Create the ring only if launched alone, having heard every neighbour (none has a ring, or we
+        would have adopted it), and no neighbour that could seed too has a lower name."""
+        if not self.seed or not self.ring.empty:
+            return False
+        if any(p not in self._heard for p in self._connected):
+            return False
+        return not any(s and p < self.us for p, s in self._heard.items())
+
+    def _claim(self, now: float) -> list[Action]:
+        self.ring.claim_all(self.us, f"{self.us}@{int(now * 1000)}/{self._rng.getrandbits(32):08x}")
+        return [GOSSIP] + self._refresh_free()
+
+    def _request(self, net: Net, now: float) -> list[Action]:
+        last = self._asked.get(net)
+        if last is not None and now - last[1] < REQUEST_RETRY:
+            return []
+        body = encode_json({"t": "req", "from": self.us, "subnet": str(net), "ring": not self.ring.empty})
+        if self.ring.empty:  # we don't know who owns what: anyone with a ring answers with it
+            self._asked[net] = (None, now)
+            return [SendTo(p, body) for p in sorted(self._reachable)]
+        donor = self._pick_donor(net, now, last[0] if last else None)
+        if donor is None:
+            return []  # no reachable owner of free space (a partition): wait, retried on tick and changes
+        self._asked[net] = (donor, now)
+        return [SendTo(donor, body)]
+
+    def _pick_donor(self, net: Net, now: float, last: str | None) -> str | None:
+        ulo, uhi = usable(net)
+        score: dict[str, int] = {}
+        for lo, hi, owner in self.ring.ranges():
+            inter = min(hi, uhi) - max(lo, ulo)
+            if inter > 0 and owner in self._reachable and now - self._nospace.get(owner, -1e18) >= NOSPACE_HOLD:
+                score[owner] = score.get(owner, 0) + min(inter, self.ring.entries[lo].free)
+        ranked = sorted((p for p, s in score.items() if s > 0), key=lambda p: (-score[p], p))
+        if len(ranked) > 1 and ranked[0] == last:  # it did not answer in time: try the next one
+            return ranked[1]
+        return ranked[0] if ranked else None
+
+    def _retry(self, now: float) -> list[Action]:
+        """Serve pending allocations from our space; ask for more where that is not enough."""
+        if not self._pending:
+            return []
+        actions: list[Action] = []
+        if self.ring.empty and self._may_seed():
+            actions += self._claim(now)
+        short: set[Net] = set()
+        for cid, net in self.pending:
+            got = self._take(cid, net)
+            if got is not None:
+                del self._pending[(cid, net)]
+                actions.append(Allocated(cid, net, got))
+            elif self._full(net):
+                del self._pending[(cid, net)]
+                actions.append(AllocFailed(cid, net, f"no free address in {net}: every address is in use"))
+            else:
+                short.add(net)
+        actions += self._refresh_free()
+        for net in sorted(short):
+            actions += self._request(net, now)
+        return actions
+
+    def _on_ring(self, sender: str, msg: dict, now: float) -> list[Action]:
+        self._heard[sender] = bool(msg.get("seed"))
+        other = Ring.from_wire(msg.get("ring"), self.network)
+        if not self.ring.merge(other, self.us):
+            return self._retry(now)  # a new neighbour may have made seeding possible
+        return [GOSSIP] + self._refresh_free() + self._retry(now)
+
+    def _on_request(self, sender: str, net: Net, they_have_ring: bool, now: float) -> list[Action]:
+        if not net.subnet_of(self.network):
+            return []
+        actions: list[Action] = []
+        if self.ring.empty:
+            if not self._may_seed():
+                return []  # no ring here either; the requester asks again
+            actions += self._claim(now)
+        if not they_have_ring:  # first they learn who owns what, then they ask the best donor
+            return actions + [SendTo(sender, self.encode_gossip())]
+        if not self._donate(sender, net):
+            return actions + [SendTo(sender, encode_json({"t": "nospace", "from": self.us, "subnet": str(net)}))]
+        return actions + [GOSSIP] + self._refresh_free() + [SendTo(sender, self.encode_gossip())]
+
+    def _donate(self, to: str, net: Net) -> bool:
+        """Give `to` the upper half of our largest free run in `net` (all of it if it is one address)."""
+        best: tuple[int, int] | None = None
+        for lo, hi in self._owned_in(net):
+            for s, e in self._free_runs(lo, hi):
+                if best is None or e - s > best[1] - best[0]:
+                    best = (s, e)
+        if best is None:
+            return False
+        s, e = best
+        self.ring.transfer(s + (e - s) // 2, e, to, self.us)
+        return True
