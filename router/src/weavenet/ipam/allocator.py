@@ -102,7 +102,7 @@ class Allocator:
         got = self._take(container_id, net)
         if got is not None:
             return got, actions + self._refresh_free()
-        if self._full(net):
+        if self._full(net, now):
             raise ValueError(f"no free address in {net}: every address is in use")
         self._pending.setdefault((container_id, net), now)
         return None, actions + self._request(net, now)
@@ -304,8 +304,9 @@ class Allocator:
             runs.append((cur, hi))
         return runs
 
-    def _full(self, net: Net) -> bool:
-        """True when the ring says no address of `net` is free anywhere (ours exactly, others by hints)."""
+    def _full(self, net: Net, now: float) -> bool:
+        """True when no address of `net` is free anywhere: ours exactly, others by their hints, or because
+        they told us so (a hint counts the whole range, not one subnet)."""
         if self.ring.empty:
             return False
         ulo, uhi = usable(net)
@@ -316,16 +317,18 @@ class Allocator:
             if owner == self.us:
                 if self._free_runs(a, b):
                     return False
-            elif self.ring.entries[lo].free > 0:
+            elif self.ring.entries[lo].free > 0 and not (
+                    owner in self._reachable and now - self._nospace.get(owner, -1e18) < NOSPACE_HOLD):
                 return False
         return True
 
     def _refresh_free(self) -> list[Action]:
         """Owners publish their free counts in the ring, so others know whom to ask for space."""
         changed = False
+        ulo, uhi = usable(self.network)
         for lo, hi in self.ring.owned_by(self.us):
             used = sum(1 for a in self._used if lo <= a < hi)
-            changed |= self.ring.set_free(lo, hi - lo - used)
+            changed |= self.ring.set_free(lo, max(0, min(hi, uhi) - max(lo, ulo)) - used)
         return [GOSSIP] if changed else []
 
     def _may_seed(self) -> bool:
@@ -380,7 +383,7 @@ class Allocator:
             if got is not None:
                 del self._pending[(cid, net)]
                 actions.append(Allocated(cid, net, got))
-            elif self._full(net):
+            elif self._full(net, now):
                 del self._pending[(cid, net)]
                 actions.append(AllocFailed(cid, net, f"no free address in {net}: every address is in use"))
             else:

@@ -58,7 +58,7 @@ class Ring:
     def ranges(self) -> list[tuple[int, int, str]]:
         """(lo, hi exclusive, owner) for every token, in address order."""
         toks = self.tokens()
-        ends = toks[1:] + [self.end]
+        ends = toks[1:] + [self.end] if toks else []
         return [(t, e, self.entries[t].owner) for t, e in zip(toks, ends, strict=True)]
 
     def range_of(self, token: int) -> tuple[int, int]:

@@ -44,12 +44,14 @@ def parse_address_spec(text: str) -> Allocate | Explicit:
         return Allocate(None)
     if s.startswith("net:"):
         return Allocate(parse_cidr(s[4:], what=f"address spec {s!r}: subnet"))
+    usage = "expected CIDR like 10.2.1.1/24, net:CIDR or net:default"
     if "/" not in s:
-        raise ValueError(f"invalid address {text!r}: expected CIDR like 10.2.1.1/24, net:CIDR or net:default")
+        raise ValueError(f"invalid address {text!r}: {usage}")
     try:
         iface = ipaddress.ip_interface(s)
     except ValueError as e:
-        raise ValueError(f"invalid address {text!r}: {e}") from None
+        reason = str(e).replace(f"{s!r} does not appear to be an IPv4 or IPv6 interface", usage)
+        raise ValueError(f"invalid address {text!r}: {reason}") from None
     if iface.version != 4:
         raise ValueError(f"invalid address {text!r}: only IPv4 is supported")
     net = iface.network
