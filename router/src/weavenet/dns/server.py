@@ -1,0 +1,113 @@
+"""Answering DNS queries from the record store: a pure function from query bytes to response bytes.
+
+The adapter receives a datagram, calls `answer`, and sends back what it returns; `None` means "not
+ours": forward the query to the upstream resolvers (from `parse_resolv_conf`) and relay their answer;
+`b""` means drop it (it was itself a response).
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+from .store import DEFAULT_DOMAIN, RecordStore, normalise_domain
+
+_REVERSE = dns.name.from_text("in-addr.arpa.")
+_A, _PTR, _ANY = dns.rdatatype.A, dns.rdatatype.PTR, dns.rdatatype.ANY
+_IN = dns.rdataclass.IN
+
+
+def formerr(query: bytes) -> bytes:
+    """A bare FORMERR for input dnspython cannot parse: the query's id (if it has one), no sections."""
+    qid = struct.unpack(">H", query[:2])[0] if len(query) >= 2 else 0
+    return struct.pack(">HHHHHH", qid, dns.flags.QR | dns.rcode.FORMERR, 0, 0, 0, 0)
+
+
+def answer(query: bytes, store: RecordStore, now: float, ttl: int = 1, domain: str = DEFAULT_DOMAIN,
+           rng: random.Random | None = None, max_size: int | None = None) -> bytes | None:
+    """The response to `query`, or None to forward it upstream (a name outside our domain, or the PTR of
+    an address we have no record for). `max_size`: the transport's limit (UDP: taken from the query's
+    EDNS payload size, 512 without EDNS); a record set that does not fit is trimmed to a random subset.
+    `now` is unused today: lookups do not depend on time (kept so answering can grow caching)."""
+    try:
+        q = dns.message.from_wire(query)
+    except dns.exception.DNSException:
+        return formerr(query)
+    if q.flags & dns.flags.QR:
+        return b""  # a response sent to us: answering it could loop
+    resp = dns.message.make_response(q, recursion_available=True)
+    if q.opcode() != dns.opcode.QUERY:
+        resp.set_rcode(dns.rcode.NOTIMP)
+        return resp.to_wire()
+    if len(q.question) != 1:
+        resp.set_rcode(dns.rcode.FORMERR)
+        return resp.to_wire()
+    question = q.question[0]
+    qname, qtype = question.name, question.rdtype
+    zone = dns.name.from_text(normalise_domain(domain))
+    if question.rdclass != _IN:
+        return None
+    rng = rng or random.Random()
+    if qname.is_subdomain(zone):
+        resp.flags |= dns.flags.AA
+        addrs = store.lookup(qname.to_text().lower())
+        if addrs and qtype in (_A, _ANY):
+            rng.shuffle(addrs)
+            return _fit(resp, qname, _A, addrs, ttl, _limit(q, max_size))
+        if not addrs and qname != zone:
+            resp.set_rcode(dns.rcode.NXDOMAIN)
+        resp.authority.append(_soa(zone, ttl))  # lets resolvers cache the negative answer for `ttl`
+        return resp.to_wire()
+    if qname.is_subdomain(_REVERSE) and qtype in (_PTR, _ANY):
+        try:
+            addr = _reverse_address(qname)
+        except ValueError:
+            return None
+        names = store.reverse(addr)
+        if not names:
+            return None
+        resp.flags |= dns.flags.AA
+        return _fit(resp, qname, _PTR, names, ttl, _limit(q, max_size))
+    return None
+
+
+def _reverse_address(qname: dns.name.Name) -> str:
+    labels = [x.decode() for x in qname.relativize(_REVERSE).labels]
+    if len(labels) != 4 or not all(x.isdigit() and int(x) < 256 and str(int(x)) == x for x in labels):
+        raise ValueError("not the reverse name of one IPv4 address")
+    return ".".join(reversed(labels))
+
+
+def _limit(q: dns.message.Message, max_size: int | None) -> int:
+    if max_size is not None:
+        return max_size
+    return max(512, q.payload) if q.edns >= 0 else 512
+
+
+def _soa(zone: dns.name.Name, ttl: int) -> dns.rrset.RRset:
+    z = zone.to_text()
+    return dns.rrset.from_text(zone, ttl, _IN, dns.rdatatype.SOA, f"ns.{z} hostmaster.{z} 1 3600 600 86400 {ttl}")
+
+
+def _fit(resp: dns.message.Message, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType, values: list[str],
+         ttl: int, limit: int) -> bytes:
+    """The answer with as many of `values` (already in their random order) as fit in `limit` bytes."""
+    n = len(values)
+    while True:
+        resp.answer = [dns.rrset.from_text_list(qname, ttl, _IN, rdtype, values[:n])]
+        try:
+            return resp.to_wire(max_size=limit)
+        except dns.exception.TooBig:
+            if n == 1:
+                raise
+            n = max(1, n * 3 // 4)
