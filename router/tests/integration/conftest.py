@@ -41,3 +41,12 @@ def wait_for(cond, timeout: float, interval: float = 0.1, what: str = "condition
             return last
         time.sleep(interval)
     raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
+
+
+@pytest.fixture(scope="session")
+def docker_image():
+    """A Docker engine (started for the session if none runs, stopped after) and a local busybox image."""
+    from weavenet.lab import docker as labdocker
+
+    with labdocker.engine():
+        yield labdocker.ensure_image()

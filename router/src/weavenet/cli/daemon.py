@@ -22,7 +22,17 @@ def running_pid(paths: Paths) -> int | None:
         return None
     except PermissionError:
         pass
+    if _is_zombie(pid):  # killed, not yet reaped (its parent is gone and init may be slow or absent)
+        return None
     return pid
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def launch(paths: Paths, router_args: list[str], password: str | None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import logging
 import os
@@ -191,9 +192,14 @@ def run_container(argv: list[str], paths: Paths) -> int:
         raise UsageError(str(e)) from None
     if not spec.cidrs:
         raise UsageError("weave run needs at least one CIDR before the docker options, e.g. 10.0.0.1/24")
-    parse_cidrs(spec.cidrs)
+    wanted = {i.ip for i in parse_cidrs(spec.cidrs)}
     client = _client(paths)
-    client.json("GET", "/ps")  # the router must be up before we start anything
+    # The router must be up, and the addresses free here, before anything is started (attach checks
+    # again, atomically; this only spares starting a container just to remove it).
+    for row in client.json("GET", "/ps")["containers"]:
+        taken = wanted & {ipaddress.ip_interface(c).ip for c in row["cidrs"]}
+        if taken and row.get("running", True):
+            raise ValueError(f"{min(taken)} is already used by {row['name'] or row['id']} on this host")
     docker = Docker()
     info = docker.run(spec)
     try:

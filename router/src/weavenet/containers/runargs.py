@@ -7,7 +7,7 @@ the user asked for.
 
 from __future__ import annotations
 
-import ipaddress
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -25,17 +25,16 @@ class RunSpec:
     pull: str = "missing"                         # docker run --pull: missing | always | never
 
 
+_ADDRESS_LIKE = re.compile(r"[0-9a-fA-F.:]+/[0-9]+")
+
+
 def looks_like_address(arg: str) -> bool:
-    """A leading argument that is an address spec rather than a docker option or the image."""
-    if arg.startswith("net:"):
-        return True
-    if "/" not in arg:
-        return False
-    try:
-        ipaddress.ip_interface(arg)
-    except ValueError:
-        return False
-    return True
+    """A leading argument meant as an address (valid or not) rather than a docker option or the image.
+
+    Malformed ones (10.0.0.300/24) count too, so they are reported as bad addresses instead of being
+    taken for an image name; an image never ends in /DIGITS (registry refs look like 10.0.0.5:5000/app).
+    """
+    return arg.startswith("net:") or _ADDRESS_LIKE.fullmatch(arg) is not None
 
 
 def _kv(value: str, what: str) -> tuple[str, str]:
