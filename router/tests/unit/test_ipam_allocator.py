@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from weavenet.ipam import Allocator, GossipChanged, SendTo
+from weavenet.ipam import Allocator, GossipChanged, SendTo, format_ipam_status
 from weavenet.mesh.errors import ProtocolError
 
 US, PEER = "02:00:00:00:00:01", "02:00:00:00:00:02"
@@ -137,3 +137,16 @@ def test_malformed_messages_are_protocol_errors(data):
 
 def test_unknown_message_kinds_are_ignored():
     assert seeded().receive(b'{"t":"future","from":"02:00:00:00:00:02"}', 0) == []
+
+
+def test_status_text():
+    a = seeded()
+    assert format_ipam_status(a.status(), US, {}, set()) == "No address space claimed yet in 10.32.0.0/12\n"
+    a.allocate("c", None, 0)
+    a.ring.transfer(a.ring.start + 2**19, a.ring.end, PEER, US)
+    a.allocate("d", None, 0)
+    text = format_ipam_status(a.status(), US, {US: "h1", PEER: "h2"}, set())
+    assert text.splitlines() == [
+        "02:00:00:00:00:01(h1)    524288 IPs ( 50.0% of total) (2 active)",
+        "02:00:00:00:00:02(h2)    524288 IPs ( 50.0% of total) (0 active) - unreachable!",
+    ]

@@ -19,8 +19,9 @@ def name(i: int) -> str:
 class Sim:
     """Routers joined by links; messages are delivered in a (seeded) random order, time in 0.1 s steps."""
 
-    def __init__(self, seed: int = 0, network: ipaddress.IPv4Network = RANGE) -> None:
+    def __init__(self, seed: int = 0, network: ipaddress.IPv4Network = RANGE, loss: float = 0.0) -> None:
         self.rng = random.Random(seed)
+        self.loss = loss  # share of messages lost, and as many delivered twice
         self.network = network
         self.now = 0.0
         self.nodes: dict[str, Allocator] = {}
@@ -78,6 +79,9 @@ class Sim:
 
     def step(self) -> None:
         batch, self.queue = self.queue, []
+        if self.loss:
+            batch = [m for m in batch if self.rng.random() >= self.loss]
+            batch += [m for m in batch if self.rng.random() < self.loss]
         self.rng.shuffle(batch)
         for dst, data in batch:
             if dst in self.nodes:
@@ -313,3 +317,39 @@ def test_rmpeer_moves_space_and_is_refused_twice():
     with pytest.raises(ValueError, match="already removed"):
         b.rmpeer(c.us, {a.us}, sim.now)
     assert sum(hi - lo for lo, hi in a.ring.owned_by(a.us)) >= c_owned
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_lost_and_duplicated_messages_still_end_distinct(seed):
+    sim = Sim(seed, loss=0.2)
+    names = chain(sim, 5)
+    for i in range(10):
+        for n in names:
+            sim.allocate(n, f"{n}-c{i}")
+    sim.run(lambda: len(sim.done) == 50, timeout=120)
+    assert_distinct_in_range(sim.done.values())
+
+
+def test_seed_answers_early_askers_as_soon_as_it_claims():
+    sim = Sim(0)
+    sim.add(1)
+    b = sim.add(2, [1])
+    sim.allocate(b.us, "c")  # before a heard b's state: a cannot claim yet, and remembers b asked
+    took = sim.run(lambda: (b.us, "c") in sim.done, 5)
+    assert took < 1.0  # not the 2 s retry
+
+
+def test_rmpeer_of_one_peer_on_both_sides_of_a_partition_conflicts_when_they_meet():
+    sim = Sim(6)
+    names = chain(sim, 3)
+    for n in names:
+        sim.allocate(n, f"{n}-x")
+    sim.run(lambda: len(sim.done) == 3 and not sim.queue, 20)
+    a, b, c = (sim.nodes[n] for n in names)
+    del sim.nodes[c.us]
+    sim.links = set()
+    sim.topology_changed()
+    sim.apply(a.us, a.rmpeer(c.us, set(), sim.now)[1])
+    sim.apply(b.us, b.rmpeer(c.us, set(), sim.now)[1])
+    with pytest.raises(RingConflict, match="inconsistent entries"):
+        a.receive(b.encode_gossip(), sim.now)

@@ -25,6 +25,7 @@ from .store import DEFAULT_DOMAIN, RecordStore, normalise_domain
 _REVERSE = dns.name.from_text("in-addr.arpa.")
 _A, _PTR, _ANY = dns.rdatatype.A, dns.rdatatype.PTR, dns.rdatatype.ANY
 _IN = dns.rdataclass.IN
+_RNG = random.Random()
 
 
 def formerr(query: bytes) -> bytes:
@@ -57,7 +58,7 @@ def answer(query: bytes, store: RecordStore, now: float, ttl: int = 1, domain: s
     zone = dns.name.from_text(normalise_domain(domain))
     if question.rdclass != _IN:
         return None
-    rng = rng or random.Random()
+    rng = rng or _RNG
     if qname.is_subdomain(zone):
         resp.flags |= dns.flags.AA
         addrs = store.lookup(qname.to_text().lower())

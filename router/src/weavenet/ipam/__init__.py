@@ -60,6 +60,7 @@ from .allocator import (
 )
 from .ring import Ring, RingConflict
 from .spec import DEFAULT_RANGE, Allocate, Explicit, parse_address_spec, parse_cidr
+from .status import format_ipam_status
 
 __all__ = ["DEFAULT_RANGE", "AllocFailed", "Allocate", "Allocated", "Allocator", "Explicit", "GossipChanged",
-           "Ring", "RingConflict", "SendTo", "parse_address_spec", "parse_cidr"]
+           "Ring", "RingConflict", "SendTo", "format_ipam_status", "parse_address_spec", "parse_cidr"]

@@ -82,8 +82,9 @@ class Allocator:
         self._reachable: set[str] = set()
         self._heard: dict[str, bool] = {}            # neighbour -> its `seed` flag, once we got its gossip
         self._asked: dict[Net, tuple[str | None, float]] = {}
-        self._nospace: dict[str, float] = {}
+        self._nospace: dict[str, tuple[float, tuple]] = {}  # peer -> when it said so, its entries then
         self._next_gossip: float | None = None
+        self._askers: set[str] = set()              # asked us for space before any ring existed
 
     # --- operations -------------------------------------------------------------------------------
     def allocate(self, container_id: str, subnet: Net | None, now: float
@@ -182,10 +183,12 @@ class Allocator:
         if kind == "req" and net is not None:
             return self._on_request(sender, net, bool(msg.get("ring")), now)
         if kind == "nospace" and net is not None:
-            self._nospace[sender] = now
+            # Its ring comes along: our hints about who has space may be older than its own.
+            actions = self._merge(sender, msg)
+            self._nospace[sender] = (now, self._stamp(sender))
             if self._asked.get(net, (None,))[0] == sender:
                 del self._asked[net]  # ask someone else now
-            return self._retry(now)
+            return actions + self._retry(now)
         return []  # unknown kinds: a newer peer's, ignored
 
     def tick(self, now: float) -> list[Action]:
@@ -317,8 +320,7 @@ class Allocator:
             if owner == self.us:
                 if self._free_runs(a, b):
                     return False
-            elif self.ring.entries[lo].free > 0 and not (
-                    owner in self._reachable and now - self._nospace.get(owner, -1e18) < NOSPACE_HOLD):
+            elif self.ring.entries[lo].free > 0 and not (owner in self._reachable and self._said_full(owner, now)):
                 return False
         return True
 
@@ -342,7 +344,11 @@ class Allocator:
 
     def _claim(self, now: float) -> list[Action]:
         self.ring.claim_all(self.us, f"{self.us}@{int(now * 1000)}/{self._rng.getrandbits(32):08x}")
-        return [GOSSIP] + self._refresh_free()
+        actions: list[Action] = [GOSSIP, *self._refresh_free()]
+        # Those who asked before there was a ring learn of it now rather than on their next retry.
+        actions += [SendTo(p, self.encode_gossip()) for p in sorted(self._askers)]
+        self._askers.clear()
+        return actions
 
     def _request(self, net: Net, now: float) -> list[Action]:
         last = self._asked.get(net)
@@ -358,12 +364,23 @@ class Allocator:
         self._asked[net] = (donor, now)
         return [SendTo(donor, body)]
 
+    def _owned_total(self) -> int:
+        return sum(hi - lo for lo, hi in self.ring.owned_by(self.us))
+
+    def _stamp(self, peer: str) -> tuple:
+        return tuple((t, e.version) for t, e in self.ring.entries.items() if e.owner == peer)
+
+    def _said_full(self, peer: str, now: float) -> bool:
+        """It told us it had no space, recently, and its entries have not changed since."""
+        said = self._nospace.get(peer)
+        return said is not None and now - said[0] < NOSPACE_HOLD and said[1] == self._stamp(peer)
+
     def _pick_donor(self, net: Net, now: float, last: str | None) -> str | None:
         ulo, uhi = usable(net)
         score: dict[str, int] = {}
         for lo, hi, owner in self.ring.ranges():
             inter = min(hi, uhi) - max(lo, ulo)
-            if inter > 0 and owner in self._reachable and now - self._nospace.get(owner, -1e18) >= NOSPACE_HOLD:
+            if inter > 0 and owner in self._reachable and not self._said_full(owner, now):
                 score[owner] = score.get(owner, 0) + min(inter, self.ring.entries[lo].free)
         ranked = sorted((p for p, s in score.items() if s > 0), key=lambda p: (-score[p], p))
         if len(ranked) > 1 and ranked[0] == last:  # it did not answer in time: try the next one
@@ -372,11 +389,11 @@ class Allocator:
 
     def _retry(self, now: float) -> list[Action]:
         """Serve pending allocations from our space; ask for more where that is not enough."""
-        if not self._pending:
-            return []
         actions: list[Action] = []
-        if self.ring.empty and self._may_seed():
+        if self.ring.empty and (self._pending or self._askers) and self._may_seed():
             actions += self._claim(now)
+        if not self._pending:
+            return actions
         short: set[Net] = set()
         for cid, net in self.pending:
             got = self._take(cid, net)
@@ -395,24 +412,31 @@ class Allocator:
 
     def _on_ring(self, sender: str, msg: dict, now: float) -> list[Action]:
         self._heard[sender] = bool(msg.get("seed"))
+        return self._merge(sender, msg) + self._retry(now)  # retry: a new neighbour may allow seeding
+
+    def _merge(self, sender: str, msg: dict) -> list[Action]:
         other = Ring.from_wire(msg.get("ring"), self.network)
+        had_ring, owned = not self.ring.empty, self._owned_total()
         if not self.ring.merge(other, self.us):
-            return self._retry(now)  # a new neighbour may have made seeding possible
-        return [GOSSIP] + self._refresh_free() + self._retry(now)
+            return []
+        # The first ring we hear of, or a donation from the owner we asked: if still short, ask at once
+        # (not on every gossip from that owner, or we would ask again before its answer arrives).
+        if not had_ring or self._owned_total() > owned:
+            self._asked = {n: a for n, a in self._asked.items() if a[0] is not None and a[0] != sender}
+        return [GOSSIP, *self._refresh_free()]
 
     def _on_request(self, sender: str, net: Net, they_have_ring: bool, now: float) -> list[Action]:
         if not net.subnet_of(self.network):
             return []
-        actions: list[Action] = []
-        if self.ring.empty:
-            if not self._may_seed():
-                return []  # no ring here either; the requester asks again
-            actions += self._claim(now)
+        if self.ring.empty:  # it gets the ring as soon as there is one (or asks again)
+            self._askers.add(sender)
+            return self._claim(now) if self._may_seed() else []
         if not they_have_ring:  # first they learn who owns what, then they ask the best donor
-            return actions + [SendTo(sender, self.encode_gossip())]
+            return [SendTo(sender, self.encode_gossip())]
         if not self._donate(sender, net):
-            return actions + [SendTo(sender, encode_json({"t": "nospace", "from": self.us, "subnet": str(net)}))]
-        return actions + [GOSSIP] + self._refresh_free() + [SendTo(sender, self.encode_gossip())]
+            return [SendTo(sender, encode_json({"t": "nospace", "from": self.us, "subnet": str(net),
+                                                "ring": self.ring.to_wire()}))]
+        return [GOSSIP, *self._refresh_free(), SendTo(sender, self.encode_gossip())]
 
     def _donate(self, to: str, net: Net) -> bool:
         """Give `to` the upper half of our largest free run in `net` (all of it if it is one address)."""
