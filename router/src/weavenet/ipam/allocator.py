@@ -56,6 +56,11 @@ Action = SendTo | GossipChanged | Allocated | AllocFailed
 GOSSIP = GossipChanged()
 
 
+def _once(actions: list[Action]) -> list[Action]:
+    """Each distinct action once (internal steps each say "gossip" when they change the ring)."""
+    return list(dict.fromkeys(actions))
+
+
 def usable(net: Net) -> tuple[int, int]:
     """[lo, hi) of the addresses a container may get in `net`: not its network or broadcast address."""
     lo, hi = int(net.network_address), int(net.broadcast_address) + 1
@@ -102,11 +107,11 @@ class Allocator:
             actions += self._claim(now)
         got = self._take(container_id, net)
         if got is not None:
-            return got, actions + self._refresh_free()
+            return got, _once(actions + self._refresh_free())
         if self._full(net, now):
             raise ValueError(f"no free address in {net}: every address is in use")
         self._pending.setdefault((container_id, net), now)
-        return None, actions + self._request(net, now)
+        return None, _once(actions + self._request(net, now))
 
     def claim(self, container_id: str, address: ipaddress.IPv4Interface, now: float) -> tuple[str, list[Action]]:
         """Record an explicitly given address. Returns "owned" (in our space: reserved), "foreign" (in the
@@ -137,7 +142,7 @@ class Allocator:
             self._addrs.pop(container_id, None)
         if not gone:
             return [], []
-        return [ipaddress.IPv4Address(a) for a in gone], self._refresh_free() + self._retry(now)
+        return [ipaddress.IPv4Address(a) for a in gone], _once(self._refresh_free() + self._retry(now))
 
     def cancel(self, container_id: str, subnet: Net | None = None) -> None:
         """Give up waiting for a pending allocation (the caller's own timeout)."""
@@ -156,7 +161,7 @@ class Allocator:
         if not self.ring.owned_by(peer) and peer in self.ring.removed:
             raise ValueError(f"peer {peer} was already removed (by {self.ring.removed[peer]})")
         taken = self.ring.take_over(peer, self.us)
-        return sum(hi - lo for lo, hi in taken), [GOSSIP] + self._refresh_free() + self._retry(now)
+        return sum(hi - lo for lo, hi in taken), _once([GOSSIP, *self._refresh_free(), *self._retry(now)])
 
     # --- mesh events ------------------------------------------------------------------------------
     def peers_changed(self, connected: set[str], reachable: set[str], now: float) -> list[Action]:
@@ -165,7 +170,7 @@ class Allocator:
         self._connected, self._reachable = set(connected), set(reachable) | set(connected)
         self._reachable.discard(self.us)
         self._heard = {p: s for p, s in self._heard.items() if p in self._connected}
-        return [SendTo(p, self.encode_gossip()) for p in sorted(new)] + self._retry(now)
+        return _once([SendTo(p, self.encode_gossip()) for p in sorted(new)] + self._retry(now))
 
     def receive(self, data: bytes, now: float) -> list[Action]:
         """A message from another router's allocator (gossip or unicast alike). Raises ProtocolError for
@@ -179,26 +184,26 @@ class Allocator:
         except (KeyError, ValueError, TypeError, AttributeError) as e:
             raise ProtocolError(f"bad IPAM message: {e}") from None
         if kind == "ring":
-            return self._on_ring(sender, msg, now)
+            return _once(self._on_ring(sender, msg, now))
         if kind == "req" and net is not None:
-            return self._on_request(sender, net, bool(msg.get("ring")), now)
+            return _once(self._on_request(sender, net, bool(msg.get("ring")), now))
         if kind == "nospace" and net is not None:
             # Its ring comes along: our hints about who has space may be older than its own.
             actions = self._merge(sender, msg)
             self._nospace[sender] = (now, self._stamp(sender))
             if self._asked.get(net, (None,))[0] == sender:
                 del self._asked[net]  # ask someone else now
-            return actions + self._retry(now)
+            return _once(actions + self._retry(now))
         return []  # unknown kinds: a newer peer's, ignored
 
     def tick(self, now: float) -> list[Action]:
         """Call about once a second: retries requests, and sends the ring to a random neighbour now and then."""
-        actions = self._retry(now) if self._pending else []
+        actions = self._retry(now)
         if self._next_gossip is None or now >= self._next_gossip:
             self._next_gossip = now + GOSSIP_INTERVAL * self._rng.uniform(0.5, 1.5)
             if self._connected:
                 actions.append(SendTo(self._rng.choice(sorted(self._connected)), self.encode_gossip()))
-        return actions
+        return _once(actions)
 
     def encode_gossip(self) -> bytes:
         return encode_json({"t": "ring", "from": self.us, "seed": self.seed, "ring": self.ring.to_wire()})
