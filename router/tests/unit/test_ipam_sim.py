@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from weavenet.ipam import Allocated, Allocator, AllocFailed, GossipChanged, RingConflict, SendTo
+from weavenet.ipam import Allocated, Allocator, AllocFailed, ClaimRefused, GossipChanged, RingConflict, SendTo
 
 RANGE = ipaddress.IPv4Network("10.32.0.0/12")
 
@@ -29,6 +29,7 @@ class Sim:
         self.queue: list[tuple[str, bytes]] = []
         self.done: dict[tuple[str, str], ipaddress.IPv4Interface] = {}  # (router, container) -> address
         self.failed: list[AllocFailed] = []
+        self.refused: list[ClaimRefused] = []
 
     def add(self, i: int, peers: list[int] = (), **kw) -> Allocator:
         a = Allocator(name(i), self.network, seed=not peers, rng=random.Random(i), **kw)
@@ -70,6 +71,8 @@ class Sim:
                 self.done[(src, act.container_id)] = act.address
             elif isinstance(act, AllocFailed):
                 self.failed.append(act)
+            elif isinstance(act, ClaimRefused):
+                self.refused.append(act)
 
     def allocate(self, n: str, cid: str, subnet=None) -> None:
         addr, actions = self.nodes[n].allocate(cid, subnet, self.now)
@@ -353,3 +356,23 @@ def test_rmpeer_of_one_peer_on_both_sides_of_a_partition_conflicts_when_they_mee
     sim.apply(b.us, b.rmpeer(c.us, set(), sim.now)[1])
     with pytest.raises(RingConflict, match="inconsistent entries"):
         a.receive(b.encode_gossip(), sim.now)
+
+
+def test_explicit_address_in_another_routers_space_is_handed_over_or_refused():
+    sim = Sim(8)
+    a, b = sim.add(1), sim.add(2, [1])
+    sim.step()
+    sim.allocate(a.us, "a0")  # a creates the ring and owns everything
+    sim.run(lambda: not sim.queue, 5)
+    status, actions = b.claim("b0", ipaddress.IPv4Interface("10.32.0.5/12"), sim.now)
+    assert status == "foreign"
+    sim.apply(b.us, actions)
+    sim.run(lambda: a.ring.owner_at(int(ipaddress.IPv4Address("10.32.0.5"))) == b.us, 5)
+    for i in range(1, 10):
+        sim.allocate(a.us, f"a{i}")
+    assert ipaddress.IPv4Interface("10.32.0.5/12") not in [sim.done[(a.us, f"a{i}")] for i in range(10)]
+    # An address a has in use: refused.
+    status, actions = b.claim("b1", sim.done[(a.us, "a1")], sim.now)
+    sim.apply(b.us, actions)
+    sim.run(lambda: sim.refused, 5)
+    assert sim.refused[0].container_id == "b1" and "in use on router" in sim.refused[0].reason

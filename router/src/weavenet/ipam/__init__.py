@@ -30,6 +30,10 @@ owner's count of free addresses, so a router short of space knows whom to ask.
    router that is connected, and for one already removed (its ranges already moved): removing it
    again, here or on any router that has heard the first removal, cannot create space twice.
 
+7. An explicit address (`weave run 10.32.1.2/12 ...`) inside the range is used at once; if another
+   router owns it, that router is asked to hand over exactly that address (a one-address donation),
+   so it cannot allocate it later; if it already has it in use, `ClaimRefused` says so.
+
 **Why no address is handed out twice among routers that can talk.** At any time each range has one
 owner in every copy that has heard of it (rule 1 and version order), and only that owner allocates
 from it (rule 2). A donation is one owner writing "this part is now yours" before the receiver uses
@@ -48,13 +52,15 @@ of a partition: it is still allocating from its space.
 to `receive(data, now)` (a `RingConflict` is a ProtocolError: log it, one line, and stop merging that
 peer's ring); call `peers_changed(connected, reachable, now)` when the topology changes and `tick(now)`
 about once a second; complete waiting callers on `Allocated` / `AllocFailed` (and `cancel` them on the
-caller's own timeout); persist `to_json()` after every change and restore it with `from_json()`.
+caller's own timeout); on `ClaimRefused` warn and detach that address; persist `to_json()` after every
+change and restore it with `from_json()`.
 """
 
 from .allocator import (
     Allocated,
     Allocator,
     AllocFailed,
+    ClaimRefused,
     GossipChanged,
     SendTo,
 )
@@ -62,5 +68,6 @@ from .ring import Ring, RingConflict
 from .spec import DEFAULT_RANGE, Allocate, Explicit, parse_address_spec, parse_cidr
 from .status import format_ipam_status
 
-__all__ = ["DEFAULT_RANGE", "AllocFailed", "Allocate", "Allocated", "Allocator", "Explicit", "GossipChanged",
-           "Ring", "RingConflict", "SendTo", "format_ipam_status", "parse_address_spec", "parse_cidr"]
+__all__ = ["DEFAULT_RANGE", "AllocFailed", "Allocate", "Allocated", "Allocator", "ClaimRefused", "Explicit",
+           "GossipChanged", "Ring", "RingConflict", "SendTo", "format_ipam_status", "parse_address_spec",
+           "parse_cidr"]

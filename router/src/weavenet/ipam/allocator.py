@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ..mesh.channel import decode_json, encode_json
 from ..mesh.errors import ProtocolError
 from ..mesh.names import parse_peer_name
-from .ring import Ring
+from .ring import Ring, ip
 from .spec import DEFAULT_RANGE
 
 REQUEST_RETRY = 2.0     # ask again (another donor if there is one) when a request got no space in this time
@@ -52,7 +52,15 @@ class AllocFailed:
     reason: str
 
 
-Action = SendTo | GossipChanged | Allocated | AllocFailed
+@dataclass(frozen=True)
+class ClaimRefused:
+    """An explicitly given address that another router owns is in use there: the container must not keep it."""
+    container_id: str
+    address: ipaddress.IPv4Address
+    reason: str
+
+
+Action = SendTo | GossipChanged | Allocated | AllocFailed | ClaimRefused
 GOSSIP = GossipChanged()
 
 
@@ -90,6 +98,8 @@ class Allocator:
         self._nospace: dict[str, tuple[float, tuple]] = {}  # peer -> when it said so, its entries then
         self._next_gossip: float | None = None
         self._askers: set[str] = set()              # asked us for space before any ring existed
+        self._wanted: dict[int, str] = {}           # claimed addresses that another router owns -> container
+        self._wanted_asked: dict[int, float] = {}
 
     # --- operations -------------------------------------------------------------------------------
     def allocate(self, container_id: str, subnet: Net | None, now: float
@@ -114,8 +124,9 @@ class Allocator:
         return None, _once(actions + self._request(net, now))
 
     def claim(self, container_id: str, address: ipaddress.IPv4Interface, now: float) -> tuple[str, list[Action]]:
-        """Record an explicitly given address. Returns "owned" (in our space: reserved), "foreign" (in the
-        range, but not our space: recorded, its owner is not told), or "outside" (not IPAM's business)."""
+        """Record an explicitly given address. Returns "owned" (in our space: reserved), "outside" (not in
+        the range: not IPAM's business) or "foreign": recorded, and we ask its owner to hand that one
+        address over (so it cannot allocate it too); if the owner has it in use, `ClaimRefused` follows."""
         a = int(address.ip)
         if not self.ring.start <= a < self.ring.end:
             return "outside", []
@@ -125,7 +136,9 @@ class Allocator:
         status = "owned" if self.ring.owner_at(a) == self.us else "foreign"
         if holder is None:
             self._record(container_id, a, address.network.prefixlen)
-        return status, self._refresh_free()
+        if status == "foreign":
+            self._wanted[a] = container_id
+        return status, _once(self._refresh_free() + self._chase_claims(now))
 
     def release(self, container_id: str, address: ipaddress.IPv4Address | None = None, now: float = 0.0
                 ) -> tuple[list[ipaddress.IPv4Address], list[Action]]:
@@ -190,6 +203,11 @@ class Allocator:
         if kind == "nospace" and net is not None:
             # Its ring comes along: our hints about who has space may be older than its own.
             actions = self._merge(sender, msg)
+            a = int(net.network_address)
+            if net.prefixlen == 32 and a in self._wanted and self.ring.owner_at(a) == sender:
+                cid = self._wanted.pop(a)
+                reason = f"address {net.network_address} is in use on router {sender}"
+                return _once(actions + [ClaimRefused(cid, net.network_address, reason)])
             self._nospace[sender] = (now, self._stamp(sender))
             if self._asked.get(net, (None,))[0] == sender:
                 del self._asked[net]  # ask someone else now
@@ -260,7 +278,10 @@ class Allocator:
         for cid, addrs in allocs.items():
             for s in addrs:
                 iface = ipaddress.IPv4Interface(s)
-                alloc._record(cid, int(iface.ip), iface.network.prefixlen)
+                a = int(iface.ip)
+                alloc._record(cid, a, iface.network.prefixlen)
+                if alloc.ring.start <= a < alloc.ring.end and alloc.ring.owner_at(a) != alloc.us:
+                    alloc._wanted[a] = cid  # a foreign claim not handed over yet: keep asking its owner
         return alloc
 
     # --- internals --------------------------------------------------------------------------------
@@ -397,6 +418,7 @@ class Allocator:
         actions: list[Action] = []
         if self.ring.empty and (self._pending or self._askers) and self._may_seed():
             actions += self._claim(now)
+        actions += self._chase_claims(now)
         if not self._pending:
             return actions
         short: set[Net] = set()
@@ -413,6 +435,20 @@ class Allocator:
         actions += self._refresh_free()
         for net in sorted(short):
             actions += self._request(net, now)
+        return actions
+
+    def _chase_claims(self, now: float) -> list[Action]:
+        """Ask the owner of each foreign claim for that one address (a donation of a /32)."""
+        actions: list[Action] = []
+        for a, cid in list(self._wanted.items()):
+            owner = self.ring.owner_at(a)
+            if self._used.get(a) != cid or owner == self.us:
+                del self._wanted[a]  # released meanwhile, or ours now
+                self._wanted_asked.pop(a, None)
+            elif owner in self._reachable and now - self._wanted_asked.get(a, -1e18) >= REQUEST_RETRY:
+                self._wanted_asked[a] = now
+                actions.append(SendTo(owner, encode_json({"t": "req", "from": self.us, "subnet": f"{ip(a)}/32",
+                                                          "ring": True})))
         return actions
 
     def _on_ring(self, sender: str, msg: dict, now: float) -> list[Action]:
