@@ -144,3 +144,10 @@ def test_take_over_records_tombstone_and_wins():
 def test_malformed_wire_is_a_protocol_error(bad):
     with pytest.raises(ProtocolError):
         Ring.from_wire(bad, NET)
+
+
+def test_our_own_later_write_that_we_forgot_is_taken_back():
+    a = fresh(A)
+    newer = copy(a)
+    newer.set_free(START, 7)  # what we gossiped just before a crash that lost it
+    assert a.merge(newer, A) is True and a.entries[START] == Entry(A, 2, 7)

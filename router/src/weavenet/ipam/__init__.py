@@ -52,8 +52,9 @@ of a partition: it is still allocating from its space.
 to `receive(data, now)` (a `RingConflict` is a ProtocolError: log it, one line, and stop merging that
 peer's ring); call `peers_changed(connected, reachable, now)` when the topology changes and `tick(now)`
 about once a second; complete waiting callers on `Allocated` / `AllocFailed` (and `cancel` them on the
-caller's own timeout); on `ClaimRefused` warn and detach that address; persist `to_json()` after every
-change and restore it with `from_json()`.
+caller's own timeout); on `ClaimRefused` warn and detach that address. Persist `to_json()` after every
+call that changed the ring or the allocations, *before* sending its messages (a crash must not forget a
+claim or a donation others already heard of), and restore it with `from_json()` on start.
 """
 
 from .allocator import (

@@ -143,7 +143,7 @@ class Ring:
                     raise RingConflict(f"inconsistent entries: {theirs.owner} split our range at {ip(tok)}")
                 updates[tok] = theirs
             elif theirs.version > mine.version:
-                if mine.owner == us:
+                if mine.owner == us and theirs.owner != us:  # (our own later write we forgot: fine)
                     raise RingConflict(f"inconsistent entries: our range at {ip(tok)} was given to "
                                        f"{theirs.owner} by someone else (were we rmpeer'd?)")
                 updates[tok] = theirs
