@@ -143,10 +143,10 @@ def test_status_text():
     a = seeded()
     assert format_ipam_status(a.status(), US, {}, set()) == "No address space claimed yet in 10.32.0.0/12\n"
     a.allocate("c", None, 0)
-    a.ring.transfer(a.ring.start + 2**19, a.ring.end, PEER, US)
+    a.receive(b'{"t":"req","from":"02:00:00:00:00:02","subnet":"10.32.0.0/12","ring":true}', 0)  # donates half
     a.allocate("d", None, 0)
     text = format_ipam_status(a.status(), US, {US: "h1", PEER: "h2"}, set())
     assert text.splitlines() == [
-        "02:00:00:00:00:01(h1)    524288 IPs ( 50.0% of total) (2 active)",
-        "02:00:00:00:00:02(h2)    524288 IPs ( 50.0% of total) (0 active) - unreachable!",
+        "02:00:00:00:00:01(h1)    524289 IPs ( 50.0% of total) (2 active)",
+        "02:00:00:00:00:02(h2)    524287 IPs ( 50.0% of total) (0 active) - unreachable!",
     ]

@@ -240,9 +240,19 @@ class Allocator:
     def owned_and_used(self) -> list[dict]:
         """Each peer's share of the range and how much of it is used (ours exact, others' from hints)."""
         total = self.network.num_addresses
+        ulo, uhi = usable(self.network)
+        share: dict[str, list[int]] = {}  # peer -> [owned, usable, free]
+        for lo, hi, peer in self.ring.ranges():
+            s = share.setdefault(peer, [0, 0, 0])
+            s[0] += hi - lo
+            s[1] += max(0, min(hi, uhi) - max(lo, ulo))
+            s[2] += self.ring.entries[lo].free
         out = []
-        for peer, (owned, free) in sorted(self.ring.shares().items()):
-            used = sum(1 for a in self._used if self.ring.owner_at(a) == peer) if peer == self.us else owned - free
+        for peer, (owned, n_usable, free) in sorted(share.items()):
+            if peer == self.us:
+                used = sum(1 for a in self._used if self.ring.owner_at(a) == peer)
+            else:
+                used = max(0, n_usable - free)
             out.append({"peer": peer, "addresses": owned, "percent": round(100 * owned / total, 1), "used": used})
         return out
 

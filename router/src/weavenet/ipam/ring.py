@@ -74,14 +74,6 @@ class Ring:
     def owned_by(self, peer: str) -> list[tuple[int, int]]:
         return [(lo, hi) for lo, hi, o in self.ranges() if o == peer]
 
-    def shares(self) -> dict[str, tuple[int, int]]:
-        """peer -> (addresses owned, free hint)."""
-        out: dict[str, tuple[int, int]] = {}
-        for lo, hi, o in self.ranges():
-            owned, free = out.get(o, (0, 0))
-            out[o] = (owned + hi - lo, free + self.entries[lo].free)
-        return out
-
     # --- changes (each made only by the owner of what changes) ------------------------------------
     def _set(self, token: int, entry: Entry) -> None:
         if token not in self.entries:
