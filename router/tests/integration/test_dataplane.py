@@ -170,7 +170,7 @@ def test_large_ping_and_bulk_tcp_through_sleeve(lab_factory):
     assert sent == received
 
 
-def test_attach_detach_expose_cli(lab_factory):
+def test_attach_detach_expose_cli(lab_factory, docker_image):  # docker: "bogus" is looked up as a container
     lab = lab_factory(2)
     names = launch_chain(lab.hosts)
     wait_for(lambda: full_mesh(lab.hosts, names), 15, what="mesh")
@@ -192,7 +192,7 @@ def test_attach_detach_expose_cli(lab_factory):
     assert "ethwe" not in out
     for args, msg in ((["attach", "10.0.0.300/24", f"netns:{c1}"], "10.0.0.300"),
                       (["attach", "10.0.0.5/24", "netns:does-not-exist"], "does-not-exist"),
-                      (["attach", "10.0.0.5/24", "bogus"], "bad target"),
+                      (["attach", "10.0.0.5/24", "bogus"], "no such container"),
                       (["detach", f"netns:{c1}"], "ethwe")):
         p = a.weave(*args, check=False)
         assert p.returncode != 0 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr

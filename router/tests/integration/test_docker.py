@@ -199,9 +199,14 @@ def test_bad_input(mesh):
     before += 1
     ports = veth_ports(h1)
     fails("attach", f"{SUBNET_A}.20/24", c21, says="already used")
+    # An address held on another host is found by an ARP probe across the mesh.
+    c22, _ = run(h3, lab, label, image, "c22", f"{SUBNET_A}.22/24")
+    before += 1
+    fails("attach", f"{SUBNET_A}.22/24", c21, says="already in use on the mesh")
+    fails("run", f"{SUBNET_A}.22/24", "--label", label, "-ti", "--network", "none", image, says="in use on the mesh")
     fails("attach", f"{SUBNET_A}.20/24", "nosuch-container", says="no such container")
     fails("attach", "10.2.1.0/33", c20, says="10.2.1.0/33")
-    fails("run", f"{SUBNET_A}.22/24", "--label", label, "--network", "none", image, "true", says="exited")
+    fails("run", f"{SUBNET_A}.25/24", "--label", label, "--network", "none", image, "true", says="exited")
     other = docker("create", "--label", label, image).stdout.strip()
     fails("attach", f"{SUBNET_A}.23/24", other, says="not running")
     p = h1.weave("run", f"{SUBNET_A}.24/24", "--label", label, "-ti", "--network", "none", image, check=False,

@@ -19,6 +19,7 @@ class MsgType(IntEnum):
     CLOSING = 4         # body: UTF-8 reason, sent before a deliberate close
     SUMMARY = 5         # body: JSON {name: [incarnation, version]}; answered with the newer entries
     DATAPATH = 6        # opaque to the mesh: the data plane's per-connection control (fast-path status)
+    APP = 7             # an application channel (IPAM, DNS): JSON header line, then an opaque payload
 
 
 class Channel:

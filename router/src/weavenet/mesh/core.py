@@ -35,6 +35,7 @@ class MeshConfig:
     gossip_delay: float = 0.05       # coalescing window for topology deltas
     gossip_min_interval: float = 0.5 # at most two flushes a second: bounds the storm when many peers join
     summary_interval: float = 2.0    # pull anything missed from a random neighbour
+    app_max_hops: int = 64          # a routed application message dies after this many relays
     unreachable_gc_after: float = 60.0
     failed_inbound_keep: float = 60.0
 
@@ -61,6 +62,10 @@ class Dial:
 
 
 Action = Send | Close | Dial
+
+
+def _app_body(channel: str, src: str, dest: str, hops: int, payload: bytes) -> bytes:
+    return encode_json([channel, src, dest, hops]) + b"\n" + payload
 
 
 def gossip_body(entries) -> bytes | None:
@@ -115,6 +120,9 @@ class Mesh:
         self._last_flush = -1e9
         # The data plane's hook for its per-connection messages (set by the adapter).
         self.on_datapath_message: Callable[[str, bytes], None] | None = None
+        # Application channels (IPAM, DNS): the adapter's handler gets (channel, source peer, payload)
+        # and returns what to send in reply (built with send_app), so replies stay in this event.
+        self.on_app_message: Callable[[str, str, bytes], list[Action]] | None = None
         self.counters = {"gossip_sent": 0, "gossip_received": 0, "connections_refused": 0}
 
     # --- operator commands -----------------------------------------------------------------------
@@ -144,6 +152,42 @@ class Mesh:
             if c.remote.name == peer and c.channel is not None:
                 return [Send(c.id, c.channel.encode(MsgType.DATAPATH, body))]
         return []
+
+    def send_app(self, channel: str, payload: bytes, dest: str | None = None) -> list[Action]:
+        """An application message: to every neighbour (``dest`` None: gossip, which the receivers
+        merge and pass on themselves if it taught them something), or routed hop by hop to ``dest``.
+        Dropped (no actions) when ``dest`` is unreachable: application protocols retry."""
+        if dest is None:
+            body = _app_body(channel, self.identity.name, "", 0, payload)
+            return [Send(c.id, c.channel.encode(MsgType.APP, body))
+                    for c in self.live_connections() if c.channel is not None]
+        if dest == self.identity.name:
+            return self._deliver_app(channel, dest, payload)
+        return self._route_app(channel, self.identity.name, dest, self.config.app_max_hops, payload)
+
+    def _route_app(self, channel: str, src: str, dest: str, hops: int, payload: bytes) -> list[Action]:
+        hop = self.routes.unicast.get(dest)
+        for c in self.live_connections():
+            if c.remote.name == hop and c.channel is not None:
+                return [Send(c.id, c.channel.encode(MsgType.APP, _app_body(channel, src, dest, hops, payload)))]
+        return []
+
+    def _on_app(self, body: bytes) -> list[Action]:
+        head, sep, payload = body.partition(b"\n")
+        header = decode_json(head)
+        if not sep or not (isinstance(header, list) and len(header) == 4 and all(isinstance(x, str)
+                                                                                 for x in header[:3])
+                           and isinstance(header[3], int)):
+            raise ProtocolError("bad application message")
+        channel, src, dest, hops = header
+        if dest and dest != self.identity.name:
+            return self._route_app(channel, src, dest, hops - 1, payload) if hops > 1 else []
+        return self._deliver_app(channel, src, payload)
+
+    def _deliver_app(self, channel: str, src: str, payload: bytes) -> list[Action]:
+        if self.on_app_message is None:
+            return []
+        return self.on_app_message(channel, src, payload)
 
     def live_connections(self) -> list[Conn]:
         return [c for c in self.conns.values() if c.live and c.remote is not None]
@@ -313,6 +357,8 @@ class Mesh:
                     self.on_datapath_message(conn.remote.name, body)
             elif kind == MsgType.SUMMARY:
                 actions += self._on_summary(conn, body)
+            elif kind == MsgType.APP:
+                actions += self._on_app(body)
             elif kind == MsgType.CLOSING:
                 reason = body.decode(errors="replace")[:200]
                 return actions + self._drop(conn, f"closed by peer: {reason}", now, send_close=False)

@@ -21,7 +21,7 @@ from .addrs import (
     promote_secondaries,
     remove_addresses,
 )
-from .arp import send_gratuitous_arp
+from .arp import probe, send_gratuitous_arp
 from .links import (
     check_ifname,
     check_mtu,
@@ -37,6 +37,7 @@ from .links import (
 from .netns import check_netns_path, netns_id, run_in_netns
 
 ETHWE = "ethwe"
+PROBE_TIMEOUT = 0.3   # seconds listening for an answer to ARP probes; replies cross the mesh in ~1 ms
 HOST_PREFIX = "vethwepl"  # weave's prefix for the host end of a container veth
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -54,11 +55,13 @@ def host_veth_name(target_path: str) -> str:
             return HOST_PREFIX + digits[-7:]
 
 
-def attach(target_path: str, cidrs: list[str], bridge: str = "weave", mtu: int = 1376) -> dict:
+def attach(target_path: str, cidrs: list[str], bridge: str = "weave", mtu: int = 1376,
+           probe_timeout: float = PROBE_TIMEOUT) -> dict:
     """Give the namespace an ``ethwe`` on ``bridge`` (if it has none) carrying ``cidrs``.
 
-    Idempotent: addresses already present are left alone. On failure, whatever this call created
-    (the veth pair, addresses) is removed again.
+    Idempotent: addresses already present are left alone. New IPv4 addresses are first probed for
+    on the overlay (ARP, RFC 5227): one that someone answers for is refused. On failure, whatever
+    this call created (the veth pair, addresses) is removed again.
     """
     ifaces = parse_cidrs(cidrs)
     check_ifname(bridge)
@@ -73,17 +76,23 @@ def attach(target_path: str, cidrs: list[str], bridge: str = "weave", mtu: int =
     else:
         host = _replug_host_end(ethwe, br, mtu, target_path)
     try:
-        mac, addrs, new = run_in_netns(target_path, _configure_ethwe, ifaces, mtu)
+        mac, new = run_in_netns(target_path, _prepare_ethwe, ifaces, mtu)
+        announce = [str(i.ip) for i in new if i.version == 4]
+        if created or announce:
+            # Frames (probes, announcements, the caller's first packets) sent before the bridge
+            # forwards through the new port are dropped.
+            with iproute() as ipr:
+                wait_forwarding(ipr, require_link(ipr, host)["index"])
+        if announce and probe_timeout > 0:
+            taken = run_in_netns(target_path, probe, ETHWE, mac, announce, probe_timeout)
+            if taken:
+                ip = min(taken, key=lambda a: tuple(int(x) for x in a.split(".")))
+                raise ValueError(f"{ip} is already in use on the mesh (answered by {taken[ip]})")
+        addrs = run_in_netns(target_path, _add_ethwe_addresses, new)
     except BaseException:
         if created:
             _delete_host_end(created)
         raise
-    announce = [str(i.ip) for i in new if i.version == 4]
-    if created or announce:
-        # Frames (our announcements, the caller's first packets) sent before the bridge forwards
-        # through the new port are dropped.
-        with iproute() as ipr:
-            wait_forwarding(ipr, require_link(ipr, host)["index"])
     if announce:
         run_in_netns(target_path, _announce, mac, announce)
     return {"ifname": host, "mac": mac, "addresses": addrs}
@@ -146,8 +155,8 @@ def _delete_host_end(host: str) -> None:
             delete_link_index(ipr, link["index"])
 
 
-def _configure_ethwe(ifaces: list[Iface], mtu: int) -> tuple[str, list[str], list[Iface]]:
-    """Inside the namespace: lo and ethwe up, MTU, addresses. Returns (mac, all CIDRs, added)."""
+def _prepare_ethwe(ifaces: list[Iface], mtu: int) -> tuple[str, list[Iface]]:
+    """Inside the namespace: lo and ethwe up, MTU; refuse clashes. Returns (mac, addresses to add)."""
     with iproute() as ipr:
         ipr.link("set", index=require_link(ipr, "lo")["index"], state="up")
         link = require_link(ipr, ETHWE)
@@ -158,10 +167,16 @@ def _configure_ethwe(ifaces: list[Iface], mtu: int) -> tuple[str, list[str], lis
             if other is not None:
                 raise ValueError(f"{iface.ip} is already on {ETHWE} as {other}: detach it first")
         ipr.link("set", index=index, mtu=mtu, state="up")
+        return link_mac(link), [i for i in ifaces if i not in present]
+
+
+def _add_ethwe_addresses(new: list[Iface]) -> list[str]:
+    """Inside the namespace: add ``new`` to ethwe (all or none); returns all its CIDRs."""
+    with iproute() as ipr:
+        index = require_link(ipr, ETHWE)["index"]
         promote_secondaries(ETHWE)
-        new = [i for i in ifaces if i not in present]
         _add_all(ipr, index, new)
-        return link_mac(link), [str(a) for a in list_addresses(ipr, index)], new
+        return [str(a) for a in list_addresses(ipr, index)]
 
 
 def _announce(mac: str, ips: list[str]) -> None:
