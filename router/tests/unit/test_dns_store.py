@@ -155,3 +155,29 @@ def test_remove_by_address_or_name_and_gc_of_tombstones():
 def test_malformed_gossip_is_a_protocol_error(data):
     with pytest.raises(ProtocolError):
         RecordStore(B, 1).merge(data, 0)
+
+
+def test_indexes_agree_with_the_records_after_churn():
+    rng = random.Random(3)
+    a, b = RecordStore(A, 1), RecordStore(B, 1)
+    for i in range(200):
+        cid, name, addr = f"c{rng.randint(0, 9)}", f"n{rng.randint(0, 4)}", f"10.32.0.{rng.randint(1, 6)}"
+        op = rng.random()
+        if op < 0.5:
+            b.merge(a.encode_gossip(a.add(name, addr, cid, i)), i)
+        elif op < 0.8:
+            b.merge(a.encode_gossip(a.remove_container(cid, i)), i)
+        elif op < 0.9:
+            b.gc(i, max_age=5)
+        elif op < 0.95:  # a restarts with nothing
+            a = RecordStore(A, 1 + i)
+            b.merge(a.encode_gossip(), i)
+        else:
+            b.peer_gone(A)
+    for s in (a, b):
+        for n in range(5):
+            fq = f"n{n}.weave.local."
+            assert s.lookup(fq) == sorted({r.address for r in s.live() if r.name == fq},
+                                          key=lambda x: tuple(map(int, x.split("."))))
+        for k in range(1, 7):
+            assert s.reverse(f"10.32.0.{k}") == sorted({r.name for r in s.live() if r.address == f"10.32.0.{k}"})

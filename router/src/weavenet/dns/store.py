@@ -91,6 +91,8 @@ class RecordStore:
         self._origins: dict[str, int] = {self.us: incarnation}  # newest incarnation heard per origin
         self._dead_since: dict[Key, float] = {}                  # tombstones: when we learnt of them
         self._gone: set[str] = set()                             # origins dropped by peer_gone
+        self._by_name: dict[str, set[Key]] = {}                  # lookups without a scan
+        self._by_addr: dict[str, set[Key]] = {}
 
     # --- our own records --------------------------------------------------------------------------
     def add(self, name: str, address: str, container: str, now: float) -> list[Record]:
@@ -122,6 +124,8 @@ class RecordStore:
 
     def _put(self, rec: Record, now: float) -> None:
         self.records[rec.key] = rec
+        self._by_name.setdefault(rec.name, set()).add(rec.key)
+        self._by_addr.setdefault(rec.address, set()).add(rec.key)
         if rec.tombstone:
             self._dead_since.setdefault(rec.key, now)
         else:
@@ -166,8 +170,7 @@ class RecordStore:
         self._origins[origin] = inc
         old = [r for r in self.records.values() if r.origin == origin and r.incarnation < inc]
         for r in old:
-            del self.records[r.key]
-            self._dead_since.pop(r.key, None)
+            self._drop(r.key)
         return [Record(r.name, r.address, r.container, r.origin, r.incarnation, r.version, True)
                 for r in old if not r.tombstone]
 
@@ -179,8 +182,7 @@ class RecordStore:
             return 0
         mine = [k for k, r in self.records.items() if r.origin == peer]
         for k in mine:
-            del self.records[k]
-            self._dead_since.pop(k, None)
+            self._drop(k)
         self._gone.add(peer)
         self._origins.pop(peer, None)
         return len(mine)
@@ -193,18 +195,27 @@ class RecordStore:
         """Drop tombstones older than `max_age` (seconds since we learnt of them)."""
         old = [k for k, t in self._dead_since.items() if now - t > max_age]
         for k in old:
-            del self.records[k], self._dead_since[k]
+            self._drop(k)
         return len(old)
+
+    def _drop(self, key: Key) -> None:
+        rec = self.records.pop(key)
+        self._dead_since.pop(key, None)
+        for index, field in ((self._by_name, rec.name), (self._by_addr, rec.address)):
+            keys = index[field]
+            keys.discard(key)
+            if not keys:
+                del index[field]
 
     # --- lookups ----------------------------------------------------------------------------------
     def lookup(self, name: str) -> list[str]:
         """Live addresses of a name (sorted; the DNS answer shuffles them)."""
         n = name.lower() if name.endswith(".") else name.lower() + "."
-        return sorted({r.address for r in self.records.values() if r.name == n and not r.tombstone},
-                      key=lambda a: ipaddress.IPv4Address(a))
+        live = {self.records[k].address for k in self._by_name.get(n, ()) if not self.records[k].tombstone}
+        return sorted(live, key=lambda a: ipaddress.IPv4Address(a))
 
     def reverse(self, address: str) -> list[str]:
-        return sorted({r.name for r in self.records.values() if r.address == address and not r.tombstone})
+        return sorted({self.records[k].name for k in self._by_addr.get(address, ()) if not self.records[k].tombstone})
 
     def container_names(self, container: str) -> list[Record]:
         return sorted((r for r in self.records.values() if r.container == container and not r.tombstone),
