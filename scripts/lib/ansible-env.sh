@@ -21,7 +21,7 @@ LAB_HOSTS=(lab-host1 lab-host2 lab-host3)
 LAB_IPS=(192.0.2.11 192.0.2.12 192.0.2.13)
 # Docker-in-Docker without --privileged (it fails here: CAP_SYS_RESOURCE is not in the bounding set).
 LAB_RUN_FLAGS=(--cap-add ALL --cap-drop SYS_RESOURCE --security-opt seccomp=unconfined
-  --security-opt apparmor=unconfined -v /sys/fs/cgroup:/sys/fs/cgroup:rw --tmpfs /run --tmpfs /tmp
+  --security-opt apparmor=unconfined --security-opt systempaths=unconfined -v /sys/fs/cgroup:/sys/fs/cgroup:rw --tmpfs /run --tmpfs /tmp
   --device /dev/net/tun -v /var/lib/docker --label weavenet-lab=1)
 PIP_PINS=("ansible-core==2.19.*" "ansible==12.*" "molecule==26.*" "molecule-plugins[docker]==26.*"
   "pytest-testinfra==10.*" "docker>=7,<8")
@@ -81,7 +81,11 @@ lab_dockerd_stop() {
 }
 
 lab_host_image() {
-  if ldocker image inspect "$LAB_IMAGE" >/dev/null 2>&1; then return 0; fi
+  local init_sum
+  init_sum=$(sha256sum "$REPO/scripts/lib/lab-host-init" | cut -c1-16)
+  if [ "$(ldocker image inspect -f '{{index .Config.Labels "weavenet.init"}}' "$LAB_IMAGE" 2>/dev/null)" = "$init_sum" ]; then
+    return 0
+  fi
   local root=$LAB_STATE/rootfs
   if [ ! -e "$root/.complete" ]; then
     log "building the host root file system (debootstrap bookworm: a few minutes, once)"
@@ -97,7 +101,8 @@ lab_host_image() {
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
   install -m 0755 "$REPO/scripts/lib/lab-host-init" "$root/usr/local/sbin/lab-host-init"
   log "importing the host image $LAB_IMAGE"
-  tar -C "$root" -c . | ldocker import -c 'CMD ["/usr/local/sbin/lab-host-init"]' - "$LAB_IMAGE" >/dev/null
+  tar -C "$root" -c . | ldocker import -c 'CMD ["/usr/local/sbin/lab-host-init"]' \
+    -c "LABEL weavenet.init=$init_sum" - "$LAB_IMAGE" >/dev/null
 }
 
 lab_network_up() {

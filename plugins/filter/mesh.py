@@ -1,0 +1,141 @@
+# -*- coding: utf-8 -*-
+# Copyright: weavenet developers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Filters used by the weavenet.mesh roles: peer lists from inventory order, addresses in a subnet."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: weave_peers
+short_description: The peers a router is launched with, from the mesh group's inventory order
+version_added: "0.1.0"
+description:
+  - Given the hosts of one mesh in launch order (the group's inventory order), returns the peer addresses
+    the router of O(host) is given - the seed's chain.
+  - Only the hosts of that one group are considered, so several meshes in one inventory never join each other.
+options:
+  _input:
+    description: The mesh group's hosts in launch order, such as C(groups[weave_mesh_group]).
+    type: list
+    elements: str
+    required: true
+  host:
+    description: The host whose peers to compute (usually C(inventory_hostname)).
+    type: str
+    required: true
+  addresses:
+    description: Host name to peer address (C(host) or C(host:port)); hosts not listed use their name.
+    type: dict
+    default: {}
+  mode:
+    description:
+      - C(chain) - every host launched before it (the first host gets none).
+      - C(previous) - only the host launched just before it.
+      - C(all) - every other host of the mesh.
+    type: str
+    default: chain
+    choices: [chain, previous, all]
+"""
+
+EXAMPLES = r"""
+- name: Peers of this router
+  ansible.builtin.debug:
+    msg: "{{ groups['mesh_a'] | weavenet.mesh.weave_peers(inventory_hostname, {'h1': '192.0.2.11'}) }}"
+"""
+
+RETURN = r"""
+_value:
+  description: Peer addresses.
+  type: list
+  elements: str
+"""
+
+import ipaddress
+
+from ansible.errors import AnsibleFilterError
+
+
+def weave_peers(hosts, host, addresses=None, mode="chain"):
+    hosts = list(hosts or [])
+    addresses = addresses or {}
+    if host not in hosts:
+        raise AnsibleFilterError("weave_peers: host %s is not in the mesh group %s" % (host, hosts))
+    if mode not in ("chain", "previous", "all"):
+        raise AnsibleFilterError("weave_peers: mode must be chain, previous or all, not %r" % (mode,))
+    idx = hosts.index(host)
+    if mode == "chain":
+        chosen = hosts[:idx]
+    elif mode == "previous":
+        chosen = hosts[idx - 1:idx] if idx > 0 else []
+    else:
+        chosen = [h for h in hosts if h != host]
+    return [str(addresses.get(h) or h) for h in chosen]
+
+
+def weave_address(subnet, host_number):
+    """weave_address('10.0.0.0/24', 5) -> '10.0.0.5/24': host number N of the subnet, with its prefix."""
+    try:
+        net = ipaddress.ip_network(str(subnet), strict=True)
+    except ValueError as e:
+        raise AnsibleFilterError("weave_address: invalid subnet %r: %s" % (subnet, e))
+    try:
+        n = int(host_number)
+    except (TypeError, ValueError):
+        raise AnsibleFilterError("weave_address: host number must be an integer, not %r" % (host_number,))
+    if not 0 < n < net.num_addresses - (1 if net.version == 4 and net.prefixlen < 31 else 0):
+        raise AnsibleFilterError("weave_address: %d is not a host number in %s" % (n, net))
+    return "%s/%d" % (net.network_address + n, net.prefixlen)
+
+
+def weave_cidr_in(cidr, subnet):
+    """True if the interface address `cidr` lies in `subnet` with the same prefix length."""
+    try:
+        iface = ipaddress.ip_interface(str(cidr))
+        net = ipaddress.ip_network(str(subnet), strict=False)
+    except ValueError:
+        return False
+    return iface.network == net
+
+
+def weave_resolve(entries, subnets=None, require_declared=True):
+    """['frontend:1', '10.10.0.2/24'] -> ['10.0.0.1/24', '10.10.0.2/24'] with subnets {'frontend': '10.0.0.0/24'}.
+
+    An entry with a '/' is an explicit address; 'NAME:N' is host number N of subnet NAME. With require_declared,
+    every address must lie in one of the subnets (same prefix length)."""
+    subnets = subnets or {}
+    if entries is None:
+        return []
+    if isinstance(entries, str):
+        entries = [entries]
+    out = []
+    for entry in entries:
+        entry = str(entry).strip()
+        if "/" in entry:
+            try:
+                cidr = str(ipaddress.ip_interface(entry))
+            except ValueError:
+                raise AnsibleFilterError("weave_resolve: %r is not an address with a prefix length" % entry)
+        else:
+            name, sep, number = entry.rpartition(":")
+            if not sep or not name:
+                raise AnsibleFilterError("weave_resolve: %r is neither CIDR nor SUBNET:N" % entry)
+            if name not in subnets:
+                raise AnsibleFilterError("weave_resolve: unknown subnet %r in %r (weave_subnets has: %s)"
+                                         % (name, entry, ", ".join(sorted(subnets)) or "none"))
+            cidr = weave_address(subnets[name], number)
+        if require_declared and not any(weave_cidr_in(cidr, s) for s in subnets.values()):
+            raise AnsibleFilterError("weave_resolve: %s is in none of this mesh's subnets (weave_subnets: %s)"
+                                     % (cidr, ", ".join("%s=%s" % kv for kv in sorted(subnets.items())) or "none"))
+        if cidr not in out:
+            out.append(cidr)
+    return out
+
+
+class FilterModule(object):
+    def filters(self):
+        return {
+            "weave_peers": weave_peers,
+            "weave_address": weave_address,
+            "weave_cidr_in": weave_cidr_in,
+            "weave_resolve": weave_resolve,
+        }
