@@ -102,7 +102,12 @@ class Attachments:
         with self._lock:
             key, path, name, _ = self._resolve(target)
             self._check_free(key, cidrs)
-            result = net.attach(path, cidrs, self.bridge, self.mtu)
+            try:
+                result = net.attach(path, cidrs, self.bridge, self.mtu)
+            except (ValueError, RuntimeError, OSError):
+                if name and not self.docker.find(key).running:  # its namespace went with it
+                    raise ValueError(f"container {name} exited before it could be attached") from None
+                raise
             rec = self.records.get(key)
             if rec is None:
                 rec = self.records[key] = Record(key=key, name=name, cidrs=[],
