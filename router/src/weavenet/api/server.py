@@ -84,6 +84,28 @@ async def post_expose(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
+async def post_rmpeer(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    return web.json_response({"addresses": _router(request).rmpeer(str(body.get("peer", "")))})
+
+
+async def get_ipam(request: web.Request) -> web.Response:
+    return web.Response(text=_router(request).ipam_status())
+
+
+async def post_dns(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    wl = _router(request).workloads
+    op = wl.dns_add if request.path == "/dns-add" else wl.dns_remove
+    fqdn = body.get("fqdn")
+    return web.json_response(await op(str(body.get("target", "")), _str_list(body, "ips"),
+                                      str(fqdn) if fqdn else None))
+
+
+async def get_dns_lookup(request: web.Request) -> web.Response:
+    return web.json_response({"addresses": _router(request).workloads.dns_lookup(request.query.get("name", ""))})
+
+
 async def get_ps(request: web.Request) -> web.Response:
     return web.json_response({"containers": _router(request).ps()})
 
@@ -103,6 +125,11 @@ def make_app(router: Router) -> web.Application:
     app.router.add_post("/forget", post_connect)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/ps", get_ps)
+    app.router.add_post("/rmpeer", post_rmpeer)
+    app.router.add_get("/ipam", get_ipam)
+    app.router.add_post("/dns-add", post_dns)
+    app.router.add_post("/dns-remove", post_dns)
+    app.router.add_get("/dns-lookup", get_dns_lookup)
     app.router.add_post("/attach", post_attach)
     app.router.add_post("/detach", post_attach)
     app.router.add_post("/expose", post_expose)

@@ -13,6 +13,7 @@ import sys
 from .. import __version__
 from ..api import format as fmt
 from ..api.client import APIError, Client, RouterNotRunning
+from ..ipam.spec import Explicit, parse_address_spec
 from ..router.config import RouterConfig, password_from_env
 from ..router.paths import Paths
 from . import daemon
@@ -39,6 +40,14 @@ def _add_router_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-discovery", action="store_true", help="do not connect to peers learned by gossip")
     p.add_argument("--mtu", type=int, default=1376, help="overlay MTU (default 1376)")
     p.add_argument("--no-fastdp", action="store_true", help="never use the kernel VXLAN fast path")
+    p.add_argument("--ipalloc-range", default="10.32.0.0/12", metavar="CIDR",
+                   help="range IPAM allocates from (default 10.32.0.0/12)")
+    p.add_argument("--ipalloc-default-subnet", metavar="CIDR", help="subnet for net:default (default: the range)")
+    p.add_argument("--dns-domain", default="weave.local.", help="domain weaveDNS answers for (default weave.local.)")
+    p.add_argument("--dns-ttl", type=int, default=1, help="TTL of weaveDNS answers in seconds (default 1)")
+    p.add_argument("--dns-upstream", action="append", default=[], metavar="IP",
+                   help="resolver for other names (repeatable; default: the host's /etc/resolv.conf)")
+    p.add_argument("--no-dns", action="store_true", help="do not run weaveDNS")
     p.add_argument("peers", nargs="*", metavar="PEER", help="host[:port] of peers to connect to")
 
 
@@ -50,7 +59,7 @@ def build_parser() -> Parser:
     sub.add_parser("stop", help="stop the router")
     sub.add_parser("reset", help="stop the router, delete its persisted state and the weave bridge")
     st = sub.add_parser("status", help="show the router's status")
-    st.add_argument("section", nargs="?", choices=sorted(fmt.SECTIONS))
+    st.add_argument("section", nargs="?", choices=sorted([*fmt.SECTIONS, "ipam"]))
     sub.add_parser("report", help="full state as JSON")
     c = sub.add_parser("connect", help="add peers to connect to")
     c.add_argument("--replace", action="store_true", help="replace the current target list")
@@ -61,13 +70,23 @@ def build_parser() -> Parser:
                    add_help=False)
     ps = sub.add_parser("ps", help="list containers attached to the overlay (and weave:expose)")
     ps.add_argument("containers", nargs="*", metavar="CONTAINER")
-    a = sub.add_parser("attach", help="plug a container into the overlay: attach CIDR... CONTAINER")
+    a = sub.add_parser("attach", help="plug a container into the overlay: attach [ADDR...] CONTAINER "
+                       "(ADDR: CIDR, net:CIDR or net:default; none = net:default)")
     a.add_argument("args", nargs="+", metavar="CIDR... TARGET")
     d = sub.add_parser("detach", help="remove overlay addresses: detach [CIDR...] CONTAINER")
     d.add_argument("args", nargs="+", metavar="[CIDR...] TARGET")
     for cmd, what in (("expose", "give this host an address on the overlay"), ("hide", "undo expose")):
         e = sub.add_parser(cmd, help=what)
         e.add_argument("cidrs", nargs="+", metavar="CIDR")
+    rp = sub.add_parser("rmpeer", help="take over the address space of a peer that is gone for good")
+    rp.add_argument("peer", metavar="PEER")
+    for cmd, what in (("dns-add", "register names: dns-add [IP...] CONTAINER [-h FQDN]"),
+                      ("dns-remove", "remove names: dns-remove [IP...] CONTAINER [-h FQDN]")):
+        dp = sub.add_parser(cmd, help=what, add_help=False)
+        dp.add_argument("-h", "--hostname", dest="fqdn", metavar="FQDN")
+        dp.add_argument("args", nargs="+", metavar="[IP...] CONTAINER")
+    dl = sub.add_parser("dns-lookup", help="addresses weaveDNS has for a name")
+    dl.add_argument("name", metavar="NAME")
     sub.add_parser("version", help="print the version")
     return p
 
@@ -75,7 +94,10 @@ def build_parser() -> Parser:
 def _config_from(args: argparse.Namespace) -> RouterConfig:
     cfg = RouterConfig(peers=list(args.peers), password=password_from_env(args.password), name=args.name,
                        port=args.port, api_port=args.api_port, conn_limit=args.conn_limit,
-                       discovery=not args.no_discovery, mtu=args.mtu, fastdp=not args.no_fastdp)
+                       discovery=not args.no_discovery, mtu=args.mtu, fastdp=not args.no_fastdp,
+                       ipalloc_range=args.ipalloc_range, ipalloc_default_subnet=args.ipalloc_default_subnet,
+                       dns=not args.no_dns, dns_domain=args.dns_domain, dns_ttl=args.dns_ttl,
+                       dns_upstream=list(args.dns_upstream))
     if args.nickname is not None:
         cfg.nickname = args.nickname
     cfg.validate()
@@ -91,7 +113,24 @@ def _router_argv(args: argparse.Namespace, cfg: RouterConfig) -> list[str]:
         argv.append("--no-discovery")
     if not cfg.fastdp:
         argv.append("--no-fastdp")
+    argv += ["--ipalloc-range", cfg.ipalloc_range, "--dns-domain", cfg.dns_domain, "--dns-ttl", str(cfg.dns_ttl)]
+    if cfg.ipalloc_default_subnet:
+        argv += ["--ipalloc-default-subnet", cfg.ipalloc_default_subnet]
+    for u in cfg.dns_upstream:
+        argv += ["--dns-upstream", u]
+    if not cfg.dns:
+        argv.append("--no-dns")
     return argv + cfg.peers
+
+
+def _check_range(cfg: RouterConfig) -> None:
+    """Refuse an IPAM range the host already routes elsewhere (containers there would be unreachable)."""
+    from ..net.routes import overlapping_routes
+
+    clash = overlapping_routes(ipaddress.IPv4Network(cfg.ipalloc_range))
+    if clash:
+        raise ValueError(f"--ipalloc-range {cfg.ipalloc_range} overlaps the host route {clash[0]}: "
+                         "choose another range")
 
 
 def run_router(cfg: RouterConfig, paths: Paths) -> int:
@@ -133,11 +172,13 @@ def dispatch(args: argparse.Namespace, paths: Paths) -> int:
         print(f"weave {__version__}")
     elif cmd == "launch":
         cfg = _config_from(args)
+        _check_range(cfg)
         print(daemon.launch(paths, _router_argv(args, cfg), cfg.password))
     elif cmd == "router":
         cfg = _config_from(args)
         if daemon.running_pid(paths) is not None:
             raise RuntimeError(f"weave router is already running (pid {daemon.running_pid(paths)})")
+        _check_range(cfg)
         return run_router(cfg, paths)
     elif cmd in ("stop", "reset"):
         was = daemon.stop(paths)
@@ -150,7 +191,9 @@ def dispatch(args: argparse.Namespace, paths: Paths) -> int:
         if not was and cmd == "stop":
             print("weave router is not running", file=sys.stderr)
     elif cmd == "status":
-        if args.section:
+        if args.section == "ipam":
+            sys.stdout.write(_client(paths).request("GET", "/ipam").decode())
+        elif args.section:
             sys.stdout.write(fmt.SECTIONS[args.section](_client(paths).report()))
         else:
             sys.stdout.write(_client(paths).request("GET", "/status").decode())
@@ -158,11 +201,31 @@ def dispatch(args: argparse.Namespace, paths: Paths) -> int:
         print(json.dumps(_client(paths).report(), indent=2))
     elif cmd in ("attach", "detach"):
         *cidrs, target = args.args
-        if cmd == "attach" and not cidrs:
-            raise UsageError("usage: weave attach CIDR... CONTAINER (or netns:NAME, pid:PID)")
+        if cmd == "attach":
+            for c in cidrs:
+                parse_address_spec(c)   # malformed specs fail here, before the router is asked
         r = _client(paths).json("POST", f"/{cmd}", {"target": target, "cidrs": cidrs})
         if cmd == "attach":
             print(" ".join(a.split("/")[0] for a in r.get("addresses", [])))
+    elif cmd == "rmpeer":
+        n = _client(paths).json("POST", "/rmpeer", {"peer": args.peer})["addresses"]
+        print(f"{n} addresses taken over from {args.peer}")
+    elif cmd in ("dns-add", "dns-remove"):
+        *ips, target = args.args
+        for ip in ips:
+            try:
+                ipaddress.IPv4Address(ip)
+            except ValueError:
+                raise UsageError(f"invalid IP address {ip!r}") from None
+        _client(paths).json("POST", f"/{cmd}", {"target": target, "ips": ips, "fqdn": args.fqdn})
+    elif cmd == "dns-lookup":
+        from urllib.parse import quote
+
+        addrs = _client(paths).json("GET", f"/dns-lookup?name={quote(args.name)}")["addresses"]
+        if not addrs:
+            print(f"weave: {args.name}: not found", file=sys.stderr)
+            return 1
+        print("\n".join(addrs))
     elif cmd in ("expose", "hide"):
         _client(paths).json("POST", f"/{cmd}", {"cidrs": args.cidrs})
     elif cmd == "ps":
@@ -181,33 +244,43 @@ def run_container(argv: list[str], paths: Paths) -> int:
     """weave run: docker run -d, then attach; if attaching fails the container is removed again."""
     from ..containers.client import Docker
     from ..containers.runargs import RunArgsError, parse_run_args
-    from ..net.addrs import parse_cidrs
 
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: weave run CIDR... [docker run options] IMAGE [CMD...]")
+        print("usage: weave run [ADDR...] [docker run options] IMAGE [CMD...]  (ADDR: CIDR, net:CIDR, net:default)")
         return 0 if argv else 2
     try:
         spec = parse_run_args(argv)
     except RunArgsError as e:
         raise UsageError(str(e)) from None
-    if not spec.cidrs:
-        raise UsageError("weave run needs at least one CIDR before the docker options, e.g. 10.0.0.1/24")
-    wanted = {i.ip for i in parse_cidrs(spec.cidrs)}
+    wanted = [parse_address_spec(c) for c in spec.cidrs]
     client = _client(paths)
-    # The router must be up, and the addresses free here, before anything is started (attach checks
-    # again, atomically; this only spares starting a container just to remove it).
-    for row in client.json("GET", "/ps")["containers"]:
-        taken = wanted & {ipaddress.ip_interface(c).ip for c in row["cidrs"]}
+    # The router must be up, and explicit addresses free here, before anything is started (attach
+    # checks again, atomically; this only spares starting a container just to remove it).
+    report = client.report()["router"]
+    explicit = {w.interface.ip for w in wanted if isinstance(w, Explicit)}
+    for row in [*report["containers"], {"name": "weave:expose", "id": "", "cidrs": report["exposed"]}]:
+        taken = explicit & {ipaddress.ip_interface(c).ip for c in row["cidrs"]}
         if taken and row.get("running", True):
             raise ValueError(f"{min(taken)} is already used by {row['name'] or row['id']} on this host")
+    cfg = report.get("config", {})
+    if cfg.get("dns") and report.get("dns"):
+        # weaveDNS for the container: our server first, the weave domain searched, and a hostname
+        # in the domain (so it is registered) unless the user chose one.
+        domain = cfg["dns_domain"].rstrip(".")
+        spec.kwargs.setdefault("dns", [report["dns"]["address"]])
+        spec.kwargs.setdefault("dns_search", [domain])
+        if "name" in spec.kwargs and "hostname" not in spec.kwargs:
+            spec.kwargs["hostname"] = f"{spec.kwargs['name']}.{domain}"
     docker = Docker()
     info = docker.run(spec)
     try:
-        client.json("POST", "/attach", {"target": info.id, "cidrs": spec.cidrs})
+        r = client.json("POST", "/attach", {"target": info.id, "cidrs": spec.cidrs})
     except BaseException:
         docker.remove(info.id)
         raise
     print(info.id)
+    if r.get("allocated"):
+        print(f"weave: allocated {' '.join(r['allocated'])}", file=sys.stderr)
     return 0
 
 

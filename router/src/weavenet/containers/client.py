@@ -30,7 +30,7 @@ class ContainerInfo:
     name: str
     pid: int          # 0 when not running
     running: bool
-    hostname: str = ""
+    fqdn: str = ""      # hostname[.domainname], as the container knows itself
 
     @property
     def netns(self) -> str:
@@ -49,8 +49,10 @@ def _oneline(e: BaseException) -> str:
 
 def _info(c) -> ContainerInfo:
     state = c.attrs.get("State", {})
+    cfg = c.attrs.get("Config", {})
+    host, domain = cfg.get("Hostname") or "", cfg.get("Domainname") or ""
     return ContainerInfo(id=c.id, name=c.name, pid=int(state.get("Pid") or 0), running=bool(state.get("Running")),
-                         hostname=c.attrs.get("Config", {}).get("Hostname", ""))
+                         fqdn=f"{host}.{domain}" if host and domain else host)
 
 
 class Docker:

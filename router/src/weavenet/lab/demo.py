@@ -8,11 +8,14 @@ import sys
 import time
 from pathlib import Path
 
-from .netns import NetnsLab, namespaces_with_prefix, remove_namespaces, sh
+from . import docker as labdocker
+from .netns import NetnsLab, namespaces_with_prefix, remove_namespaces
 
 PREFIX = "wnlab"
 WORKDIR = Path("/tmp/weavenet-lab")
 HOSTS = 3
+LABEL = "weavenet-lab=1"
+DOCKERD_PID = WORKDIR / "dockerd.pid"   # present when the lab started dockerd (down stops it)
 
 
 def up() -> int:
@@ -21,6 +24,11 @@ def up() -> int:
         return 1
     lab = NetnsLab(HOSTS, prefix=PREFIX, workdir=WORKDIR)
     try:
+        WORKDIR.mkdir(parents=True, exist_ok=True)
+        pid = labdocker.start_engine(WORKDIR)
+        if pid is not None:
+            DOCKERD_PID.write_text(f"{pid}\n")
+        image = labdocker.ensure_image()
         lab.create()
         prev = None
         for h in lab.hosts:
@@ -32,11 +40,15 @@ def up() -> int:
             if all(len(json.loads(h.weave("report").stdout)["router"]["peers"]) == HOSTS for h in lab.hosts):
                 break
             time.sleep(0.2)
-        for h in lab.hosts:  # one "container" (a namespace) per host on 10.0.0.0/24
-            ns = lab.add_container(h, f"c{h.index}")
-            h.weave("attach", f"10.0.0.{h.index}/24", f"netns:{ns}")
+        for h in lab.hosts:  # one container per host on 10.0.0.0/24, as in the seed
+            cid = h.weave("run", f"10.0.0.{h.index}/24", "-t", "-i", "--name", f"{PREFIX}-c{h.index}",
+                          "--label", LABEL, image).stdout.strip()
+            print(f"host{h.index}: weave run 10.0.0.{h.index}/24 -t -i --name {PREFIX}-c{h.index} {image}"
+                  f" -> {cid[:12]}")
     except BaseException:
+        _remove_containers()
         lab.close()
+        _stop_docker()
         raise
     status(lab)
     ping_matrix(lab)
@@ -51,6 +63,7 @@ def status(lab: NetnsLab | None = None) -> int:
         print(f"\n===== host{h.index} ({h.netns}, {h.ip}) =====")
         print(h.weave("status").stdout.rstrip())
         print(h.weave("status", "connections").stdout.rstrip())
+        print(h.weave("ps").stdout.rstrip())
     return 0
 
 
@@ -60,7 +73,8 @@ def ping_matrix(lab: NetnsLab) -> None:
     for i in range(1, HOSTS + 1):
         cells = []
         for j in range(1, HOSTS + 1):
-            ok = sh("ping", "-c", "1", "-W", "2", f"10.0.0.{j}", netns=f"{PREFIX}-c{i}", check=False).returncode == 0
+            ok = subprocess.run(["docker", "exec", f"{PREFIX}-c{i}", "ping", "-c", "1", "-W", "2", f"10.0.0.{j}"],
+                                capture_output=True, check=False).returncode == 0
             cells.append(f"  {'ok' if ok else 'FAIL':<7}")
         print(f"host{i:<4}" + "".join(cells))
 
@@ -74,9 +88,27 @@ def _existing() -> NetnsLab:
     return lab
 
 
+def _remove_containers() -> None:
+    ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={LABEL}"], capture_output=True, text=True,
+                         check=False).stdout.split()
+    if ids:
+        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
+
+
+def _stop_docker() -> None:
+    try:
+        pid = int(DOCKERD_PID.read_text())
+    except (FileNotFoundError, ValueError):
+        return
+    labdocker.stop_engine(pid)
+    DOCKERD_PID.unlink()
+
+
 def down() -> int:
+    _remove_containers()
     names = namespaces_with_prefix(PREFIX)
     remove_namespaces(names)
+    _stop_docker()
     subprocess.run(["rm", "-rf", str(WORKDIR)], check=False)
     print(f"removed {len(names)} namespaces" if names else "lab was not up")
     return 0

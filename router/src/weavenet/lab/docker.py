@@ -32,36 +32,53 @@ def _ping() -> bool:
         return False
 
 
-@contextlib.contextmanager
-def engine(logdir: Path | None = None) -> Iterator[None]:
-    """A reachable Docker engine for the duration of the block."""
+def start_engine(logdir: Path) -> int | None:
+    """Start dockerd unless one answers; returns the pid of the one we started (None: already up)."""
     if _ping():
-        yield
-        return
+        return None
     if shutil.which("dockerd") is None:
         raise RuntimeError("dockerd not found: install docker.io (scripts/bootstrap does)")
-    logdir = logdir or Path(tempfile.mkdtemp(prefix="weavenet-dockerd-"))
-    log = open(logdir / "dockerd.log", "ab")  # noqa: SIM115 - lives as long as the daemon
-    # No iptables: the lab's hosts are namespaces with their own tables, and dockerd's FORWARD
-    # policy (DROP) must not leak into this machine's bridges.
-    proc = subprocess.Popen(["dockerd", "--iptables=false", "--ip6tables=false"], stdout=log, stderr=log,
-                            start_new_session=True)
+    logdir.mkdir(parents=True, exist_ok=True)
+    with open(logdir / "dockerd.log", "ab") as log:
+        # No iptables: the lab's hosts are namespaces with their own tables, and dockerd's FORWARD
+        # policy (DROP) must not leak into this machine's bridges.
+        proc = subprocess.Popen(["dockerd", "--iptables=false", "--ip6tables=false"], stdout=log, stderr=log,
+                                start_new_session=True)
+    deadline = time.monotonic() + START_TIMEOUT
+    while not _ping():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_engine(proc.pid)
+            raise RuntimeError(f"dockerd did not start; see {logdir / 'dockerd.log'}")
+        time.sleep(0.2)
+    return proc.pid
+
+
+def stop_engine(pid: int, timeout: float = 30.0) -> None:
+    """Stop a dockerd started by start_engine (its whole process group: containerd goes too)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def engine(logdir: Path | None = None) -> Iterator[None]:
+    """A reachable Docker engine for the duration of the block (stopped after if we started it)."""
+    pid = start_engine(logdir or Path(tempfile.mkdtemp(prefix="weavenet-dockerd-")))
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not _ping():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"dockerd did not start; see {logdir / 'dockerd.log'}")
-            time.sleep(0.2)
         yield
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+        if pid is not None:
+            stop_engine(pid)
 
 
 def ensure_image(name: str = IMAGE) -> str:

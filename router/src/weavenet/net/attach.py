@@ -56,12 +56,13 @@ def host_veth_name(target_path: str) -> str:
 
 
 def attach(target_path: str, cidrs: list[str], bridge: str = "weave", mtu: int = 1376,
-           probe_timeout: float = PROBE_TIMEOUT) -> dict:
+           probe_timeout: float = PROBE_TIMEOUT, routes: tuple[str, ...] = ()) -> dict:
     """Give the namespace an ``ethwe`` on ``bridge`` (if it has none) carrying ``cidrs``.
 
     Idempotent: addresses already present are left alone. New IPv4 addresses are first probed for
     on the overlay (ARP, RFC 5227): one that someone answers for is refused. On failure, whatever
-    this call created (the veth pair, addresses) is removed again.
+    this call created (the veth pair, addresses) is removed again. ``routes`` (host routes, e.g. to
+    the host's DNS address) are pointed at ethwe.
     """
     ifaces = parse_cidrs(cidrs)
     check_ifname(bridge)
@@ -88,7 +89,7 @@ def attach(target_path: str, cidrs: list[str], bridge: str = "weave", mtu: int =
             if taken:
                 ip = min(taken, key=lambda a: tuple(int(x) for x in a.split(".")))
                 raise ValueError(f"{ip} is already in use on the mesh (answered by {taken[ip]})")
-        addrs = run_in_netns(target_path, _add_ethwe_addresses, new)
+        addrs = run_in_netns(target_path, _add_ethwe_addresses, new, routes)
     except BaseException:
         if created:
             _delete_host_end(created)
@@ -170,12 +171,15 @@ def _prepare_ethwe(ifaces: list[Iface], mtu: int) -> tuple[str, list[Iface]]:
         return link_mac(link), [i for i in ifaces if i not in present]
 
 
-def _add_ethwe_addresses(new: list[Iface]) -> list[str]:
-    """Inside the namespace: add ``new`` to ethwe (all or none); returns all its CIDRs."""
+def _add_ethwe_addresses(new: list[Iface], routes: tuple[str, ...]) -> list[str]:
+    """Inside the namespace: add ``new`` to ethwe (all or none), then ``routes``; returns all its CIDRs."""
     with iproute() as ipr:
         index = require_link(ipr, ETHWE)["index"]
         promote_secondaries(ETHWE)
         _add_all(ipr, index, new)
+        for dst in routes:
+            with netlink_errors(f"cannot route {dst} via {ETHWE}"):
+                ipr.route("replace", dst=dst, oif=index, scope=253)  # scope link: on the segment
         return [str(a) for a in list_addresses(ipr, index)]
 
 

@@ -49,8 +49,19 @@ def hide(cidr: str, bridge: str = "weave") -> bool:
 
 
 def exposed(bridge: str = "weave") -> list[str]:
-    """CIDRs on the bridge ([] when there is no bridge)."""
+    """CIDRs on the bridge ([] when there is no bridge), without the host-local service address."""
     check_ifname(bridge)
     with iproute() as ipr:
         link = get_link(ipr, bridge)
-        return [] if link is None else [str(a) for a in list_addresses(ipr, link["index"])]
+        return [] if link is None else [str(a) for a in list_addresses(ipr, link["index"])
+                                        if not (a.ip.is_link_local and a.network.prefixlen == 32)]
+
+
+def ensure_service_address(ip: str, bridge: str = "weave") -> None:
+    """A link-local /32 on the bridge for host services (weaveDNS). No announcement: it must stay on
+    this host (every host has the same one), which the isolation rules enforce."""
+    iface = parse_cidr(f"{ip}/32")
+    with iproute() as ipr:
+        index = require_link(ipr, bridge, kind="bridge")["index"]
+        if iface not in list_addresses(ipr, index):
+            add_address(ipr, index, iface, bridge)

@@ -54,7 +54,7 @@ def _chain_name(prefix: str, ifname: str) -> str:
     return f"{prefix}_{ifname}".replace("-", "_")
 
 
-def _port_chains(p: Port) -> list[str]:
+def _port_chains(p: Port, service: str | None) -> list[str]:
     ips, nets = _ips(p.cidrs), _networks(p.cidrs)
     sender = _set([*ips, "0.0.0.0"])   # 0.0.0.0: ARP probes (address conflict detection)
     inbound = [f"  chain {_chain_name('from', p.ifname)} {{",
@@ -64,25 +64,30 @@ def _port_chains(p: Port) -> list[str]:
                f"    ether type ip ip saddr != {_set(ips)} drop" if ips else "    ether type ip drop",
                "    ether type != { ip, arp } drop",
                "  }"]
-    allowed = _set([*nets, "0.0.0.0"])
+    # The host's service address (weaveDNS) may talk to every local container: only the host can
+    # send from it (containers are pinned to their own addresses, uplinks drop it).
+    extra = [service] if service else []
+    allowed = _set([*nets, "0.0.0.0", *extra])
     outbound = [f"  chain {_chain_name('to', p.ifname)} {{",
                 f"    ether type arp arp saddr ip != {allowed} drop",
-                f"    ether type ip ip saddr != {_set(nets)} drop" if nets else "    ether type ip drop",
+                f"    ether type ip ip saddr != {_set([*nets, *extra])} drop" if nets else "    ether type ip drop",
                 "    ether type != { ip, arp } drop",
                 "  }"]
     return inbound + outbound
 
 
-def render(uplinks: list[str], ports: list[Port], exposed: list[str]) -> str:
+def render(uplinks: list[str], ports: list[Port], exposed: list[str], service: str | None = None) -> str:
     """The whole table, as an `nft -f` script that replaces any earlier version atomically.
 
     ``uplinks`` are the bridge's ports towards other hosts (TAP, VXLAN). Frames for the host are
     matched by input port (``meta ibrname`` would be neater, but not every kernel has it).
+    ``service`` is the host-local address of weaveDNS (same on every host): containers may reach it
+    on port 53, and neither it nor ARP about it crosses an uplink.
     """
     ports = sorted(ports, key=lambda p: p.ifname)
     lines = [f"table bridge {TABLE}", f"delete table bridge {TABLE}", f"table bridge {TABLE} {{"]
     for p in ports:
-        lines += _port_chains(p)
+        lines += _port_chains(p, service)
     fwd = ["  chain forward {", "    type filter hook forward priority 0; policy accept;"]
     out = ["  chain output {", "    type filter hook output priority 0; policy accept;"]
     inp = ["  chain input {", "    type filter hook input priority 0; policy accept;"]
@@ -92,6 +97,15 @@ def render(uplinks: list[str], ports: list[Port], exposed: list[str]) -> str:
         fwd.append(f"    oifname {name} jump {_chain_name('to', p.ifname)}")
         out.append(f"    oifname {name} jump {_chain_name('to', p.ifname)}")
         inp.append(f"    iifname {name} jump {_chain_name('from', p.ifname)}")
+    up = _set([f'"{n}"' for n in sorted(uplinks)])
+    if service:
+        fwd += [f"    oifname {up} arp daddr ip {service} drop", f"    oifname {up} ip daddr {service} drop",
+                f"    iifname {up} arp saddr ip {service} drop", f"    iifname {up} ip saddr {service} drop"]
+        out += [f"    oifname {up} arp saddr ip {service} drop", f"    oifname {up} ip saddr {service} drop"]
+        if ports:
+            local = _set([f'"{p.ifname}"' for p in sorted(ports, key=lambda p: p.ifname)])
+            inp += [f"    iifname {local} arp daddr ip {service} accept",
+                    f"    iifname {local} ip daddr {service} udp dport 53 accept"]
     nets = _networks(exposed)
     br = "iifname " + _set([f'"{n}"' for n in sorted([*uplinks, *(p.ifname for p in ports)])])
     if nets:

@@ -15,6 +15,7 @@ import ipaddress
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,8 @@ class Record:
     running: bool = True
     kind: str = "container"      # container | netns
     netns: str = ""              # netns file of a bare namespace
+    fqdn: str = ""               # the container's own hostname (registered in DNS when in the domain)
+    dns: list = field(default_factory=list)   # [name, ip] added by weave dns-add
     extra: dict = field(default_factory=dict)
 
     def port(self) -> isolation.Port | None:
@@ -52,13 +55,24 @@ def _same_ip(a: str, b: str) -> bool:
     return ipaddress.ip_interface(a).ip == ipaddress.ip_interface(b).ip
 
 
+Listener = Callable[[str, Record, list[str]], None]
+
+
 class Attachments:
+    """``listener(event, record, cidrs)`` hears of every change, from whichever thread made it (it must
+    not block): "attached" (cidrs: all now on ethwe), "detached" (cidrs removed), "stopped", "removed"
+    (cidrs: all it had). The router uses it for DNS names and IPAM leases."""
+
     def __init__(self, state_file: Path, bridge: str, mtu: int, uplinks: list[str],
-                 docker: Docker | None = None) -> None:
+                 docker: Docker | None = None, service: str | None = None,
+                 listener: Listener | None = None) -> None:
         self.state_file = state_file
         self.bridge = bridge
         self.mtu = mtu
         self.uplinks = uplinks
+        self.service = service
+        self.listener = listener or (lambda event, rec, cidrs: None)
+        self._routes = (f"{service}/32",) if service else ()
         self.docker = docker or Docker()
         self.records: dict[str, Record] = {}
         self.exposed: list[str] = []
@@ -100,10 +114,10 @@ class Attachments:
             raise ValueError("attach needs at least one CIDR, e.g. 10.0.0.1/24")
         parse_cidrs(cidrs)   # bad syntax fails before anything else is looked at
         with self._lock:
-            key, path, name, _ = self._resolve(target)
+            key, path, name, info = self._resolve(target)
             self._check_free(key, cidrs)
             try:
-                result = net.attach(path, cidrs, self.bridge, self.mtu)
+                result = net.attach(path, cidrs, self.bridge, self.mtu, routes=self._routes)
             except (ValueError, RuntimeError, OSError):
                 if name and not self.docker.find(key).running:  # its namespace went with it
                     raise ValueError(f"container {name} exited before it could be attached") from None
@@ -114,7 +128,9 @@ class Attachments:
                                                  kind="container" if name else "netns",
                                                  netns=path if not name else "")
             rec.cidrs, rec.mac, rec.ifname, rec.running = result["addresses"], result["mac"], result["ifname"], True
+            rec.fqdn = info.fqdn if info is not None else rec.fqdn
             self._commit()
+            self.listener("attached", rec, list(rec.cidrs))
             return {**result, "container": key, "name": name}
 
     def detach(self, target: str, cidrs: list[str] | None) -> dict:
@@ -131,11 +147,13 @@ class Attachments:
             result = net.detach(path, cidrs or None, self.bridge)
             rec = self.records.get(key)
             if rec is not None:
+                gone = [c for c in rec.cidrs if not any(_same_ip(c, a) for a in result["addresses"])]
                 if result["addresses"]:
                     rec.cidrs = result["addresses"]
                 else:
                     del self.records[key]
                 self._commit()
+                self.listener("detached" if result["addresses"] else "removed", rec, gone)
             return {**result, "container": key, "name": name}
 
     def _stopped_record(self, target: str) -> Record | None:
@@ -148,11 +166,13 @@ class Attachments:
     def _detach_stopped(self, rec: Record, cidrs: list[str] | None) -> dict:
         """A stopped container has no ethwe to change: forget the addresses so a restart won't bring them back."""
         left = [c for c in rec.cidrs if cidrs and not any(_same_ip(c, d) for d in cidrs)]
+        gone = [c for c in rec.cidrs if c not in left]
         if left:
             rec.cidrs = left
         else:
             del self.records[rec.key]
         self._commit()
+        self.listener("detached" if left else "removed", rec, gone)
         return {"addresses": left, "container": rec.key, "name": rec.name}
 
     def expose(self, cidrs: list[str], hide: bool) -> dict:
@@ -183,7 +203,7 @@ class Attachments:
         self._save()
         self.exposed = net.exposed(self.bridge)
         ports = [p for r in self.records.values() if (p := r.port()) is not None]
-        isolation.apply(isolation.render(self.uplinks, ports, self.exposed))
+        isolation.apply(isolation.render(self.uplinks, ports, self.exposed, self.service))
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def on_event(self, action: str, container_id: str) -> None:
@@ -195,22 +215,29 @@ class Attachments:
             if action == "destroy":
                 log.info("container %s removed: forgetting %s", rec.name, ", ".join(rec.cidrs))
                 del self.records[container_id]
+                event = "removed"
             elif action == "die":
                 log.info("container %s stopped", rec.name)
                 rec.running, rec.ifname = False, ""   # its veth went with its namespace
+                event = "stopped"
             elif action == "start":
                 self._reattach(rec)
+                event = "attached" if rec.running else "stopped"
+            else:
+                return
             self._commit()
+            self.listener(event, rec, list(rec.cidrs))
 
     def _reattach(self, rec: Record) -> None:
         try:
             info = self.docker.find_running(rec.key)
-            result = net.attach(info.netns, rec.cidrs, self.bridge, self.mtu)
+            result = net.attach(info.netns, rec.cidrs, self.bridge, self.mtu, routes=self._routes)
         except (ValueError, RuntimeError, OSError) as e:
             log.warning("cannot re-attach container %s: %s", rec.name, e)
             rec.running = False
             return
         rec.name, rec.mac, rec.ifname, rec.running = info.name, result["mac"], result["ifname"], True
+        rec.fqdn = info.fqdn
         rec.cidrs = result["addresses"]
         log.info("container %s (re)started: attached %s", rec.name, ", ".join(rec.cidrs))
 
@@ -222,14 +249,18 @@ class Attachments:
         removed ones and vanished namespaces are forgotten.
         """
         with self._lock:
+            events: list[tuple[str, Record]] = []
             for key, rec in list(self.records.items()):
                 if rec.kind == "netns":
                     try:
-                        result = net.attach(check_netns_path(rec.netns), rec.cidrs, self.bridge, self.mtu)
+                        result = net.attach(check_netns_path(rec.netns), rec.cidrs, self.bridge, self.mtu,
+                                            routes=self._routes)
                         rec.mac, rec.ifname, rec.running = result["mac"], result["ifname"], True
+                        events.append(("attached", rec))
                     except (ValueError, RuntimeError, OSError) as e:
                         log.info("forgetting %s: %s", key, e)
                         del self.records[key]
+                        events.append(("removed", rec))
                     continue
                 try:
                     info = self.docker.exists(key)
@@ -238,15 +269,40 @@ class Attachments:
                     break
                 if info is None:
                     del self.records[key]
+                    events.append(("removed", rec))
                 elif info.running:
                     self._reattach(rec)
+                    events.append(("attached" if rec.running else "stopped", rec))
                 else:
                     rec.running, rec.ifname = False, ""
+                    events.append(("stopped", rec))
             self._commit()
+            for event, rec in events:
+                self.listener(event, rec, list(rec.cidrs))
+
+    def key_of(self, target: str) -> str:
+        """The record key of a target, which must be running (a container) or exist (a namespace)."""
+        return self._resolve(target)[0]
+
+    def record(self, target: str) -> Record:
+        """The record of a target (for dns-add/dns-remove); ValueError if it is not attached."""
+        with self._lock:
+            key = target if target in self.records else self._resolve(target)[0]
+            rec = self.records.get(key)
+            if rec is None:
+                raise ValueError(f"{target} is not attached to the overlay")
+            return rec
+
+    def set_dns(self, key: str, names: list) -> None:
+        with self._lock:
+            if key in self.records:
+                self.records[key].dns = names
+                self._save()
 
     # --- reporting ---------------------------------------------------------------------------------
     def ps(self) -> list[dict]:
         with self._lock:
-            out = [{"id": r.key, "name": r.name, "mac": r.mac, "cidrs": list(r.cidrs), "running": r.running}
+            out = [{"id": r.key, "name": r.name, "mac": r.mac, "cidrs": list(r.cidrs), "running": r.running,
+                    "hostname": r.fqdn}
                    for r in sorted(self.records.values(), key=lambda r: (r.name, r.key))]
         return out

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import socket
 from dataclasses import dataclass, field
 
+from ..dns.store import normalise_domain
+from ..ipam.spec import parse_cidr
 from ..mesh.names import DEFAULT_PORT, normalise_address, parse_peer_name
 
 
@@ -22,6 +25,12 @@ class RouterConfig:
     discovery: bool = True
     mtu: int = 1376
     fastdp: bool = True
+    ipalloc_range: str = "10.32.0.0/12"
+    ipalloc_default_subnet: str | None = None
+    dns: bool = True
+    dns_domain: str = "weave.local."
+    dns_ttl: int = 1
+    dns_upstream: list[str] = field(default_factory=list)  # default: the host's resolv.conf
 
     def validate(self) -> None:
         """Raise ValueError with a one-line reason; normalises peers and name in place."""
@@ -40,13 +49,30 @@ class RouterConfig:
         if self.password == "":
             raise ValueError("empty password: omit --password to run unencrypted")
         self.peers = [normalise_address(p) for p in self.peers]
+        rng = parse_cidr(self.ipalloc_range, "--ipalloc-range")
+        self.ipalloc_range = str(rng)
+        if self.ipalloc_default_subnet is not None:
+            sub = parse_cidr(self.ipalloc_default_subnet, "--ipalloc-default-subnet")
+            if not sub.subnet_of(rng):
+                raise ValueError(f"--ipalloc-default-subnet {sub} is not inside --ipalloc-range {rng}")
+            self.ipalloc_default_subnet = str(sub)
+        self.dns_domain = normalise_domain(self.dns_domain)
+        if not 0 <= self.dns_ttl <= 86400:
+            raise ValueError(f"invalid --dns-ttl {self.dns_ttl}: must be 0-86400 seconds")
+        for u in self.dns_upstream:
+            try:
+                ipaddress.ip_address(u)
+            except ValueError:
+                raise ValueError(f"invalid --dns-upstream {u!r}: expected an IP address") from None
 
     def public(self) -> dict:
         """Settings for `weave report` (the Ansible module compares them). Never the password: only
         whether there is one and a salted fingerprint, so a changed password can be noticed."""
         return {"nickname": self.nickname, "port": self.port, "conn_limit": self.conn_limit,
                 "discovery": self.discovery, "mtu": self.mtu, "fastdp": self.fastdp,
-                "encrypted": self.password is not None,
+                "encrypted": self.password is not None, "ipalloc_range": self.ipalloc_range,
+                "ipalloc_default_subnet": self.ipalloc_default_subnet or self.ipalloc_range,
+                "dns": self.dns, "dns_domain": self.dns_domain, "dns_ttl": self.dns_ttl,
                 "password_fingerprint": password_fingerprint(self.password) if self.password else None}
 
 

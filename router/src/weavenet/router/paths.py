@@ -41,5 +41,9 @@ class Paths:
     def attachments_file(self) -> Path:
         return self.datadir / "attachments.json"
 
+    @property
+    def ipam_file(self) -> Path:
+        return self.datadir / "ipam.json"
+
     def persisted_files(self) -> list[Path]:
-        return [self.peer_name_file, self.targets_file, self.attachments_file]
+        return [self.peer_name_file, self.targets_file, self.attachments_file, self.ipam_file]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import random
@@ -15,12 +16,16 @@ from .. import __version__
 from ..mesh.core import Action, Close, Dial, Mesh, MeshConfig, Send
 from ..mesh.crypto import password_digest
 from ..mesh.handshake import LocalIdentity
+from ..net.expose import ensure_service_address
 from .attachments import Attachments
 from .config import RouterConfig
 from .dataplane import BRIDGE, Dataplane, DataplaneConfig
+from .dns_service import DNS_ADDRESS, DnsService
 from .docker_events import EventWatcher
+from .ipam_service import IpamService
 from .paths import Paths
 from .state import load_or_create_peer_name, load_targets, save_targets
+from .workloads import Workloads
 
 log = logging.getLogger("weavenet.router")
 
@@ -70,6 +75,9 @@ class Router:
         self.dataplane = Dataplane(DataplaneConfig(config.port, config.mtu, config.fastdp), self.name)
         self.mesh: Mesh
         self.attachments: Attachments
+        self.ipam: IpamService
+        self.dns: DnsService | None = None
+        self.workloads: Workloads
         self._events: EventWatcher | None = None
         self.transports: dict[int, asyncio.Transport] = {}
         self._server: asyncio.base_events.Server | None = None
@@ -113,11 +121,30 @@ class Router:
         return self.mesh.connmaker.explicit()
 
     # netlink, Docker and nft calls block: they run in worker threads.
-    async def attach(self, target: str, cidrs: list[str]) -> dict:
-        return await asyncio.to_thread(self.attachments.attach, target, cidrs)
+    async def attach(self, target: str, specs: list[str]) -> dict:
+        return await self.workloads.attach(target, specs)
 
     async def detach(self, target: str, cidrs: list[str] | None) -> dict:
-        return await asyncio.to_thread(self.attachments.detach, target, cidrs)
+        return await self.workloads.detach(target, cidrs)
+
+    def rmpeer(self, peer: str) -> int:
+        n, actions = self.ipam.rmpeer(peer, time.monotonic())
+        self.execute(actions)
+        if self.dns is not None:
+            self.dns.peer_gone(peer)
+        return n
+
+    def ipam_status(self) -> str:
+        nicks = {e.name: e.nickname for e in self.mesh.topology.peers.values()}
+        return self.ipam.status_text(nicks)
+
+    def _on_app(self, channel: str, src: str, payload: bytes) -> list[Action]:
+        now = time.monotonic()
+        if channel == "ipam":
+            return self.ipam.on_message(src, payload, now)
+        if channel == "dns" and self.dns is not None:
+            return self.dns.on_message(src, payload, now)
+        return []  # a channel of a newer version, or DNS while ours is off
 
     async def expose(self, cidrs: list[str], hide: bool = False) -> dict:
         return await asyncio.to_thread(self.attachments.expose, cidrs, hide)
@@ -147,6 +174,10 @@ class Router:
         r["containers"] = self.attachments.ps()
         r["exposed"] = list(self.attachments.exposed)
         r["config"] = self.config.public()
+        r["ipam"] = self.ipam.report()
+        if self.dns is not None:
+            r["dns"] = {"domain": self.dns.domain, "address": DNS_ADDRESS, "upstream": self.dns.upstream(),
+                        "records": self.dns.store.report(), **self.dns.counters}
         r["version"] = __version__
         r["port"] = self.config.port
         r["pid"] = os.getpid()
@@ -166,29 +197,53 @@ class Router:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        cfg = self.config
         await asyncio.to_thread(self.dataplane.setup)  # needs root; raises with a clear reason
-        self.attachments = Attachments(self.paths.attachments_file, BRIDGE, self.config.mtu,
-                                       self.dataplane.uplinks())
+        if cfg.dns:
+            await asyncio.to_thread(ensure_service_address, DNS_ADDRESS, BRIDGE)
+        self.mesh = self._make_mesh()
+        self.mesh.on_app_message = self._on_app
+        peers = cfg.peers or load_targets(self.paths)
+        # Launched with no peers at all (the first host of the chain): this router may create the ring.
+        self.ipam = IpamService(self.mesh, self.paths.ipam_file, ipaddress.IPv4Network(cfg.ipalloc_range),
+                                ipaddress.IPv4Network(cfg.ipalloc_default_subnet) if cfg.ipalloc_default_subnet
+                                else None, seed=not peers, on_claim_refused=self._claim_refused)
+        if cfg.dns:
+            self.dns = DnsService(self.mesh, cfg.dns_domain, cfg.dns_ttl, cfg.dns_upstream, BRIDGE)
+            await self.dns.start()
+        self.attachments = Attachments(self.paths.attachments_file, BRIDGE, cfg.mtu, self.dataplane.uplinks(),
+                                       service=DNS_ADDRESS if cfg.dns else None)
+        self.workloads = Workloads(self.attachments, self.ipam, self.dns, self.execute, loop)
         await asyncio.to_thread(self.attachments.reconcile)
+        self.workloads.forget_stale_leases()
         self._events = EventWatcher(self.attachments.docker, self.attachments.on_event,
                                     self.attachments.reconcile)
         self._events.start()
-        self.mesh = self._make_mesh()
-        self._server = await loop.create_server(lambda: PeerProtocol(self), host=None, port=self.config.port,
+        self._server = await loop.create_server(lambda: PeerProtocol(self), host=None, port=cfg.port,
                                                 reuse_address=True)
-        peers = self.config.peers or load_targets(self.paths)
         if peers:
             self.connect(peers, replace=True)
         else:
             self._save_targets()
         log.info("router %s(%s) listening on port %d, encryption %s, discovery %s", self.mesh.identity.name,
-                 self.mesh.identity.nickname, self.config.port,
-                 "on" if self.config.password else "off", "on" if self.config.discovery else "off")
+                 self.mesh.identity.nickname, cfg.port,
+                 "on" if cfg.password else "off", "on" if cfg.discovery else "off")
         self.dataplane.start(loop)
         task = loop.create_task(self._ticker())
         self._tasks.add(task)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+
+    def _claim_refused(self, container_id: str, address: str, reason: str) -> None:
+        """Another router already uses an address given to one of ours: take it off the container."""
+        async def detach() -> None:
+            try:
+                await self.workloads.detach(container_id, [address])
+            except (ValueError, RuntimeError) as e:
+                log.warning("cannot detach %s from %s: %s", address, container_id[:12], e)
+        task = asyncio.get_running_loop().create_task(detach())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _ticker(self) -> None:
         while True:
@@ -197,6 +252,9 @@ class Router:
                 now = time.monotonic()
                 self.execute(self.mesh.tick(now))
                 self.execute(self.dataplane.sync(self.mesh, now))
+                self.execute(self.ipam.tick(now))
+                if self.dns is not None:
+                    self.execute(self.dns.tick(now))
             except Exception:  # a bug in one tick must not kill the router
                 log.exception("tick failed")
 
@@ -213,5 +271,7 @@ class Router:
             t.cancel()
         if self._events is not None:
             self._events.stop()
+        if self.dns is not None:
+            self.dns.stop()
         await asyncio.sleep(0.05)  # let transports flush their CLOSING messages
         self.dataplane.stop(asyncio.get_running_loop())

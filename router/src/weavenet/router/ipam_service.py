@@ -1,0 +1,151 @@
+"""asyncio adapter for the IPAM allocator: mesh messages in and out, waiting callers, persistence.
+
+Runs on the event loop (the allocator is pure and fast). The state file is written after every call
+that changed it and *before* that call's messages leave, so a crash never forgets space or a claim
+that other routers have already heard of.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from ..ipam import Allocated, Allocator, AllocFailed, ClaimRefused, GossipChanged, RingConflict, SendTo
+from ..ipam.status import format_ipam_status
+from ..mesh.core import Action, Mesh
+from ..mesh.errors import ProtocolError
+from .state import write_atomic
+
+log = logging.getLogger("weavenet.ipam")
+
+CHANNEL = "ipam"
+ALLOCATE_TIMEOUT = 30.0   # a router with no space waits for a donation; a caller does not wait forever
+TICK_INTERVAL = 1.0
+
+
+class IpamService:
+    def __init__(self, mesh: Mesh, state_file: Path, network: ipaddress.IPv4Network,
+                 default_subnet: ipaddress.IPv4Network | None, seed: bool,
+                 on_claim_refused: Callable[[str, str, str], None]) -> None:
+        self.mesh = mesh
+        self.state_file = state_file
+        self.on_claim_refused = on_claim_refused
+        us = mesh.identity.name
+        self.alloc = self._load(us, network, default_subnet, seed)
+        self._saved = self.alloc.to_json()
+        self._waiters: dict[tuple[str, ipaddress.IPv4Network], list[asyncio.Future]] = {}
+        self._peers: tuple[set[str], set[str]] = (set(), set())
+        self._next_tick = 0.0
+        self._conflict_logged: set[str] = set()
+
+    def _load(self, us: str, network, default_subnet, seed: bool) -> Allocator:
+        try:
+            text = self.state_file.read_text()
+        except FileNotFoundError:
+            return Allocator(us, network, default_subnet, seed=seed)
+        return Allocator.from_json(text, us, network, default_subnet, seed=seed)  # ValueError: one line
+
+    # --- plumbing ----------------------------------------------------------------------------------
+    def _persist(self) -> None:
+        text = self.alloc.to_json()
+        if text != self._saved:
+            write_atomic(self.state_file, text + "\n")
+            self._saved = text
+
+    def _execute(self, actions: list) -> list[Action]:
+        self._persist()
+        out: list[Action] = []
+        for a in actions:
+            if isinstance(a, SendTo):
+                out += self.mesh.send_app(CHANNEL, a.data, a.peer)
+            elif isinstance(a, GossipChanged):
+                out += self.mesh.send_app(CHANNEL, self.alloc.encode_gossip())
+            elif isinstance(a, Allocated):
+                self._resolve((a.container_id, a.subnet), result=a.address)
+            elif isinstance(a, AllocFailed):
+                self._resolve((a.container_id, a.subnet), error=ValueError(a.reason))
+            elif isinstance(a, ClaimRefused):
+                log.warning("address %s of container %s: %s; detaching it", a.address, a.container_id[:12],
+                            a.reason)
+                self.on_claim_refused(a.container_id, str(a.address), a.reason)
+        return out
+
+    def _resolve(self, key, result=None, error: Exception | None = None) -> None:
+        for fut in self._waiters.pop(key, []):
+            if not fut.done():
+                if error is not None:
+                    fut.set_exception(error)
+                else:
+                    fut.set_result(result)
+
+    def on_message(self, src: str, payload: bytes, now: float) -> list[Action]:
+        try:
+            return self._execute(self.alloc.receive(payload, now))
+        except RingConflict as e:
+            # Merging would risk duplicates; keep the connection (the data plane needs it), say it once.
+            if src not in self._conflict_logged:
+                log.error("IPAM ring of %s cannot be merged with ours: %s", src, e)
+                self._conflict_logged.add(src)
+            return []
+        except ProtocolError as e:
+            log.warning("bad IPAM message from %s: %s", src, e)
+            return []
+
+    def tick(self, now: float) -> list[Action]:
+        routes = self.mesh.routes.unicast
+        neighbours = {d for d, hop in routes.items() if d == hop}  # routable: sends to them are not dropped
+        actions: list[Action] = []
+        if (neighbours, set(routes)) != self._peers:
+            self._peers = (neighbours, set(routes))
+            actions += self._execute(self.alloc.peers_changed(neighbours, set(routes), now))
+        if now >= self._next_tick:
+            self._next_tick = now + TICK_INTERVAL
+            actions += self._execute(self.alloc.tick(now))
+        return actions
+
+    # --- operations (on the loop; the router executes the returned actions) ----------------------
+    async def allocate(self, container_id: str, subnet: ipaddress.IPv4Network | None, now: float,
+                       execute: Callable[[list[Action]], None]) -> ipaddress.IPv4Interface:
+        addr, actions = self.alloc.allocate(container_id, subnet, now)
+        execute(self._execute(actions))
+        if addr is not None:
+            return addr
+        net = subnet or self.alloc.default_subnet
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault((container_id, net), []).append(fut)
+        try:
+            return await asyncio.wait_for(fut, ALLOCATE_TIMEOUT)
+        except TimeoutError:
+            self.alloc.cancel(container_id, net)
+            raise ValueError(f"no address in {net} within {ALLOCATE_TIMEOUT:.0f}s: no reachable router has "
+                             "free space (is the mesh partitioned?)") from None
+
+    def claim(self, container_id: str, iface: ipaddress.IPv4Interface, now: float) -> tuple[bool, list[Action]]:
+        """Record an explicit address; (newly recorded, actions). ValueError if another container has it."""
+        new = iface not in self.alloc.lookup(container_id)
+        _, actions = self.alloc.claim(container_id, iface, now)
+        return new, self._execute(actions)
+
+    def release(self, container_id: str, address: str | None, now: float) -> list[Action]:
+        ip = ipaddress.IPv4Interface(address).ip if address else None
+        _, actions = self.alloc.release(container_id, ip, now)
+        return self._execute(actions)
+
+    def rmpeer(self, peer: str, now: float) -> tuple[int, list[Action]]:
+        live = {c.remote.name for c in self.mesh.live_connections()}
+        n, actions = self.alloc.rmpeer(peer, live, now)
+        return n, self._execute(actions)
+
+    def owned(self, address: str) -> bool:
+        """Is this address in the allocation range (so IPAM tracks it)?"""
+        return ipaddress.IPv4Interface(address).ip in self.alloc.network
+
+    def status_text(self, nicknames: dict[str, str]) -> str:
+        return format_ipam_status(self.alloc.status(), self.mesh.identity.name, nicknames,
+                                  set(self.mesh.routes.unicast))
+
+    def report(self) -> dict:
+        return {**self.alloc.status(), "allocations": self.alloc.allocations()}

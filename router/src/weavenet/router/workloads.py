@@ -1,0 +1,178 @@
+"""Containers on this router, end to end: addresses from IPAM, the plumbing (Attachments), names in
+weaveDNS, and what happens to all three when a container stops, restarts or goes away.
+
+Runs on the event loop; the blocking parts (netlink, Docker, nft) go to worker threads, and the
+attachment records report back through a listener that hops onto the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+
+from ..dns.store import qualify
+from ..ipam.spec import Allocate, Explicit, parse_address_spec
+from ..mesh.core import Action
+from .attachments import Attachments, Record
+from .dns_service import DnsService
+from .ipam_service import IpamService
+
+log = logging.getLogger("weavenet.workloads")
+
+
+def _ips(cidrs: list[str]) -> list[str]:
+    return [str(ipaddress.ip_interface(c).ip) for c in cidrs if ipaddress.ip_interface(c).version == 4]
+
+
+class Workloads:
+    def __init__(self, attachments: Attachments, ipam: IpamService, dns: DnsService | None,
+                 execute: Callable[[list[Action]], None], loop: asyncio.AbstractEventLoop) -> None:
+        self.attachments = attachments
+        self.ipam = ipam
+        self.dns = dns
+        self.execute = execute
+        self.loop = loop
+        attachments.listener = self._from_thread
+
+    # --- attach / detach with addresses from IPAM ------------------------------------------------------
+    async def attach(self, target: str, specs: list[str]) -> dict:
+        """Addresses: explicit CIDRs (claimed in IPAM when inside its range), `net:CIDR`, `net:default`;
+        none at all means `net:default`. Fresh leases are given back if the attach fails."""
+        wanted = [parse_address_spec(s) for s in specs] or [Allocate(None)]
+        key = await asyncio.to_thread(self.attachments.key_of, target)
+        cidrs: list[str] = []
+        fresh: list[str] = []
+        try:
+            for spec in wanted:
+                now = time.monotonic()
+                if isinstance(spec, Explicit):
+                    cidr = str(spec.interface)
+                    if self.ipam.owned(cidr):
+                        new, actions = self.ipam.claim(key, spec.interface, now)
+                        self.execute(actions)
+                        if new:
+                            fresh.append(cidr)
+                else:
+                    had = {str(i) for i in self.ipam.alloc.lookup(key)}
+                    cidr = str(await self.ipam.allocate(key, spec.subnet, now, self.execute))
+                    if cidr not in had:
+                        fresh.append(cidr)
+                cidrs.append(cidr)
+            result = await asyncio.to_thread(self.attachments.attach, target, cidrs)
+        except BaseException:
+            for c in fresh:
+                self.execute(self.ipam.release(key, c, time.monotonic()))
+            raise
+        return {**result, "allocated": [c for c in cidrs if c in fresh and not self._explicit(c, wanted)]}
+
+    @staticmethod
+    def _explicit(cidr: str, wanted: list) -> bool:
+        return any(isinstance(w, Explicit) and str(w.interface) == cidr for w in wanted)
+
+    async def detach(self, target: str, cidrs: list[str] | None) -> dict:
+        return await asyncio.to_thread(self.attachments.detach, target, cidrs)
+
+    # --- lifecycle: leases and names follow the records ------------------------------------------------
+    def _from_thread(self, event: str, rec: Record, cidrs: list[str]) -> None:
+        self.loop.call_soon_threadsafe(self.on_record, event, rec, list(cidrs))
+
+    def on_record(self, event: str, rec: Record, cidrs: list[str]) -> None:
+        now = time.monotonic()
+        actions: list[Action] = []
+        if event == "attached":
+            for c in cidrs:   # explicit addresses, and leases re-learnt after a restart
+                if self.ipam.owned(c):
+                    try:
+                        actions += self.ipam.claim(rec.key, ipaddress.IPv4Interface(c), now)[1]
+                    except ValueError as e:
+                        log.warning("container %s: %s", rec.name or rec.key, e)
+            if self.dns is not None:
+                for name, ip in self.names(rec, cidrs):
+                    actions += self.dns.add(name, ip, rec.key, now)
+        elif event == "detached":
+            for c in cidrs:
+                actions += self.ipam.release(rec.key, c, now)
+                if self.dns is not None:
+                    actions += self.dns.remove(rec.key, now, address=str(ipaddress.ip_interface(c).ip))
+        elif event in ("stopped", "removed"):
+            if self.dns is not None:   # a container that dies loses its names everywhere
+                actions += self.dns.remove(rec.key, now)
+            if event == "removed":
+                actions += self.ipam.release(rec.key, None, now)
+        self.execute(actions)
+
+    def names(self, rec: Record, cidrs: list[str]) -> list[tuple[str, str]]:
+        """(name, ip) pairs: the container's own hostname when it lies in the domain, plus dns-add's."""
+        out = []
+        host = rec.fqdn.lower().rstrip(".") + "."
+        if self.dns is not None and host.endswith("." + self.dns.domain):
+            out += [(host, ip) for ip in _ips(cidrs)]
+        ips = set(_ips(cidrs))
+        out += [(n, ip) for n, ip in rec.dns if ip in ips]
+        return out
+
+    def forget_stale_leases(self) -> None:
+        """IPAM allocations of containers that have no record any more (e.g. a crash between the
+        allocation and the attach) are released."""
+        now = time.monotonic()
+        for cid in list(self.ipam.alloc.allocations()):
+            if cid not in self.attachments.records:
+                self.execute(self.ipam.release(cid, None, now))
+
+    # --- weave dns-add / dns-remove / dns-lookup --------------------------------------------------------
+    def _dns(self) -> DnsService:
+        if self.dns is None:
+            raise ValueError("weaveDNS is off (router launched with --no-dns)")
+        return self.dns
+
+    async def dns_add(self, target: str, ips: list[str], fqdn: str | None) -> dict:
+        dns = self._dns()
+        rec = await asyncio.to_thread(self.attachments.record, target)
+        name = self._name_for(rec, fqdn)
+        have = set(_ips(rec.cidrs))
+        wanted = [str(ipaddress.IPv4Address(ip)) for ip in ips] if ips else sorted(have)
+        for ip in wanted:
+            if ip not in have:
+                raise ValueError(f"{ip} is not a weave address of {rec.name or rec.key} (it has "
+                                 f"{', '.join(sorted(have)) or 'none'})")
+        entries = [list(e) for e in rec.dns]
+        for ip in wanted:
+            if [name, ip] not in entries:
+                entries.append([name, ip])
+            self.execute(dns.add(name, ip, rec.key, time.monotonic()))
+        await asyncio.to_thread(self.attachments.set_dns, rec.key, entries)
+        return {"name": name, "addresses": wanted}
+
+    async def dns_remove(self, target: str, ips: list[str], fqdn: str | None) -> dict:
+        dns = self._dns()
+        rec = await asyncio.to_thread(self.attachments.record, target)
+        name = qualify(fqdn, dns.domain) if fqdn else None
+        addrs = [str(ipaddress.IPv4Address(ip)) for ip in ips] or [None]
+        before = len(dns.store.container_names(rec.key))
+        for ip in addrs:
+            self.execute(dns.remove(rec.key, time.monotonic(), address=ip, name=name))
+        removed = before - len(dns.store.container_names(rec.key))
+        entries = [e for e in rec.dns if not ((name is None or e[0] == name) and (addrs == [None] or e[1] in addrs))]
+        await asyncio.to_thread(self.attachments.set_dns, rec.key, entries)
+        return {"removed": removed}
+
+    def _name_for(self, rec: Record, fqdn: str | None) -> str:
+        dns = self._dns()
+        if fqdn:
+            name = qualify(fqdn, dns.domain)
+        elif rec.fqdn and rec.fqdn.lower().rstrip(".").endswith("." + dns.domain.rstrip(".")):
+            name = rec.fqdn.lower().rstrip(".") + "."
+        elif rec.name:
+            name = qualify(rec.name, dns.domain)
+        else:
+            raise ValueError("no name to register: give one with -h NAME")
+        if not name.endswith("." + dns.domain):
+            raise ValueError(f"{name} is not in the weaveDNS domain {dns.domain}")
+        return name
+
+    def dns_lookup(self, name: str) -> list[str]:
+        dns = self._dns()
+        return dns.store.lookup(qualify(name, dns.domain))
