@@ -13,7 +13,7 @@ import sys
 from .. import __version__
 from ..api import format as fmt
 from ..api.client import APIError, Client, RouterNotRunning
-from ..ipam.spec import Explicit, parse_address_spec
+from ..ipam.spec import Allocate, Explicit, parse_address_spec
 from ..router.config import RouterConfig, password_from_env
 from ..router.paths import Paths
 from . import daemon
@@ -263,6 +263,10 @@ def run_container(argv: list[str], paths: Paths) -> int:
         if taken and row.get("running", True):
             raise ValueError(f"{min(taken)} is already used by {row['name'] or row['id']} on this host")
     cfg = report.get("config", {})
+    rng = ipaddress.IPv4Network(cfg.get("ipalloc_range", "10.32.0.0/12"))
+    for w in wanted:
+        if isinstance(w, Allocate) and w.subnet is not None and not w.subnet.subnet_of(rng):
+            raise ValueError(f"subnet {w.subnet} is not inside the allocation range {rng}")
     if cfg.get("dns") and report.get("dns"):
         # weaveDNS for the container: our server first, the weave domain searched, and a hostname
         # in the domain (so it is registered) unless the user chose one.
