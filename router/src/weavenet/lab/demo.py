@@ -40,9 +40,11 @@ def up() -> int:
             if all(len(json.loads(h.weave("report").stdout)["router"]["peers"]) == HOSTS for h in lab.hosts):
                 break
             time.sleep(0.2)
-        for h in lab.hosts:  # one container per host on 10.0.0.0/24, as in the seed
+        # One container per host on 10.0.0.0/24, as in the seed. --network none: the lab's hosts are
+        # namespaces, so Docker's default network (on this machine, not in the lab host) means nothing.
+        for h in lab.hosts:
             cid = h.weave("run", f"10.0.0.{h.index}/24", "-t", "-i", "--name", f"{PREFIX}-c{h.index}",
-                          "--label", LABEL, image).stdout.strip()
+                          "--label", LABEL, "--network", "none", image).stdout.strip()
             print(f"host{h.index}: weave run 10.0.0.{h.index}/24 -t -i --name {PREFIX}-c{h.index} {image}"
                   f" -> {cid[:12]}")
     except BaseException:
