@@ -75,6 +75,7 @@ def test_names_resolve_across_hosts_and_go_away(mesh):
     # A container on h1 resolves a name registered on h3, via its own host's weaveDNS.
     wait_for(lambda: nslookup(a, f"{c}.weave.local") == [ip_c], 10, what="name resolved across hosts")
     assert dexec(a, "ping", "-c1", "-W1", c).returncode == 0           # the search domain works too
+    assert f"{c}.weave.local." in h1.weave("status", "dns").stdout and ip_c in h1.weave("status", "dns").stdout
     ptr = dexec(a, "nslookup", ip_c).stdout
     assert f"{c}.weave.local" in ptr
 

@@ -74,4 +74,15 @@ def ps_lines(rows: list[dict]) -> str:
     return "".join(line.rstrip() + "\n" for line in out)
 
 
-SECTIONS = {"peers": status_peers, "connections": status_connections, "targets": status_targets}
+def status_dns(report: dict) -> str:
+    """`weave status dns`: every name this router knows, like weave's (name, address, container, origin)."""
+    dns = report["router"].get("dns")
+    if dns is None:
+        return "weaveDNS is off (--no-dns)\n"
+    rows = sorted(dns["records"], key=lambda r: (r["name"], r["address"]))
+    nick = {p["name"]: p.get("nickname", "") for p in report["router"]["peers"]}
+    return "".join(f"{r['name']:<30} {r['address']:<15} {r['container'][:12]:<13} {r['origin']}"
+                   f"({nick.get(r['origin'], '')})\n" for r in rows)
+
+
+SECTIONS = {"dns": status_dns, "peers": status_peers, "connections": status_connections, "targets": status_targets}
