@@ -20,7 +20,7 @@ description:
   - C(state=detached) removes O(cidrs) from the container, or all its overlay addresses when O(cidrs) is not given.
   - Current addresses are read from C(weave report) (C(router.containers)), so the module is idempotent on addresses.
 author:
-  - weavenet developers
+  - weavenet developers (@weavenet)
 options:
   name:
     description: Container name (or id, for C(attached) and C(detached)).
@@ -99,8 +99,10 @@ options:
     type: path
 attributes:
   check_mode:
+    description: Predicts C(changed) from the current state without changing anything.
     support: full
   diff_mode:
+    description: Shows the state before and after (never a password).
     support: full
   action_group:
     description: Use C(group/weavenet.mesh.weave) in C(module_defaults).

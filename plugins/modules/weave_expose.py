@@ -15,7 +15,7 @@ description:
     subnets on every host of the mesh, or removes them (C(weave hide)).
   - Reads the current addresses from C(weave report) (C(router.exposed)); idempotent.
 author:
-  - weavenet developers
+  - weavenet developers (@weavenet)
 options:
   cidrs:
     description: Addresses with prefix length, such as C(10.0.0.254/24).
@@ -43,8 +43,10 @@ options:
     type: path
 attributes:
   check_mode:
+    description: Predicts C(changed) from the current state without changing anything.
     support: full
   diff_mode:
+    description: Shows the state before and after (never a password).
     support: full
   action_group:
     description: Use C(group/weavenet.mesh.weave) in C(module_defaults).

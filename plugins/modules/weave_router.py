@@ -21,7 +21,7 @@ description:
     the module's output, diff or logs. A changed password is detected through the fingerprint the router
     reports (C(router.config.password_fingerprint)); a router that does not report one is assumed to have it.
 author:
-  - weavenet developers
+  - weavenet developers (@weavenet)
 options:
   state:
     description:
@@ -78,8 +78,10 @@ options:
     type: path
 attributes:
   check_mode:
+    description: Predicts C(changed) from the current state without changing anything.
     support: full
   diff_mode:
+    description: Shows the state before and after (never a password).
     support: full
   action_group:
     description: Use C(group/weavenet.mesh.weave) in C(module_defaults) to set options for all weavenet modules.

@@ -46,8 +46,9 @@ def running(targets=(), password=None, **overrides):
     cfg = dict(SETTINGS, encrypted=bool(password),
                password_fingerprint=password_fingerprint(password) if password else None)
     cfg.update(overrides)
-    return {"version": "0.1.0", "router": {"name": "aa:bb", "nickname": cfg["nickname"], "targets": list(targets),
-                                          "config": cfg, "peers": [], "connections": []}}
+    router = {"name": "aa:bb", "nickname": cfg["nickname"], "targets": list(targets), "config": cfg,
+              "peers": [], "connections": []}
+    return {"version": "0.1.0", "router": router}
 
 
 def manage(report, check_mode=False, persisted=False, **params):
@@ -80,12 +81,12 @@ def test_only_peers_differ_connect_replace_without_restart():
     m, c = manage(running(["192.0.2.11:6783"], "pw"), peers=["192.0.2.11", "192.0.2.12"], password="pw",
                   **SETTINGS)
     assert m.changed and not m.restart_reasons
-    assert [a for a, _ in c.calls] == [["connect", "--replace", "192.0.2.11:6783", "192.0.2.12:6783"]]
+    assert [a for a, dummy in c.calls] == [["connect", "--replace", "192.0.2.11:6783", "192.0.2.12:6783"]]
 
 
 def test_empty_peer_list_forgets_targets():
     m, c = manage(running(["192.0.2.11:6783"]), peers=[])
-    assert [a for a, _ in c.calls] == [["forget", "192.0.2.11:6783"]]
+    assert [a for a, dummy in c.calls] == [["forget", "192.0.2.11:6783"]]
 
 
 def test_peers_not_given_leaves_targets_alone():
@@ -101,7 +102,7 @@ def test_setting_change_restarts(change, reason):
     params = dict(SETTINGS, **change)
     m, c = manage(running(["192.0.2.11:6783"]), **params)
     assert m.restart_reasons == [reason]
-    assert [a[0] for a, _ in c.calls] == ["stop", "launch"]
+    assert [a[0] for a, dummy in c.calls] == ["stop", "launch"]
     assert c.calls[1][0][-1] == "192.0.2.11:6783"  # peers unmanaged: relaunched with its old targets
 
 
@@ -125,7 +126,7 @@ def test_stopped_and_absent():
 
 def test_diff_never_shows_the_password():
     report = running(["192.0.2.11:6783"], "pw")
-    m, _ = manage(report, check_mode=True, password="other", **SETTINGS)
+    m, dummy = manage(report, check_mode=True, password="other", **SETTINGS)
     before = _state_view(report, True)
     after = m.predicted_after(before)
     text = repr(before) + repr(after)
@@ -135,6 +136,6 @@ def test_diff_never_shows_the_password():
 
 def test_diff_is_equal_when_nothing_changes():
     report = running(["192.0.2.11:6783"], "pw")
-    m, _ = manage(report, peers=["192.0.2.11"], password="pw", **SETTINGS)
+    m, dummy = manage(report, peers=["192.0.2.11"], password="pw", **SETTINGS)
     before = _state_view(report, True)
     assert m.predicted_after(before) == before

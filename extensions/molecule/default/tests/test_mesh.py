@@ -1,0 +1,84 @@
+"""Verify the Molecule scenario's mesh (pytest-testinfra, one run per host)."""
+
+import json
+
+import pytest
+
+WEAVE = "/opt/weavenet/venv/bin/weave"
+PASSWORD = "molecule-secret"
+# name -> (host, address, subnet), as declared in molecule.yml
+CONTAINERS = {
+    "web1": ("mol-host1", "10.0.0.1", "frontend"),
+    "web2": ("mol-host2", "10.0.0.2", "frontend"),
+    "db2": ("mol-host2", "10.10.0.2", "backend"),
+    "web3": ("mol-host3", "10.0.0.3", "frontend"),
+    "db3": ("mol-host3", "10.10.0.3", "backend"),
+}
+EXPOSED = ("mol-host1", "10.0.0.254", "frontend")
+
+
+def report(host):
+    return json.loads(host.check_output(f"{WEAVE} report"))["router"]
+
+
+def hostname(host):
+    return host.backend.get_hostname()
+
+
+def ping(host, argv, dst, tries=3):
+    for dummy in range(tries):
+        if host.run(f"{argv} ping -c 1 -W 2 {dst}").rc == 0:
+            return True
+    return False
+
+
+def test_router_installed_and_running(host):
+    assert host.file(WEAVE).is_executable
+    assert host.file("/opt/weavenet/wheelhouse").is_directory
+    assert report(host)["name"]
+
+
+def test_routers_connected_to_each_other(host):
+    r = report(host)
+    established = [c for c in r["connections"] if c["state"] == "established"]
+    assert len(established) == 2, r["connections"]
+    assert {p["nickname"] for p in r["peers"]} == {"mol-host1", "mol-host2", "mol-host3"}
+
+
+def test_encryption_on_and_password_not_shown(host):
+    r = report(host)
+    assert r["encryption"] is True
+    assert all(c["encrypted"] for c in r["connections"] if c["state"] == "established")
+    assert PASSWORD not in host.check_output("ps -eo args")
+    assert PASSWORD not in json.dumps(r)
+
+
+def test_containers_attached_with_their_addresses(host):
+    r = report(host)
+    mine = {n: v[1] for n, v in CONTAINERS.items() if v[0] == hostname(host)}
+    attached = {c["name"].lstrip("/"): [x.split("/")[0] for x in c["cidrs"]] for c in r.get("containers", [])}
+    for name, addr in mine.items():
+        assert attached.get(name) == [addr], r.get("containers")
+
+
+@pytest.mark.parametrize("src", sorted(CONTAINERS))
+def test_containers_reach_their_subnet_across_hosts_and_nothing_else(host, src):
+    src_host, dummy, src_net = CONTAINERS[src]
+    if src_host != hostname(host):
+        pytest.skip("container on another host")
+    for dst, (dummy, addr, net) in sorted(CONTAINERS.items()):
+        if dst == src:
+            continue
+        ok = ping(host, f"docker exec {src}", addr, tries=3 if net == src_net else 1)
+        assert ok == (net == src_net), f"{src} -> {dst} ({addr}): {'reached' if ok else 'unreachable'}"
+
+
+def test_exposed_host_reaches_its_subnet_only(host):
+    exp_host, exp_addr, exp_net = EXPOSED
+    if hostname(host) != exp_host:
+        assert not any(a.startswith(exp_addr) for a in report(host).get("exposed", []))
+        return
+    assert f"{exp_addr}/24" in report(host)["exposed"]
+    for dst, (dummy, addr, net) in sorted(CONTAINERS.items()):
+        ok = ping(host, "", f"-I {exp_addr} {addr}", tries=3 if net == exp_net else 1)
+        assert ok == (net == exp_net), f"{exp_host}({exp_addr}) -> {dst} ({addr})"
