@@ -210,7 +210,11 @@ class Router:
                                 else None, seed=not peers, on_claim_refused=self._claim_refused)
         if cfg.dns:
             self.dns = DnsService(self.mesh, cfg.dns_domain, cfg.dns_ttl, cfg.dns_upstream, BRIDGE)
-            await self.dns.start()
+            try:
+                await self.dns.start()
+            except OSError as e:  # e.g. a local resolver holding *:53 without SO_REUSEADDR
+                log.error("weaveDNS cannot listen on %s:53 (%s): names are still gossiped, but containers on "
+                          "this host get no answers", DNS_ADDRESS, e.strerror or e)
         self.attachments = Attachments(self.paths.attachments_file, BRIDGE, cfg.mtu, self.dataplane.uplinks(),
                                        service=DNS_ADDRESS if cfg.dns else None)
         self.workloads = Workloads(self.attachments, self.ipam, self.dns, self.execute, loop)
