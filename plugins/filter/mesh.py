@@ -5,51 +5,6 @@
 
 from __future__ import annotations
 
-DOCUMENTATION = r"""
-name: weave_peers
-short_description: The peers a router is launched with, from the mesh group's inventory order
-version_added: "0.1.0"
-description:
-  - Given the hosts of one mesh in launch order (the group's inventory order), returns the peer addresses
-    the router of O(host) is given - the seed's chain.
-  - Only the hosts of that one group are considered, so several meshes in one inventory never join each other.
-options:
-  _input:
-    description: The mesh group's hosts in launch order, such as C(groups[weave_mesh_group]).
-    type: list
-    elements: str
-    required: true
-  host:
-    description: The host whose peers to compute (usually C(inventory_hostname)).
-    type: str
-    required: true
-  addresses:
-    description: Host name to peer address (C(host) or C(host:port)); hosts not listed use their name.
-    type: dict
-    default: {}
-  mode:
-    description:
-      - C(chain) - every host launched before it (the first host gets none).
-      - C(previous) - only the host launched just before it.
-      - C(all) - every other host of the mesh.
-    type: str
-    default: chain
-    choices: [chain, previous, all]
-"""
-
-EXAMPLES = r"""
-- name: Peers of this router
-  ansible.builtin.debug:
-    msg: "{{ groups['mesh_a'] | weavenet.mesh.weave_peers(inventory_hostname, {'h1': '192.0.2.11'}) }}"
-"""
-
-RETURN = r"""
-_value:
-  description: Peer addresses.
-  type: list
-  elements: str
-"""
-
 import ipaddress
 
 from ansible.errors import AnsibleFilterError
