@@ -24,7 +24,7 @@ LAB_RUN_FLAGS=(--cap-add ALL --cap-drop SYS_RESOURCE --security-opt seccomp=unco
   --security-opt apparmor=unconfined --security-opt systempaths=unconfined -v /sys/fs/cgroup:/sys/fs/cgroup:rw --tmpfs /run --tmpfs /tmp
   --device /dev/net/tun -v /var/lib/docker --label weavenet-lab=1)
 PIP_PINS=("ansible-core==2.19.*" "ansible==12.*" "molecule==26.*" "molecule-plugins[docker]==26.*"
-  "pytest-testinfra==10.*" "docker>=7,<8")
+  "pytest-testinfra==10.*" "docker>=7,<8" mock pytest-mock pytest-xdist)
 
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 
