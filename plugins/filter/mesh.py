@@ -10,13 +10,37 @@ import ipaddress
 from ansible.errors import AnsibleFilterError
 
 
-def weave_peers(hosts, host, addresses=None, mode="chain"):
-    hosts = list(hosts or [])
+def _lookup(hostvars, host):
+    """A host's address from its inventory variables: weave_peer_address, else ansible_host, else None."""
+    if hostvars is None:
+        return None
+    try:
+        hv = hostvars[host]
+    except KeyError:
+        return None
+    for key in ("weave_peer_address", "ansible_host"):
+        try:
+            value = hv[key]
+        except (KeyError, AttributeError, TypeError):
+            continue
+        if value:
+            return str(value)
+    return None
+
+
+def weave_peer_addresses(hosts, addresses=None, hostvars=None):
+    """Each host's peer address: addresses[host], else its weave_peer_address / ansible_host, else its name."""
     addresses = addresses or {}
+    return [str(addresses.get(h) or _lookup(hostvars, h) or h) for h in list(hosts or [])]
+
+
+def weave_peers(hosts, host, addresses=None, mode="chain", hostvars=None):
+    hosts = list(hosts or [])
     if host not in hosts:
         raise AnsibleFilterError("weave_peers: host %s is not in the mesh group %s" % (host, hosts))
     if mode not in ("chain", "previous", "all"):
         raise AnsibleFilterError("weave_peers: mode must be chain, previous or all, not %r" % (mode,))
+    addrs = dict(zip(hosts, weave_peer_addresses(hosts, addresses, hostvars)))
     idx = hosts.index(host)
     if mode == "chain":
         chosen = hosts[:idx]
@@ -24,7 +48,7 @@ def weave_peers(hosts, host, addresses=None, mode="chain"):
         chosen = hosts[idx - 1:idx] if idx > 0 else []
     else:
         chosen = [h for h in hosts if h != host]
-    return [str(addresses.get(h) or h) for h in chosen]
+    return [addrs[h] for h in chosen]
 
 
 def weave_address(subnet, host_number):
@@ -90,6 +114,7 @@ class FilterModule(object):
     def filters(self):
         return {
             "weave_peers": weave_peers,
+            "weave_peer_addresses": weave_peer_addresses,
             "weave_address": weave_address,
             "weave_cidr_in": weave_cidr_in,
             "weave_resolve": weave_resolve,

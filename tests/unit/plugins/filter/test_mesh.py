@@ -10,6 +10,7 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.weavenet.mesh.plugins.filter.mesh import (
     weave_address,
     weave_cidr_in,
+    weave_peer_addresses,
     weave_peers,
     weave_resolve,
 )
@@ -81,3 +82,11 @@ def test_resolve_errors():
     assert weave_resolve(["10.20.0.1/24"], SUBNETS, require_declared=False) == ["10.20.0.1/24"]
     with pytest.raises(AnsibleFilterError, match="neither"):
         weave_resolve(["frontend"], SUBNETS)
+
+
+def test_addresses_from_inventory_variables():
+    hostvars = {"h1": {"weave_peer_address": "192.0.2.11", "ansible_host": "h1.example"},
+                "h2": {"ansible_host": "198.51.100.2"}, "h3": {}}
+    assert weave_peer_addresses(["h1", "h2", "h3"], hostvars=hostvars) == ["192.0.2.11", "198.51.100.2", "h3"]
+    assert weave_peer_addresses(["h1"], {"h1": "10.0.0.1"}, hostvars) == ["10.0.0.1"]
+    assert weave_peers(["h1", "h2", "h3"], "h3", hostvars=hostvars) == ["192.0.2.11", "198.51.100.2"]
