@@ -89,6 +89,21 @@ def weave_resolve(entries, subnets=None, require_declared=True):
     out = []
     for entry in entries:
         entry = str(entry).strip()
+        if entry.startswith("net:"):  # allocation by the router's IPAM: net:NAME -> net:CIDR
+            spec = entry[4:]
+            if spec in subnets:
+                spec = str(ipaddress.ip_network(str(subnets[spec]), strict=False))
+            elif spec != "default":
+                try:
+                    spec = str(ipaddress.ip_network(spec, strict=True))
+                except ValueError:
+                    raise AnsibleFilterError("weave_resolve: %r is neither net:SUBNET-NAME, net:CIDR nor net:default"
+                                             % entry)
+                if require_declared and spec not in [str(ipaddress.ip_network(str(v), strict=False))
+                                                     for v in subnets.values()]:
+                    raise AnsibleFilterError("weave_resolve: %s is not one of this mesh's subnets" % entry)
+            out.append("net:" + spec)
+            continue
         if "/" in entry:
             try:
                 cidr = str(ipaddress.ip_interface(entry))

@@ -16,7 +16,8 @@ DEFAULT_PORT = 6783
 FINGERPRINT_SALT = b"weavenet-fp:"
 
 # weave_router settings that need a restart when they differ; compared only when the user set them.
-RESTART_SETTINGS = ("nickname", "conn_limit", "discovery", "mtu", "fastdp", "port")
+RESTART_SETTINGS = ("nickname", "conn_limit", "discovery", "mtu", "fastdp", "port",
+                    "ipalloc_range", "ipalloc_default_subnet", "dns", "dns_domain", "dns_ttl")
 
 COMMON_ARGS = dict(
     weave_bin=dict(type="path", default=DEFAULT_WEAVE_BIN),
@@ -82,6 +83,61 @@ def normalize_cidrs(cidrs):
     return out
 
 
+def normalize_address(entry):
+    """An address argument: an explicit CIDR, 'net:CIDR' (allocate in that subnet) or 'net:default'."""
+    entry = str(entry).strip()
+    if entry.startswith("net:"):
+        spec = entry[4:]
+        if spec == "default":
+            return "net:default"
+        try:
+            return "net:%s" % ipaddress.ip_network(spec, strict=True)
+        except ValueError:
+            raise WeaveError("invalid subnet in %r (expected net:CIDR such as net:10.0.0.0/24, or net:default)"
+                             % (entry,))
+    return normalize_cidr(entry)
+
+
+def normalize_addresses(entries):
+    out = []
+    for e in entries or []:
+        n = normalize_address(e)
+        if n.startswith("net:") or n not in out:
+            out.append(n)
+    return out
+
+
+def address_plan(desired, current, exclusive):
+    """(to_add, to_remove) for a container's addresses.
+
+    desired: normalize_addresses() output (CIDRs and allocation specs); current: the container's CIDRs.
+    An explicit CIDR is satisfied by itself; 'net:SUBNET' by a current address in SUBNET that no other entry
+    claims; 'net:default' by any unclaimed current address. Unsatisfied entries are added (specs are passed
+    to the router, which allocates); with exclusive, unclaimed current addresses are removed.
+    """
+    unclaimed = list(current)
+    to_add = []
+    explicit = [d for d in desired if not d.startswith("net:")]
+    specs = [d for d in desired if d.startswith("net:")]
+    for d in explicit:
+        if d in unclaimed:
+            unclaimed.remove(d)
+        else:
+            to_add.append(d)
+    # subnet specs first, so net:default does not take an address a subnet spec needs
+    for d in sorted(specs, key=lambda x: x == "net:default"):
+        match = None
+        for c in unclaimed:
+            if d == "net:default" or ipaddress.ip_interface(c).network == ipaddress.ip_network(d[4:]):
+                match = c
+                break
+        if match is None:
+            to_add.append(d)
+        else:
+            unclaimed.remove(match)
+    return to_add, (unclaimed if exclusive else [])
+
+
 def running_config(router):
     """The running router's settings: router.config when the router reports it, else the older top-level keys."""
     cfg = dict(router.get("config") or {})
@@ -110,10 +166,10 @@ def router_settings_diff(desired, current, password=None):
     changed = []
     for key in RESTART_SETTINGS:
         want = desired.get(key)
-        if want is None:
+        if want is None or key not in current:  # unset, or a router too old to report it
             continue
         have = current.get(key)
-        if have is None or want != have:
+        if have is None or _canonical(key, want) != _canonical(key, have):
             changed.append(key)
     want_encrypted = bool(password)
     have_encrypted = bool(current.get("encrypted"))
@@ -124,6 +180,17 @@ def router_settings_diff(desired, current, password=None):
         if fp is not None and fp != password_fingerprint(password):
             changed.append("password")
     return changed
+
+
+def _canonical(key, value):
+    if key == "dns_domain":
+        return str(value).rstrip(".").lower() + "."
+    if key in ("ipalloc_range", "ipalloc_default_subnet"):
+        try:
+            return str(ipaddress.ip_network(str(value), strict=False))
+        except ValueError:
+            return value
+    return value
 
 
 def peers_plan(desired, current):
@@ -173,6 +240,16 @@ def launch_args(settings, peers):
         argv.append("--no-discovery")
     if settings.get("fastdp") is False:
         argv.append("--no-fastdp")
+    if settings.get("ipalloc_range"):
+        argv += ["--ipalloc-range", settings["ipalloc_range"]]
+    if settings.get("ipalloc_default_subnet"):
+        argv += ["--ipalloc-default-subnet", settings["ipalloc_default_subnet"]]
+    if settings.get("dns") is False:
+        argv.append("--no-dns")
+    if settings.get("dns_domain"):
+        argv += ["--dns-domain", settings["dns_domain"]]
+    if settings.get("dns_ttl") is not None:
+        argv += ["--dns-ttl", str(settings["dns_ttl"])]
     return argv + list(peers or [])
 
 

@@ -39,7 +39,12 @@ options:
     type: raw
   cidrs:
     description:
-      - Overlay addresses with prefix length, such as C(10.0.0.1/24). Required with C(started) and C(attached).
+      - Overlay addresses - an explicit address with prefix length (C(10.0.0.1/24)), C(net:SUBNET) (the router
+        allocates one in that subnet, such as C(net:10.0.0.0/24)) or C(net:default) (its default subnet).
+      - An allocation entry is satisfied by any address the container already has in that subnet, so re-runs
+        keep the allocated address.
+      - With C(state=started) the default is C([net:default]); required with C(attached). C(detached) takes
+        explicit addresses only.
     type: list
     elements: str
   exclusive:
@@ -172,8 +177,9 @@ from ansible_collections.weavenet.mesh.plugins.module_utils.weave_client import 
     COMMON_ARGS,
     WeaveClient,
     WeaveError,
-    cidrs_plan,
+    address_plan,
     find_container,
+    normalize_addresses,
     normalize_cidrs,
 )
 
@@ -287,9 +293,9 @@ class ContainerManager(object):
             self.do("start", lambda: self.docker(["start", cid]))
             if not self.module.check_mode:
                 current = self.attached(self.client.report() or report, info)
-        to_add, to_remove = cidrs_plan(desired, current, exclusive=True)
+        to_add, to_remove = address_plan(desired, current, exclusive=True)
         self.set_cidrs(cid, to_add, to_remove)
-        return cid, desired
+        return cid, [c for c in current if c not in to_remove] + to_add
 
 
 def main():
@@ -316,7 +322,7 @@ def main():
     module = AnsibleModule(
         argument_spec=argument_spec,
         supports_check_mode=True,
-        required_if=[("state", "started", ("image", "cidrs")), ("state", "attached", ("cidrs",))],
+        required_if=[("state", "started", ("image",)), ("state", "attached", ("cidrs",))],
     )
     p = module.params
     client = WeaveClient(module)
@@ -324,7 +330,10 @@ def main():
     cid, after = "", []
     before = []
     try:
-        desired = normalize_cidrs(p["cidrs"])
+        if p["state"] == "detached":
+            desired = normalize_cidrs(p["cidrs"])
+        else:
+            desired = normalize_addresses(p["cidrs"] if p["cidrs"] is not None else ["net:default"])
         if p["state"] in ("started", "attached") and not desired:
             raise WeaveError("cidrs must name at least one address for state=%s" % p["state"])
         client.check_installed()
@@ -345,13 +354,22 @@ def main():
                 raise WeaveError("container %s is not running" % p["name"])
             cid = info["Id"]
             if p["state"] == "attached":
-                to_add, to_remove = cidrs_plan(desired, before, p["exclusive"])
+                to_add, to_remove = address_plan(desired, before, p["exclusive"])
             else:
                 to_add, to_remove = [], [c for c in (desired or before) if c in before]
             manager.set_cidrs(cid, to_add, to_remove)
             after = [c for c in before if c not in to_remove] + to_add
     except WeaveError as e:
         module.fail_json(msg=str(e), actions=manager.actions)
+    if manager.changed and not module.check_mode and p["state"] != "absent":
+        try:  # the addresses the router actually gave (allocations)
+            final = client.report()
+            info_after = manager.inspect(p["name"])
+            if final is not None and info_after is not None:
+                cid = info_after["Id"]
+                after = manager.attached(final, info_after)
+        except WeaveError:
+            pass
     result = dict(changed=manager.changed, container_id=cid or "", cidrs=after, actions=manager.actions)
     if module._diff:
         result["diff"] = dict(before=dict(exists=info is not None, cidrs=sorted(before)),

@@ -14,8 +14,8 @@ description:
   - Manages the weavenet router of the managed host through its C(weave) command and C(weave report).
   - Idempotent. A running router whose settings match is left alone; when only the peer list differs the
     targets are changed with C(weave connect --replace) or C(weave forget), without a restart; when a setting
-    that needs a restart differs (nickname, port, connection limit, MTU, fast path, discovery, encryption or
-    password) the router is stopped and launched again.
+    that needs a restart differs (nickname, port, connection limit, MTU, fast path, discovery, IPAM range,
+    DNS settings, encryption or password) the router is stopped and launched again.
   - Settings left unset are not compared, and the router's defaults apply when it is launched.
   - The password is handed to the router in the environment (never on a command line) and never appears in
     the module's output, diff or logs. A changed password is detected through the fingerprint the router
@@ -61,6 +61,21 @@ options:
   discovery:
     description: Connect to peers learned from gossip (so a chain launch ends in a full mesh).
     type: bool
+  ipalloc_range:
+    description: The range the router's IPAM allocates from (C(--ipalloc-range); the router's default 10.32.0.0/12).
+    type: str
+  ipalloc_default_subnet:
+    description: The subnet of C(net:default) allocations (C(--ipalloc-default-subnet); default the whole range).
+    type: str
+  dns:
+    description: Run weaveDNS (C(false) is C(--no-dns)).
+    type: bool
+  dns_domain:
+    description: The domain weaveDNS answers for (C(--dns-domain); the router's default C(weave.local.)).
+    type: str
+  dns_ttl:
+    description: TTL of weaveDNS answers in seconds (C(--dns-ttl)).
+    type: int
   systemd_unit:
     description:
       - Start, stop and restart the router through this systemd unit instead of C(weave launch) and C(weave stop).
@@ -321,7 +336,7 @@ class RouterManager(object):
         elif "targets" not in after:
             after["targets"] = sorted(before_view.get("targets") or [])
         for key in RESTART_SETTINGS:
-            if self.settings.get(key) is not None:
+            if self.settings.get(key) is not None and (key in self.restart_reasons or key not in after):
                 after[key] = self.settings[key]
             elif self.restart_reasons and key in before_view:
                 after[key] = before_view[key]
@@ -342,6 +357,11 @@ def main():
         fastdp=dict(type="bool"),
         mtu=dict(type="int"),
         discovery=dict(type="bool"),
+        ipalloc_range=dict(type="str"),
+        ipalloc_default_subnet=dict(type="str"),
+        dns=dict(type="bool"),
+        dns_domain=dict(type="str"),
+        dns_ttl=dict(type="int"),
         systemd_unit=dict(type="str"),
     )
     argument_spec.update(COMMON_ARGS)

@@ -90,3 +90,12 @@ def test_addresses_from_inventory_variables():
     assert weave_peer_addresses(["h1", "h2", "h3"], hostvars=hostvars) == ["192.0.2.11", "198.51.100.2", "h3"]
     assert weave_peer_addresses(["h1"], {"h1": "10.0.0.1"}, hostvars) == ["10.0.0.1"]
     assert weave_peers(["h1", "h2", "h3"], "h3", hostvars=hostvars) == ["192.0.2.11", "198.51.100.2"]
+
+
+def test_resolve_allocation_specs():
+    assert weave_resolve(["net:frontend", "net:default", "net:10.10.0.0/24"], SUBNETS) == [
+        "net:10.0.0.0/24", "net:default", "net:10.10.0.0/24"]
+    with pytest.raises(AnsibleFilterError, match="not one of this mesh's subnets"):
+        weave_resolve(["net:10.20.0.0/24"], SUBNETS)
+    with pytest.raises(AnsibleFilterError, match="neither"):
+        weave_resolve(["net:nowhere"], SUBNETS)

@@ -10,9 +10,11 @@ import pytest
 
 from ansible_collections.weavenet.mesh.plugins.module_utils.weave_client import (
     WeaveError,
+    address_plan,
     cidrs_plan,
     find_container,
     launch_args,
+    normalize_addresses,
     normalize_cidr,
     normalize_peer,
     normalize_peers,
@@ -121,3 +123,41 @@ def test_launch_args_never_carry_the_password():
     assert argv == ["--nickname", "h2", "--port", "6783", "--conn-limit", "10", "--mtu", "1400",
                     "--no-discovery", "--no-fastdp", "192.0.2.11:6783"]
     assert launch_args({}, []) == []
+
+
+def test_normalize_addresses():
+    assert normalize_addresses(["net:10.0.0.0/24", "net:default", "10.0.0.1/24", "10.0.0.1/24",
+                                "net:10.0.0.0/24"]) == ["net:10.0.0.0/24", "net:default", "10.0.0.1/24",
+                                                        "net:10.0.0.0/24"]
+    for bad in ("net:10.0.0.1/24", "net:x", "net:"):
+        with pytest.raises(WeaveError):
+            normalize_addresses([bad])
+
+
+def test_address_plan_keeps_allocations():
+    # an allocated address in the subnet satisfies net:SUBNET: nothing to do
+    assert address_plan(["net:10.0.0.0/24"], ["10.0.0.7/24"], exclusive=True) == ([], [])
+    # none yet: ask the router to allocate
+    assert address_plan(["net:10.0.0.0/24"], [], exclusive=True) == (["net:10.0.0.0/24"], [])
+    # net:default takes any address not claimed by another entry
+    assert address_plan(["10.0.0.1/24", "net:default"], ["10.0.0.1/24", "10.32.0.5/12"], True) == ([], [])
+    assert address_plan(["10.0.0.1/24", "net:default"], ["10.0.0.1/24"], True) == (["net:default"], [])
+    # subnet specs claim first, so net:default does not steal their address
+    assert address_plan(["net:default", "net:10.0.0.0/24"], ["10.0.0.7/24"], True) == (["net:default"], [])
+    # exclusive removes what nobody claims; non-exclusive keeps it
+    assert address_plan(["net:10.10.0.0/24"], ["10.0.0.7/24"], True) == (["net:10.10.0.0/24"], ["10.0.0.7/24"])
+    assert address_plan(["net:10.10.0.0/24"], ["10.0.0.7/24"], False) == (["net:10.10.0.0/24"], [])
+    # two allocations in one subnet need two addresses
+    assert address_plan(["net:10.0.0.0/24", "net:10.0.0.0/24"], ["10.0.0.7/24"], True) == (["net:10.0.0.0/24"], [])
+
+
+def test_ipam_and_dns_settings():
+    cfg = dict(CONFIG, ipalloc_range="10.32.0.0/12", ipalloc_default_subnet="10.32.0.0/12", dns=True,
+               dns_domain="weave.local.", dns_ttl=1)
+    same = {"ipalloc_range": "10.32.0.0/12", "dns_domain": "weave.local", "dns": True, "dns_ttl": 1}
+    assert router_settings_diff(same, cfg, "pw") == []
+    assert router_settings_diff({"ipalloc_range": "10.0.0.0/8", "dns": False}, cfg, "pw") == ["ipalloc_range", "dns"]
+    # a router that does not report a setting: not compared (no restart on every run)
+    assert router_settings_diff({"ipalloc_range": "10.0.0.0/8"}, CONFIG, "pw") == []
+    assert launch_args({"ipalloc_range": "10.0.0.0/8", "dns": False, "dns_domain": "mesh.", "dns_ttl": 5}, []) == [
+        "--ipalloc-range", "10.0.0.0/8", "--no-dns", "--dns-domain", "mesh.", "--dns-ttl", "5"]
