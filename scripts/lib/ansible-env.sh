@@ -54,6 +54,10 @@ ldocker() { docker -H "unix://$LAB_SOCK" "$@"; }
 lab_dockerd_start() {
   mkdir -p "$LAB_RUN" "$LAB_STATE/docker"
   if ldocker version >/dev/null 2>&1; then return 0; fi
+  # a pid file left by a killed session would make dockerd refuse to start
+  local old
+  old=$(cat "$LAB_RUN/docker.pid" 2>/dev/null) || true
+  if [ -n "$old" ] && ! grep -qs dockerd "/proc/$old/comm"; then rm -f "$LAB_RUN/docker.pid"; fi
   log "starting the lab's Docker engine ($LAB_SOCK)"
   # --iptables=false: its rules (FORWARD policy DROP) would break other namespace tests on this machine.
   nohup dockerd --host "unix://$LAB_SOCK" --data-root "$LAB_STATE/docker" --exec-root "$LAB_RUN/exec" \
@@ -72,7 +76,7 @@ lab_dockerd_start() {
 lab_dockerd_stop() {
   local pid
   pid=$(cat "$LAB_RUN/docker.pid" 2>/dev/null) || return 0
-  if kill -0 "$pid" 2>/dev/null; then
+  if grep -qs dockerd "/proc/$pid/comm"; then  # never a reused pid of something else
     log "stopping the lab's Docker engine (pid $pid)"
     kill "$pid"
     for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
