@@ -109,6 +109,45 @@ lab_host_image() {
     -c "LABEL weavenet.init=$init_sum" - "$LAB_IMAGE" >/dev/null
 }
 
+# The same host with systemd as PID 1 (tests the roles' systemd unit): systemd added in a chroot of the
+# host root file system, dockerd configured for vfs without iptables through daemon.json.
+LAB_SYSTEMD_IMAGE=weavenet-lab-host-systemd
+lab_systemd_image() {
+  lab_host_image || return 1
+  local root=$LAB_STATE/rootfs sd=$LAB_STATE/rootfs-systemd
+  if ldocker image inspect "$LAB_SYSTEMD_IMAGE" >/dev/null 2>&1; then return 0; fi
+  if [ ! -e "$sd/.complete" ]; then
+    log "adding systemd to a copy of the host root file system"
+    rm -rf "$sd"
+    cp -a "$root" "$sd"
+    cp /etc/resolv.conf "$sd/etc/resolv.conf"
+    mount -t proc proc "$sd/proc"
+    chroot "$sd" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd systemd-sysv dbus' \
+      >"$LAB_STATE/systemd-install.log" 2>&1
+    local rc=$?
+    umount "$sd/proc"
+    ((rc == 0)) || { tail -5 "$LAB_STATE/systemd-install.log" >&2; return 1; }
+    mkdir -p "$sd/etc/docker"
+    echo '{"storage-driver": "vfs", "iptables": false, "ip6tables": false}' >"$sd/etc/docker/daemon.json"
+    rm -rf "$sd"/var/cache/apt/archives/*.deb "$sd"/var/lib/apt/lists/*
+    touch "$sd/.complete"
+  fi
+  log "importing the host image $LAB_SYSTEMD_IMAGE"
+  tar -C "$sd" -c . | ldocker import -c 'CMD ["/sbin/init"]' -c 'ENV container=docker' - "$LAB_SYSTEMD_IMAGE" >/dev/null
+}
+
+# lab_systemd_hosts_up NAME:IP...: hosts of the systemd image on the network weavenet-sd (203.0.113.0/24).
+lab_systemd_hosts_up() {
+  ldocker network inspect weavenet-sd >/dev/null 2>&1 ||
+    ldocker network create --subnet 203.0.113.0/24 --gateway 203.0.113.1 weavenet-sd >/dev/null
+  local spec
+  for spec in "$@"; do
+    ldocker rm -f "${spec%%:*}" >/dev/null 2>&1 || true
+    ldocker run -d --name "${spec%%:*}" --hostname "${spec%%:*}" --network weavenet-sd --ip "${spec#*:}" \
+      "${LAB_RUN_FLAGS[@]}" --tmpfs /run/lock --stop-signal SIGRTMIN+3 "$LAB_SYSTEMD_IMAGE" >/dev/null || return 1
+  done
+}
+
 lab_network_up() {
   ldocker network inspect "$LAB_NET" >/dev/null 2>&1 ||
     ldocker network create --subnet "$LAB_SUBNET" --gateway 192.0.2.1 "$LAB_NET" >/dev/null
@@ -132,5 +171,5 @@ lab_hosts_down() {
   ids=$(ldocker ps -aq --filter label=weavenet-lab=1 2>/dev/null) || true
   # shellcheck disable=SC2086
   [ -z "$ids" ] || ldocker rm -f -v $ids >/dev/null
-  ldocker network rm "$LAB_NET" >/dev/null 2>&1 || true
+  ldocker network rm "$LAB_NET" weavenet-sd >/dev/null 2>&1 || true
 }
