@@ -7,7 +7,9 @@
 # - lab_dockerd_start/stop: a Docker engine of the lab's own (own socket, data and exec root, no iptables
 #   and no docker0), so the lab neither depends on nor disturbs another engine on this machine.
 # - lab_host_image: the host image (debootstrap bookworm + docker.io, python3, iproute2, ...), built once.
-# - lab_hosts_up/down: 3 Docker-in-Docker hosts on 192.0.2.0/24.
+# - lab_hosts_up/down: 3 Docker-in-Docker hosts on 198.51.100.0/26 (TEST-NET-2). Not 192.0.2.0/24: on
+#   these machines eth0 itself is 192.0.2.2/24 with the gateway 192.0.2.1, and the package registries
+#   answer on 203.0.113.80; a bridge on either range cuts the machine off. lab_subnet_safe checks.
 
 REPO=${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 ANSIBLE_VENV=${ANSIBLE_VENV:-$REPO/.venv-ansible}
@@ -16,9 +18,12 @@ LAB_RUN=${WEAVE_LAB_RUN:-/run/weavenet-ansible-lab}
 LAB_SOCK=$LAB_RUN/docker.sock
 LAB_IMAGE=weavenet-lab-host
 LAB_NET=weavenet-lab
-LAB_SUBNET=192.0.2.0/24
+LAB_SUBNET=198.51.100.0/26
+LAB_GATEWAY=198.51.100.1
+MOLECULE_SUBNET=198.51.100.64/26   # extensions/molecule/default/molecule.yml
+SYSTEMD_SUBNET=198.51.100.128/26   # tests/playbooks/systemd
 LAB_HOSTS=(lab-host1 lab-host2 lab-host3)
-LAB_IPS=(192.0.2.11 192.0.2.12 192.0.2.13)
+LAB_IPS=(198.51.100.11 198.51.100.12 198.51.100.13)
 # Docker-in-Docker without --privileged (it fails here: CAP_SYS_RESOURCE is not in the bounding set).
 LAB_RUN_FLAGS=(--cap-add ALL --cap-drop SYS_RESOURCE --security-opt seccomp=unconfined
   --security-opt apparmor=unconfined --security-opt systempaths=unconfined -v /sys/fs/cgroup:/sys/fs/cgroup:rw --tmpfs /run --tmpfs /tmp
@@ -136,10 +141,12 @@ lab_systemd_image() {
   tar -C "$sd" -c . | ldocker import -c 'CMD ["/sbin/init"]' -c 'ENV container=docker' - "$LAB_SYSTEMD_IMAGE" >/dev/null
 }
 
-# lab_systemd_hosts_up NAME:IP...: hosts of the systemd image on the network weavenet-sd (203.0.113.0/24).
+# lab_systemd_hosts_up NAME:IP...: hosts of the systemd image on the network weavenet-sd.
 lab_systemd_hosts_up() {
-  ldocker network inspect weavenet-sd >/dev/null 2>&1 ||
-    ldocker network create --subnet 203.0.113.0/24 --gateway 203.0.113.1 weavenet-sd >/dev/null
+  if ! ldocker network inspect weavenet-sd >/dev/null 2>&1; then
+    lab_subnet_safe "$SYSTEMD_SUBNET" || return 1
+    ldocker network create --subnet "$SYSTEMD_SUBNET" --gateway 198.51.100.129 weavenet-sd >/dev/null
+  fi
   local spec
   for spec in "$@"; do
     ldocker rm -f "${spec%%:*}" >/dev/null 2>&1 || true
@@ -148,9 +155,36 @@ lab_systemd_hosts_up() {
   done
 }
 
+# A subnet for a lab bridge must not overlap this machine's own routes, contain its gateway, or hold the
+# addresses its package registries resolve to: the bridge would take that traffic.
+lab_subnet_safe() {
+  python3 - "$1" <<'PY'
+import ipaddress, json, socket, subprocess, sys
+net = ipaddress.ip_network(sys.argv[1])
+bad = []
+for r in json.loads(subprocess.run(["ip", "-j", "route"], capture_output=True, text=True).stdout or "[]"):
+    dst, gw = r.get("dst"), r.get("gateway")
+    if dst and dst != "default" and ipaddress.ip_network(dst, strict=False).overlaps(net):
+        bad.append(f"route {dst} dev {r.get('dev')}")
+    if gw and ipaddress.ip_address(gw) in net:
+        bad.append(f"gateway {gw}")
+for host in ("deb.debian.org", "pypi.org", "files.pythonhosted.org"):
+    try:
+        for info in socket.getaddrinfo(host, 443, socket.AF_INET):
+            if ipaddress.ip_address(info[4][0]) in net:
+                bad.append(f"{host} = {info[4][0]}")
+    except OSError:
+        pass
+if bad:
+    sys.exit(f"lab: {net} is in use on this machine ({', '.join(sorted(set(bad)))}); a bridge there would cut it off")
+PY
+}
+
 lab_network_up() {
-  ldocker network inspect "$LAB_NET" >/dev/null 2>&1 ||
-    ldocker network create --subnet "$LAB_SUBNET" --gateway 192.0.2.1 "$LAB_NET" >/dev/null
+  if ! ldocker network inspect "$LAB_NET" >/dev/null 2>&1; then
+    lab_subnet_safe "$LAB_SUBNET" || return 1
+    ldocker network create --subnet "$LAB_SUBNET" --gateway "$LAB_GATEWAY" "$LAB_NET" >/dev/null
+  fi
 }
 
 lab_hosts_up() {
