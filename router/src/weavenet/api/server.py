@@ -31,8 +31,15 @@ async def _value_errors(request: web.Request, handler):
         return await handler(request)
     except ValueError as e:
         return web.json_response({"error": str(e)}, status=400)
-    except RuntimeError as e:  # the kernel, Docker or nft refused: still one line for the CLI
-        return web.json_response({"error": str(e)}, status=500)
+    except (RuntimeError, OSError) as e:  # the kernel, Docker or nft refused: still one line for the CLI
+        return web.json_response({"error": str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__},
+                                 status=500)
+    except web.HTTPException:
+        raise
+    except Exception as e:  # a bug: the traceback goes to the log, the caller still gets one line
+        log.exception("%s %s failed", request.method, request.path)
+        return web.json_response({"error": f"internal error ({type(e).__name__}: {e}); see the router log"},
+                                 status=500)
 
 
 async def _json_body(request: web.Request) -> dict:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import logging
 import os
 from collections.abc import Iterable
 
 from pyroute2.netlink.exceptions import NetlinkError
 
 Iface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+log = logging.getLogger(__name__)
 
 
 def parse_cidr(cidr: str) -> Iface:
@@ -87,9 +90,15 @@ def promote_secondaries(ifname: str) -> None:
     By default the kernel deletes every secondary address of a subnet along with its primary, so
     detaching 10.0.0.1/24 would silently take 10.0.0.5/24 with it. /proc/sys/net belongs to the
     namespace of the calling *thread*, so this works from a ``run_in_netns`` thread.
+
+    Best effort: where /proc/sys is read-only (the router inside a container without
+    ``systempaths=unconfined``) ``remove_addresses`` still puts back any address the kernel dropped.
     """
-    with open(f"/proc/sys/net/ipv4/conf/{ifname}/promote_secondaries", "w") as f:
-        f.write("1")
+    try:
+        with open(f"/proc/sys/net/ipv4/conf/{ifname}/promote_secondaries", "w") as f:
+            f.write("1")
+    except OSError as e:
+        log.debug("cannot set promote_secondaries on %s: %s", ifname, e.strerror)
 
 
 def remove_addresses(ipr, index: int, doomed: list[Iface]) -> list[Iface]:
