@@ -92,28 +92,8 @@ options:
   docker_host:
     description: Docker daemon to use (C(DOCKER_HOST)); default - the local one.
     type: str
-  weave_bin:
-    description: Path of the C(weave) command on the managed host.
-    type: path
-    default: /opt/weavenet/venv/bin/weave
-  rundir:
-    description: The router instance's run directory (C(WEAVE_RUNDIR)).
-    type: path
-  datadir:
-    description: The router instance's data directory (C(WEAVE_DATADIR)).
-    type: path
-attributes:
-  check_mode:
-    description: Predicts C(changed) from the current state without changing anything.
-    support: full
-  diff_mode:
-    description: Shows the state before and after (never a password).
-    support: full
-  action_group:
-    description: Use C(group/weavenet.mesh.weave) in C(module_defaults).
-    support: full
-    membership:
-      - weavenet.mesh.weave
+extends_documentation_fragment:
+  - weavenet.mesh.weave
 notes:
   - The router must be running (M(weavenet.mesh.weave_router)), and the image must be present on the host.
   - Only the image is compared with a running container; use O(recreate) after changing other options.

@@ -31,28 +31,8 @@ options:
     description: With C(state=present), also hide exposed addresses that are not listed.
     type: bool
     default: false
-  weave_bin:
-    description: Path of the C(weave) command on the managed host.
-    type: path
-    default: /opt/weavenet/venv/bin/weave
-  rundir:
-    description: The router instance's run directory (C(WEAVE_RUNDIR)).
-    type: path
-  datadir:
-    description: The router instance's data directory (C(WEAVE_DATADIR)).
-    type: path
-attributes:
-  check_mode:
-    description: Predicts C(changed) from the current state without changing anything.
-    support: full
-  diff_mode:
-    description: Shows the state before and after (never a password).
-    support: full
-  action_group:
-    description: Use C(group/weavenet.mesh.weave) in C(module_defaults).
-    support: full
-    membership:
-      - weavenet.mesh.weave
+extends_documentation_fragment:
+  - weavenet.mesh.weave
 notes:
   - The router must be running (M(weavenet.mesh.weave_router)).
 seealso:

@@ -81,28 +81,8 @@ options:
       - Start, stop and restart the router through this systemd unit instead of C(weave launch) and C(weave stop).
       - The unit must launch the router with the same settings (the C(weavenet.mesh.router) role writes both).
     type: str
-  weave_bin:
-    description: Path of the C(weave) command on the managed host.
-    type: path
-    default: /opt/weavenet/venv/bin/weave
-  rundir:
-    description: The router instance's run directory (C(WEAVE_RUNDIR)); default C(/run/weave).
-    type: path
-  datadir:
-    description: The router instance's data directory (C(WEAVE_DATADIR)); default C(/var/lib/weave).
-    type: path
-attributes:
-  check_mode:
-    description: Predicts C(changed) from the current state without changing anything.
-    support: full
-  diff_mode:
-    description: Shows the state before and after (never a password).
-    support: full
-  action_group:
-    description: Use C(group/weavenet.mesh.weave) in C(module_defaults) to set options for all weavenet modules.
-    support: full
-    membership:
-      - weavenet.mesh.weave
+extends_documentation_fragment:
+  - weavenet.mesh.weave
 notes:
   - Needs root on the managed host (the router creates a bridge and devices).
 seealso:
