@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: weavenet developers
-# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
 """Options and attributes every weavenet.mesh module shares: how to reach the router instance."""
 
 from __future__ import annotations
