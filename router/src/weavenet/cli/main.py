@@ -267,7 +267,8 @@ def run_container(argv: list[str], paths: Paths) -> int:
     for w in wanted:
         if isinstance(w, Allocate) and w.subnet is not None and not w.subnet.subnet_of(rng):
             raise ValueError(f"subnet {w.subnet} is not inside the allocation range {rng}")
-    if cfg.get("dns") and report.get("dns"):
+    shared_netns = str(spec.kwargs.get("network", "")).startswith(("host", "container:"))  # Docker refuses --dns
+    if cfg.get("dns") and report.get("dns") and not shared_netns:
         # weaveDNS for the container: our server first, the weave domain searched, and a hostname
         # in the domain (so it is registered) unless the user chose one.
         domain = cfg["dns_domain"].rstrip(".")
