@@ -180,3 +180,14 @@ def test_bad_input(mesh):
     fails(h4, "launch", "--ipalloc-range", "10.0.0.0/8", says="overlaps")
     fails(h4, "launch", "--ipalloc-range", "10.64.0.0/12", "--ipalloc-default-subnet", "10.1.0.0/16",
           says="not inside")
+    # A router keeps its space: relaunching it with another range is refused until `weave reset`.
+    h4.weave("launch", "--ipalloc-range", "10.96.0.0/12")
+    c, _ = run(h4, lab, label, image, "bad-seed")     # alone: it claims the range, which is persisted
+    assert ethwe_cidrs(c)[0].startswith("10.96.")
+    docker("rm", "-f", c)
+    h4.weave("stop")
+    fails(h4, "launch", "--ipalloc-range", "10.112.0.0/12", says="weave reset")
+    assert h4.router_pid() is None
+    h4.weave("reset")
+    h4.weave("launch", "--ipalloc-range", "10.112.0.0/12")
+    h4.weave("stop")

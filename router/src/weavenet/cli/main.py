@@ -147,6 +147,8 @@ def run_router(cfg: RouterConfig, paths: Paths) -> int:
             await router.start()
         except OSError as e:
             raise SystemExit(f"weave: cannot listen on port {cfg.port}: {e.strerror or e}") from None
+        except ValueError as e:  # e.g. persisted IPAM state for another range
+            raise SystemExit(f"weave: {e}") from None
         runner = await start_api(router)
         paths.pidfile.write_text(f"{os.getpid()}\n")
         try:
