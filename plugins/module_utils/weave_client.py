@@ -54,13 +54,13 @@ def normalize_peer(peer, default_port=DEFAULT_PORT):
     return "%s:%d" % (peer, default_port)
 
 
+def _normalized_unique(normalize, items):
+    """Each item normalized, in order, the first of equal ones kept."""
+    return list(dict.fromkeys(normalize(i) for i in items or []))
+
+
 def normalize_peers(peers):
-    out = []
-    for p in peers or []:
-        n = normalize_peer(p)
-        if n not in out:
-            out.append(n)
-    return out
+    return _normalized_unique(normalize_peer, peers)
 
 
 def normalize_cidr(cidr):
@@ -75,12 +75,7 @@ def normalize_cidr(cidr):
 
 
 def normalize_cidrs(cidrs):
-    out = []
-    for c in cidrs or []:
-        n = normalize_cidr(c)
-        if n not in out:
-            out.append(n)
-    return out
+    return _normalized_unique(normalize_cidr, cidrs)
 
 
 def normalize_address(entry):

@@ -51,7 +51,7 @@ class Host:
 
     def tick(self) -> None:
         routes = self.mesh.routes.unicast
-        neighbours = {d for d, hop in routes.items() if d == hop}  # routable now, so sends are not dropped
+        neighbours = self.mesh.routes.neighbours()
         reachable = set(routes)
         actions = []
         if (neighbours, reachable) != (self._neighbours, self._reachable):

@@ -173,8 +173,7 @@ def dispatch(args: argparse.Namespace, paths: Paths) -> int:
     if cmd == "version":
         print(f"weave {__version__}")
     elif cmd == "launch":
-        cfg = _config_from(args)
-        _check_range(cfg)
+        cfg = _config_from(args)  # the router checks the range against host routes: its error comes back here
         print(daemon.launch(paths, _router_argv(args, cfg), cfg.password))
     elif cmd == "router":
         cfg = _config_from(args)

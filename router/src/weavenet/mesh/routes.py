@@ -56,6 +56,10 @@ class RouteTable:
     def reachable(self) -> set[str]:
         return set(self.unicast) | {self.ourself}
 
+    def neighbours(self) -> set[str]:
+        """Directly connected peers that are already routable (so a message sent to them is not dropped)."""
+        return {d for d, hop in self.unicast.items() if d == hop}
+
     def broadcast(self, source: str) -> list[str]:
         hops = self._bcast.get(source)
         if hops is None:

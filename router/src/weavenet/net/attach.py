@@ -7,6 +7,7 @@ deleted with the last address.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 
 from pyroute2.netlink.exceptions import NetlinkError
@@ -87,7 +88,7 @@ def attach(target_path: str, cidrs: list[str], bridge: str = "weave", mtu: int =
         if announce and probe_timeout > 0:
             taken = run_in_netns(target_path, probe, ETHWE, mac, announce, probe_timeout)
             if taken:
-                ip = min(taken, key=lambda a: tuple(int(x) for x in a.split(".")))
+                ip = min(taken, key=ipaddress.IPv4Address)
                 raise ValueError(f"{ip} is already in use on the mesh (answered by {taken[ip]})")
         addrs = run_in_netns(target_path, _add_ethwe_addresses, new, routes)
     except BaseException:

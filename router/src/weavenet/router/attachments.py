@@ -182,8 +182,7 @@ class Attachments:
             parse_cidr(c)
         with self._lock:
             if not hide:
-                for c in cidrs:
-                    self._check_free("weave:expose", [c])
+                self._check_free("weave:expose", cidrs)
             for c in cidrs:
                 (net.hide if hide else net.expose)(c, self.bridge)
             self._commit()

@@ -63,8 +63,7 @@ class DnsService:
             return []
 
     def tick(self, now: float) -> list[Action]:
-        routes = self.mesh.routes.unicast
-        neighbours = {d for d, hop in routes.items() if d == hop}
+        neighbours = self.mesh.routes.neighbours()
         actions: list[Action] = []
         for p in sorted(neighbours - self._neighbours):   # a new neighbour gets everything
             actions += self.mesh.send_app(CHANNEL, self.store.encode_gossip(), p)

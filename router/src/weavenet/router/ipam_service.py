@@ -95,12 +95,11 @@ class IpamService:
             return []
 
     def tick(self, now: float) -> list[Action]:
-        routes = self.mesh.routes.unicast
-        neighbours = {d for d, hop in routes.items() if d == hop}  # routable: sends to them are not dropped
+        neighbours, reachable = self.mesh.routes.neighbours(), set(self.mesh.routes.unicast)
         actions: list[Action] = []
-        if (neighbours, set(routes)) != self._peers:
-            self._peers = (neighbours, set(routes))
-            actions += self._execute(self.alloc.peers_changed(neighbours, set(routes), now))
+        if (neighbours, reachable) != self._peers:
+            self._peers = (neighbours, reachable)
+            actions += self._execute(self.alloc.peers_changed(neighbours, reachable, now))
         if now >= self._next_tick:
             self._next_tick = now + TICK_INTERVAL
             actions += self._execute(self.alloc.tick(now))

@@ -220,6 +220,8 @@ class Router:
         self.workloads = Workloads(self.attachments, self.ipam, self.dns, self.execute, loop)
         await asyncio.to_thread(self.attachments.reconcile)
         self.workloads.forget_stale_leases()
+        # The watcher reconciles again once subscribed: the first pass (above) puts the rules and
+        # netns attachments in place even without Docker, the second covers events missed in between.
         self._events = EventWatcher(self.attachments.docker, self.attachments.on_event,
                                     self.attachments.reconcile)
         self._events.start()

@@ -44,7 +44,8 @@ class Workloads:
         wanted = [parse_address_spec(s) for s in specs] or [Allocate(None)]
         key = await asyncio.to_thread(self.attachments.key_of, target)
         cidrs: list[str] = []
-        fresh: list[str] = []
+        fresh: list[str] = []        # leases this call created: given back if it fails
+        allocated: list[str] = []    # addresses IPAM chose (reported to the caller)
         try:
             for spec in wanted:
                 now = time.monotonic()
@@ -60,17 +61,14 @@ class Workloads:
                     cidr = str(await self.ipam.allocate(key, spec.subnet, now, self.execute))
                     if cidr not in had:
                         fresh.append(cidr)
+                        allocated.append(cidr)
                 cidrs.append(cidr)
             result = await asyncio.to_thread(self.attachments.attach, target, cidrs)
         except BaseException:
             for c in fresh:
                 self.execute(self.ipam.release(key, c, time.monotonic()))
             raise
-        return {**result, "allocated": [c for c in cidrs if c in fresh and not self._explicit(c, wanted)]}
-
-    @staticmethod
-    def _explicit(cidr: str, wanted: list) -> bool:
-        return any(isinstance(w, Explicit) and str(w.interface) == cidr for w in wanted)
+        return {**result, "allocated": allocated}
 
     async def detach(self, target: str, cidrs: list[str] | None) -> dict:
         return await asyncio.to_thread(self.attachments.detach, target, cidrs)
@@ -107,12 +105,17 @@ class Workloads:
     def names(self, rec: Record, cidrs: list[str]) -> list[tuple[str, str]]:
         """(name, ip) pairs: the container's own hostname when it lies in the domain, plus dns-add's."""
         out = []
-        host = rec.fqdn.lower().rstrip(".") + "."
-        if self.dns is not None and host.endswith("." + self.dns.domain):
+        host = self._own_name(rec)
+        if host is not None:
             out += [(host, ip) for ip in _ips(cidrs)]
         ips = set(_ips(cidrs))
         out += [(n, ip) for n, ip in rec.dns if ip in ips]
         return out
+
+    def _own_name(self, rec: Record) -> str | None:
+        """The container's own hostname, fully qualified, if it lies in the weaveDNS domain."""
+        host = rec.fqdn.lower().rstrip(".") + "."
+        return host if self.dns is not None and host.endswith("." + self.dns.domain) else None
 
     def forget_stale_leases(self) -> None:
         """IPAM allocations of containers that have no record any more (e.g. a crash between the
@@ -163,8 +166,8 @@ class Workloads:
         dns = self._dns()
         if fqdn:
             name = qualify(fqdn, dns.domain)
-        elif rec.fqdn and rec.fqdn.lower().rstrip(".").endswith("." + dns.domain.rstrip(".")):
-            name = rec.fqdn.lower().rstrip(".") + "."
+        elif (own := self._own_name(rec)) is not None:
+            name = own
         elif rec.name:
             name = qualify(rec.name, dns.domain)
         else:
