@@ -24,7 +24,7 @@ from ..containers.client import ContainerInfo, Docker, DockerUnavailable
 from ..net import isolation
 from ..net.addrs import parse_cidr, parse_cidrs
 from ..net.netns import check_netns_path
-from .state import write_atomic
+from .state import load_attachment_records, write_atomic
 
 log = logging.getLogger("weavenet.attachments")
 
@@ -81,15 +81,11 @@ class Attachments:
 
     # --- persistence ---------------------------------------------------------------------------
     def _load(self) -> None:
-        try:
-            data = json.loads(self.state_file.read_text())
-            for r in data.get("records", []):
-                rec = Record(**r)
-                self.records[rec.key] = rec
-        except FileNotFoundError:
-            pass
-        except (ValueError, TypeError) as e:
-            log.warning("ignoring unreadable %s: %s", self.state_file, e)
+        # A corrupt file raises StateError (one line, launch fails): ignoring it would forget every
+        # workload and the next save would overwrite what an operator could still recover.
+        for r in load_attachment_records(self.state_file):
+            rec = Record(**r)
+            self.records[rec.key] = rec
 
     def _save(self) -> None:
         try:

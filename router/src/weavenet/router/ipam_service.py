@@ -17,7 +17,7 @@ from ..ipam import Allocated, Allocator, AllocFailed, ClaimRefused, GossipChange
 from ..ipam.status import format_ipam_status
 from ..mesh.core import Action, Mesh
 from ..mesh.errors import ProtocolError
-from .state import write_atomic
+from .state import load_ipam_text, write_atomic
 
 log = logging.getLogger("weavenet.ipam")
 
@@ -42,9 +42,8 @@ class IpamService:
         self._conflict_logged: set[str] = set()
 
     def _load(self, us: str, network, default_subnet, seed: bool) -> Allocator:
-        try:
-            text = self.state_file.read_text()
-        except FileNotFoundError:
+        text = load_ipam_text(self.state_file)   # StateError (one line) if corrupt
+        if text is None:
             return Allocator(us, network, default_subnet, seed=seed)
         return Allocator.from_json(text, us, network, default_subnet, seed=seed)  # ValueError: one line
 

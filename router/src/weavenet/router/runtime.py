@@ -24,7 +24,7 @@ from .dns_service import DNS_ADDRESS, DnsService
 from .docker_events import EventWatcher
 from .ipam_service import IpamService
 from .paths import Paths
-from .state import load_or_create_peer_name, load_targets, save_targets
+from .state import check_all, load_or_create_peer_name, load_targets, save_targets
 from .workloads import Workloads
 
 log = logging.getLogger("weavenet.router")
@@ -71,6 +71,7 @@ class Router:
         self.config = config
         self.paths = paths
         self.started = time.time()
+        check_all(paths)   # every state file readable before anything (files, links, rules) is changed
         self.name = load_or_create_peer_name(paths, config.name)
         self.dataplane = Dataplane(DataplaneConfig(config.port, config.mtu, config.fastdp), self.name)
         self.mesh: Mesh
