@@ -2,6 +2,10 @@
 
 Per-frame work never runs on the asyncio loop. The control plane publishes an immutable ``View``
 (routes, links, fast-path peers) and swaps it atomically; the threads only read it.
+
+Everything a datagram or frame can do wrong ends as a counted drop (``drops[reason]``); an unexpected
+exception is counted as "internal" and logged at most once per LOG_EVERY seconds, and the loop goes
+on. A thread that ends anyway is visible in ``dead_threads()`` for the control plane to act on.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ VNET_HDR = 10
 BATCH_BYTES = 60000      # frames queued together share one datagram up to this size
 BATCH_FRAMES = 64
 SOCK_BUF = 8 * 1024 * 1024
+LOG_EVERY = 10.0         # at most one log line per kind of trouble per this many seconds
+STALL_AFTER = 10.0       # a loop that has not come round for this long is reported as stalled
+LOOPS = {"weave-tap-rx": "_tap_loop", "weave-udp-rx": "_udp_loop"}
 IP_MTU_DISCOVER, IP_PMTUDISC_DONT = 10, 0  # <linux/in.h>; not exported by Python's socket module
 
 
@@ -46,6 +53,13 @@ class PeerLink:
 
     def __post_init__(self) -> None:
         self.name_b = sleeve.name_bytes(self.name)
+        ip = self.addr[0]
+        if ip.startswith("::ffff:"):  # an IPv4 peer accepted on a dual-stack socket
+            self.addr = (ip[7:], self.addr[1])
+
+    @property
+    def ip(self) -> str:
+        return self.addr[0]
 
 
 @dataclass(frozen=True)
@@ -60,7 +74,8 @@ class View:
 
 
 class Engine:
-    def __init__(self, ourself: str, tap_fd: int, port: int, macs: MacTable, vnet_hdr: bool = True) -> None:
+    def __init__(self, ourself: str, tap_fd: int, port: int, macs: MacTable, vnet_hdr: bool = True,
+                 bind: str = "0.0.0.0") -> None:
         self.ourself = ourself
         self.our_b = sleeve.name_bytes(ourself)
         self.tap_fd = tap_fd
@@ -73,7 +88,8 @@ class Engine:
         # Let the kernel fragment datagrams larger than the path MTU rather than drop them: batched
         # and GSO frames exceed it by design, and a container's TCP never sees a blackhole.
         self.sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
-        self.sock.bind(("0.0.0.0", port))
+        self.sock.bind((bind, port))
+        self.port: int = self.sock.getsockname()[1]  # port 0 (tests): the one the kernel chose
         self.sock.settimeout(0.5)
         self._view = View(ourself, RouteTable({ourself: []}, ourself), {})
         self._by_bytes: dict[bytes, PeerLink] = {}
@@ -82,7 +98,12 @@ class Engine:
         self.bytes = Counter()
         self.drops = Counter()    # reason -> count
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._threads: dict[str, threading.Thread] = {}
+        self.deaths: dict[str, str] = {}      # thread name -> why it ended (until restarted)
+        self.restarts = Counter()             # thread name -> restarts
+        self.beats: dict[str, float] = {}     # thread name -> when its loop last came round
+        self._logged: dict[str, float] = {}   # kind of trouble -> when last logged
+        self._suppressed = Counter()
 
     # --- control plane side ---------------------------------------------------------------------
     def publish(self, view: View) -> None:
@@ -92,54 +113,115 @@ class Engine:
         self._view = view
 
     def start(self) -> None:
-        for target, name in ((self._tap_loop, "weave-tap-rx"), (self._udp_loop, "weave-udp-rx")):
-            t = threading.Thread(target=target, name=name, daemon=True)
-            t.start()
-            self._threads.append(t)
+        for name in LOOPS:
+            self._spawn(name)
 
     def stop(self) -> None:
         self._stop.set()
-        for t in self._threads:
+        for t in self._threads.values():
             t.join(timeout=2)
         self.sock.close()
+
+    # --- thread health ---------------------------------------------------------------------------
+    def _spawn(self, name: str) -> None:
+        self.beats[name] = time.monotonic()
+        t = threading.Thread(target=self._run, args=(name,), name=name, daemon=True)
+        self._threads[name] = t
+        t.start()
+
+    def _run(self, name: str) -> None:
+        try:
+            getattr(self, LOOPS[name])()
+            if not self._stop.is_set():
+                self.deaths[name] = "loop ended (device closed?)"
+        except BaseException as e:  # noqa: BLE001 - recorded for the control plane, which acts on it
+            self.deaths[name] = f"{type(e).__name__}: {e}"
+            log.exception("datapath thread %s died", name)
+
+    def dead_threads(self) -> dict[str, str]:
+        """Threads that ended while the engine should be running: name -> why."""
+        if self._stop.is_set():
+            return {}
+        return {n: self.deaths.get(n, "ended") for n, t in self._threads.items() if not t.is_alive()}
+
+    def stalled_threads(self, now: float) -> dict[str, float]:
+        """Live threads whose loop has not come round for STALL_AFTER seconds: name -> seconds."""
+        return {n: round(now - self.beats.get(n, now), 1) for n, t in self._threads.items()
+                if t.is_alive() and now - self.beats.get(n, now) > STALL_AFTER}
+
+    def restart(self, name: str) -> None:
+        self.restarts[name] += 1
+        self.deaths.pop(name, None)
+        self._spawn(name)
+
+    def _trouble(self, kind: str, exc: BaseException) -> None:
+        """Count an unexpected per-packet exception and log it, rate-limited (never once per packet)."""
+        self.drops[kind] += 1
+        now = time.monotonic()
+        if now - self._logged.get(kind, -LOG_EVERY) >= LOG_EVERY:
+            n, self._suppressed[kind] = self._suppressed[kind], 0
+            self._logged[kind] = now
+            log.warning("datapath %s: %s: %s%s", kind, type(exc).__name__, exc,
+                        f" (and {n} more since the last report)" if n else "", exc_info=exc)
+        else:
+            self._suppressed[kind] += 1
 
     # --- TAP -> peers ----------------------------------------------------------------------------
     def _tap_loop(self) -> None:
         os.set_blocking(self.tap_fd, False)
         poller = select.poll()
         poller.register(self.tap_fd, select.POLLIN)
-        off = self.off
+        beats = self.beats
         while not self._stop.is_set():
+            beats["weave-tap-rx"] = time.monotonic()
             if not poller.poll(500):
                 continue
-            groups: dict[Out, list[bytes]] = {}
-            sizes: dict[Out, int] = {}
-            now = time.monotonic()
-            fwd = self._fwd
-            for _ in range(BATCH_FRAMES):
-                try:
-                    frame = os.read(self.tap_fd, 65600)
-                except BlockingIOError:
-                    break
-                except OSError as e:
-                    if e.errno == errno.EBADF:
-                        return
-                    raise
-                if len(frame) < off + 14:
-                    continue
-                outs = fwd.from_local(frame[off:off + 6], now)
-                if isinstance(outs, str):
-                    self.drops[outs] += 1
-                    continue
-                for out in outs:
-                    n = len(frame) + 4
-                    if sizes.get(out, 0) + n > BATCH_BYTES and out in groups:
-                        self._send(out, groups.pop(out), self.our_b)
-                        sizes[out] = 0
-                    groups.setdefault(out, []).append(frame)
-                    sizes[out] = sizes.get(out, 0) + n
-            for out, frames in groups.items():
-                self._send(out, frames, self.our_b)
+            try:
+                if not self._tap_batch():
+                    return
+            except Exception as e:  # noqa: BLE001 - a bug must cost one batch, not the thread
+                self._trouble("internal", e)
+
+    def _tap_batch(self) -> bool:
+        """Read up to BATCH_FRAMES frames from the TAP and send them on; False once the TAP is gone."""
+        off = self.off
+        groups: dict[Out, list[bytes]] = {}
+        sizes: dict[Out, int] = {}
+        now = time.monotonic()
+        fwd = self._fwd
+        learn, ourself = self.macs.learn, self.ourself
+        for _ in range(BATCH_FRAMES):
+            try:
+                frame = os.read(self.tap_fd, 65600)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno == errno.EBADF or self._stop.is_set():
+                    return False
+                self._trouble("tap_read", e)
+                time.sleep(0.01)  # a device in error polls readable at once: do not spin on it
+                break
+            if len(frame) < off + 14:
+                if not frame:  # EOF: the TAP (or the test's socket) is closed
+                    return False
+                self.drops["runt"] += 1
+                continue
+            # Our bridge's MACs are ours: a sleeve frame may not move them to a remote peer.
+            learn(frame[off + 6:off + 12], ourself, now)
+            outs = fwd.from_local(frame[off:off + 6], now)
+            if isinstance(outs, str):
+                self.drops[outs] += 1
+                continue
+            for out in outs:
+                n = len(frame) + 4
+                if sizes.get(out, 0) + n > BATCH_BYTES and out in groups:
+                    self._send(out, groups.pop(out), self.our_b)
+                    sizes[out] = 0
+                groups.setdefault(out, []).append(frame)
+                sizes[out] = sizes.get(out, 0) + n
+        for out, frames in groups.items():
+            self._send(out, frames, self.our_b)
+        return True
 
     def _send(self, out: Out, frames: list[bytes], origin_b: bytes) -> None:
         link = self._view.links.get(out.hop)
@@ -169,25 +251,32 @@ class Engine:
     def _udp_loop(self) -> None:
         sock = self.sock
         off = self.off
+        beats = self.beats
         while not self._stop.is_set():
+            now = beats["weave-udp-rx"] = time.monotonic()
             try:
-                dg = sock.recv(65535)
+                dg, src = sock.recvfrom(65535)
             except TimeoutError:
                 continue
-            except OSError:
-                if self._stop.is_set():
+            except OSError as e:
+                if self._stop.is_set() or e.errno == errno.EBADF:
                     return
-                continue
+                continue  # e.g. ECONNREFUSED left by an ICMP error for an earlier send
             try:
-                self._receive(dg, off)
+                self._receive(dg, src[0], off, now)
             except sleeve.SleeveError as e:
                 self.drops[e.reason] += 1
+            except Exception as e:  # noqa: BLE001 - a bug must cost one datagram, not the thread
+                self._trouble("internal", e)
 
-    def _receive(self, dg: bytes, off: int) -> None:
+    def _receive(self, dg: bytes, src_ip: str, off: int, now: float) -> None:
         sender, seq, encrypted = sleeve.peek(dg)
         link = self._by_bytes.get(sender)
         if link is None:
             self.drops["unknown_peer"] += 1
+            return
+        if src_ip != link.addr[0]:  # only the peer's underlay address may speak for it
+            self.drops["wrong_source"] += 1
             return
         key = link.rx_key
         if encrypted != (key is not None):
@@ -208,17 +297,25 @@ class Engine:
             self.drops[decision] += len(frames)
             return
         inject, outs = decision
-        now = time.monotonic()
         learn = self.macs.learn
+        good = []
         for f in frames:
-            if len(f) >= off + 12:
-                learn(f[off + 6:off + 12], origin, now)
+            if len(f) < off + 14:
+                self.drops["runt"] += 1
+            elif f[off + 6] & 1:  # multicast/broadcast source MAC: no valid frame has one
+                self.drops["bad_src_mac"] += 1
+            elif learn(f[off + 6:off + 12], origin, now) is None:
+                self.drops["mac_hijack"] += 1  # claims a MAC that lives on our bridge
+            else:
+                good.append(f)
+        if not good:
+            return
         if inject:
             fd = self.tap_fd
-            for f in frames:
+            for f in good:
                 try:
                     os.write(fd, f)
                 except OSError:
                     self.drops["tap_write"] += 1
         for out in outs:
-            self._send(out, frames, origin_b)
+            self._send(out, good, origin_b)

@@ -46,7 +46,12 @@ class Forwarder:
         return outs
 
     def from_sleeve(self, origin: str, dest: str | None, relay_only: bool) -> tuple[bool, list[Out]] | str:
-        """A datagram received from a peer: (inject into our bridge?, where to relay) or a drop reason."""
+        """A datagram received from a peer: (inject into our bridge?, where to relay) or a drop reason.
+
+        The origin is a claim of the hop that sent it: it must be a peer we have a route to (never
+        ourselves), which also bounds the per-origin broadcast trees the route table caches."""
+        if origin not in self.routes.unicast:
+            return "bad_origin"
         if dest == self.ourself:
             return True, []
         if dest is None:

@@ -26,7 +26,8 @@ HEADER = struct.Struct(">BB6sQ")
 BODY_HEAD = struct.Struct(">6s6sB")
 FRAME_LEN = struct.Struct(">I")
 BROADCAST = b"\xff" * 6
-OVERHEAD = HEADER.size + BODY_HEAD.size + FRAME_LEN.size + 16  # + AEAD tag
+TAG = 16                                                  # Poly1305 tag
+OVERHEAD = HEADER.size + BODY_HEAD.size + FRAME_LEN.size + TAG
 MAX_DATAGRAM = 65507
 
 
@@ -69,15 +70,21 @@ def peek(datagram: bytes) -> tuple[bytes, int, bool]:
 
 
 def decode_body(datagram: bytes, seq: int, key: bytes | None) -> tuple[bytes, bytes, bool, list[bytes]]:
-    """(origin, dest, relay_only, frames). Raises SleeveError("auth") for a forged/garbled datagram."""
+    """(origin, dest, relay_only, frames). Raises SleeveError("auth") for a forged/garbled datagram,
+    SleeveError("malformed") for one that cannot even be parsed; nothing else escapes."""
     if key is None:
         body = memoryview(datagram)[HEADER.size:]
     else:
+        # Too short for body head + tag: libsodium's binding would raise ValueError, not CryptoError.
+        if len(datagram) < HEADER.size + BODY_HEAD.size + TAG:
+            raise SleeveError("malformed")
         try:
             body = memoryview(crypto_aead_chacha20poly1305_ietf_decrypt(
                 bytes(datagram[HEADER.size:]), bytes(datagram[:HEADER.size]), _nonce(seq), key))
         except CryptoError:
             raise SleeveError("auth") from None
+        except (ValueError, TypeError):  # any other complaint of the binding about its inputs
+            raise SleeveError("malformed") from None
     if len(body) < BODY_HEAD.size:
         raise SleeveError("malformed")
     origin, dest, bflags = BODY_HEAD.unpack_from(body)

@@ -95,7 +95,9 @@ def ensure_vxlan(name: str = "vxlan-6784", bridge: str = "weave", port: int = 67
             link = None
         if link is None:
             # No remote/group/local: the FDB says where frames go; the kernel binds UDP *:port.
-            _add_link(ipr, ifname=name, kind="vxlan", vxlan_id=vni, vxlan_port=port, vxlan_learning=1)
+            # Learning off: a datagram must never teach the device where a MAC lives (only the
+            # router's static entries do), so a forged one cannot redirect traffic.
+            _add_link(ipr, ifname=name, kind="vxlan", vxlan_id=vni, vxlan_port=port, vxlan_learning=0)
         link = require_link(ipr, name, kind="vxlan")
         # Going up binds UDP *:port: EADDRINUSE when something else holds the port.
         with netlink_errors(f"cannot set up {name} (UDP port {port})"):
@@ -109,7 +111,7 @@ def ensure_vxlan(name: str = "vxlan-6784", bridge: str = "weave", port: int = 67
 def _vxlan_matches(link, port: int, vni: int) -> bool:
     data = ("linkinfo", "data")
     return (link.get((*data, "IFLA_VXLAN_ID")) == vni and link.get((*data, "IFLA_VXLAN_PORT")) == port
-            and bool(link.get((*data, "IFLA_VXLAN_LEARNING"))))
+            and not link.get((*data, "IFLA_VXLAN_LEARNING")))  # an older, learning device is recreated
 
 
 def _add_link(ipr, **spec) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -13,7 +14,7 @@ from ..datapath.engine import Engine, PeerLink, View
 from ..datapath.macs import MacTable, mac_str
 from ..mesh.core import Mesh
 from ..net import bridge as br
-from ..net import isolation
+from ..net import isolation, udpfilter
 from ..net.tap import Tap
 
 log = logging.getLogger("weavenet.dataplane")
@@ -22,6 +23,10 @@ BRIDGE = "weave"
 VXLAN = "vxlan-6784"
 TAP = "weave-tap"
 VXLAN_PORT = 6784
+MAX_RESTARTS = 3          # a datapath thread that dies more often than this within RESTART_WINDOW
+RESTART_WINDOW = 60.0     # seconds ends the router (exit status 70) for its supervisor to restart
+EXIT_DATAPATH = 70        # EX_SOFTWARE
+FILTER_REFRESH = 5.0      # seconds between reads of the source filter's drop counter
 
 
 def remove_links() -> None:
@@ -31,6 +36,7 @@ def remove_links() -> None:
     for name in (VXLAN, BRIDGE):
         br.delete_link(name)
     isolation.remove()
+    udpfilter.remove()
 
 
 @dataclass
@@ -38,6 +44,7 @@ class DataplaneConfig:
     port: int = 6783
     mtu: int = 1376
     fastdp: bool = True
+    encrypted: bool = False   # a password is set: the fast path (unauthenticated VXLAN) stays off
 
 
 class Dataplane:
@@ -47,7 +54,19 @@ class Dataplane:
     def __init__(self, cfg: DataplaneConfig, ourname: str) -> None:
         self.cfg = cfg
         self.ourname = ourname
-        self.macs = MacTable()
+        # The kernel VXLAN carries frames unauthenticated (no ESP here): with a password the sleeve,
+        # which authenticates every datagram, is the only path. Otherwise encryption could be bypassed.
+        self.fastdp = cfg.fastdp and not cfg.encrypted
+        self.fastdp_off = "" if self.fastdp else "encryption is on" if cfg.fastdp else "--no-fastdp"
+        if cfg.fastdp and cfg.encrypted:
+            log.info("fast datapath is off because encryption is on (VXLAN frames cannot be authenticated)")
+        self.macs = MacTable(local=ourname)
+        self.engine: Engine | None = None
+        self._deaths: deque[float] = deque()
+        self.failed = ""          # why the data plane gave up (the router exits)
+        self._filter_peers: frozenset[str] | None = None
+        self._filter_dropped: int | None = None
+        self._next_filter_read = 0.0
         self.vxlan_mac: str | None = None
         self.bridge_mac: str | None = None
         self.decider = fastdp.FastPathDecider()
@@ -64,7 +83,10 @@ class Dataplane:
         """Blocking: bridge, VXLAN, TAP, sockets. Idempotent over an earlier run's leftovers."""
         cfg = self.cfg
         br.ensure_bridge(BRIDGE, cfg.mtu)
-        if cfg.fastdp:
+        # Before the VXLAN device binds its port: no moment where it takes datagrams from anyone.
+        udpfilter.ensure([cfg.port, VXLAN_PORT])
+        self._filter_peers = frozenset()
+        if self.fastdp:
             self.vxlan_mac = br.ensure_vxlan(VXLAN, BRIDGE, VXLAN_PORT, mtu=cfg.mtu)
             self._reset_vxlan_fdb()
             self._hb_sock = fastdp.open_heartbeat_socket(VXLAN)
@@ -85,7 +107,7 @@ class Dataplane:
 
     def uplinks(self) -> list[str]:
         """Bridge ports towards other hosts (the isolation rules trust what arrives on them)."""
-        return [TAP, VXLAN] if self.cfg.fastdp else [TAP]
+        return [TAP, VXLAN] if self.fastdp else [TAP]
 
     def features(self) -> dict:
         """Advertised in our handshake: peers that also run a fast path can use it with us."""
@@ -102,6 +124,8 @@ class Dataplane:
             self._hb_sock.close()
         self.engine.stop()
         self.tap.close()
+        # Fail closed while no router runs: the VXLAN device stays, but takes nothing from anyone.
+        self._nl(udpfilter.set_peers, set())
         self._netlink.shutdown(wait=True)
 
     def _reset_vxlan_fdb(self) -> None:
@@ -112,12 +136,17 @@ class Dataplane:
     def sync(self, mesh: Mesh, now: float) -> list:
         """Follow the mesh: sleeve links per connection, routes, fast-path candidates and checks.
         Returns mesh actions (fast-path status messages to peers)."""
+        self.check_threads(now)
         conns = {c.id: c for c in mesh.live_connections()}
         changed = frozenset(conns) != self._conn_ids or mesh.routes_version != self._routes_version
         if changed:
             self._conn_ids = frozenset(conns)
             self._routes_version = mesh.routes_version
             self._links = {cid: self._links.get(cid) or self._new_link(c) for cid, c in conns.items()}
+            self._update_filter({c.remote_ip for c in conns.values() if c.remote is not None and c.remote_ip})
+        if now >= self._next_filter_read and self._filter_peers is not None:
+            self._next_filter_read = now + FILTER_REFRESH
+            self._nl(self._read_filter)
         actions: list = []
         # A stalled router (overloaded host) did not read heartbeats: that silence is ours, not the paths'.
         stalled = now - self._last_sync - 0.5 if self._last_sync else 0.0
@@ -127,7 +156,7 @@ class Dataplane:
         if now >= self._next_mac_expiry:  # lookups ignore stale entries; this frees them
             self._next_mac_expiry = now + 30.0
             self.macs.expire(now)
-        if self.cfg.fastdp:
+        if self.fastdp:
             if changed:
                 cands = {}
                 for c in conns.values():
@@ -153,6 +182,49 @@ class Dataplane:
             links = {c.remote.name: self._links[cid] for cid, c in conns.items() if c.remote is not None}
             self.engine.publish(View(self.ourname, mesh.routes, links, self.decider.active()))
         return actions
+
+    # --- thread health and the source filter -----------------------------------------------------
+    def check_threads(self, now: float) -> None:
+        """Called every tick: a dead datapath thread is restarted at once; one that keeps dying
+        ends the router with EXIT_DATAPATH (SystemExit leaves asyncio.run), never a half-dead router."""
+        eng = self.engine
+        if eng is None or self.failed:
+            return
+        for name, why in eng.dead_threads().items():
+            while self._deaths and now - self._deaths[0] > RESTART_WINDOW:
+                self._deaths.popleft()
+            self._deaths.append(now)
+            if len(self._deaths) > MAX_RESTARTS:
+                self.failed = f"{name} died {len(self._deaths)} times in {RESTART_WINDOW:.0f}s ({why})"
+                log.critical("data plane failed: %s; exiting for the supervisor to restart the router", self.failed)
+                raise SystemExit(EXIT_DATAPATH)
+            log.error("datapath thread %s died (%s): restarting it", name, why)
+            eng.restart(name)
+
+    def health(self, now: float) -> tuple[str, str]:
+        """("healthy" | "degraded" | "failed", why) for `weave status`."""
+        if self.failed:
+            return "failed", self.failed
+        eng = self.engine
+        if eng is None:
+            return "degraded", "not started"
+        dead = eng.dead_threads()
+        if dead:
+            return "degraded", "; ".join(f"{n} dead: {why}" for n, why in sorted(dead.items()))
+        stalled = eng.stalled_threads(now)
+        if stalled:
+            return "degraded", "; ".join(f"{n} stalled {s}s" for n, s in sorted(stalled.items()))
+        restarts = sum(eng.restarts.values())
+        return "healthy", f"{restarts} thread restart(s)" if restarts else ""
+
+    def _update_filter(self, ips: set[str]) -> None:
+        peers = frozenset(ip[7:] if ip.startswith("::ffff:") else ip for ip in ips)
+        if self._filter_peers is not None and peers != self._filter_peers:
+            self._filter_peers = peers
+            self._nl(udpfilter.set_peers, set(peers))
+
+    def _read_filter(self) -> None:
+        self._filter_dropped = udpfilter.dropped()
 
     def _new_link(self, c) -> PeerLink:
         tx = rx = None
@@ -217,5 +289,15 @@ class Dataplane:
                      "heard_s_ago": round(now - p.last_rx, 2) if p.last_rx else None,
                      "confirmed_s_ago": round(now - p.remote_ok_at, 2) if p.remote_ok_at else None}
                  for n, p in self.decider.paths.items()}
-        return {"bridge": BRIDGE, "mtu": self.cfg.mtu, "fastdp": self.cfg.fastdp, "fastdp_paths": paths,
-                "drops": dict(self.engine.drops), "macs": self.macs.snapshot(now)}
+        state, why = self.health(now)
+        eng = self.engine
+        drops = dict(eng.drops) if eng is not None else {}
+        dead = eng.dead_threads() if eng is not None else {}
+        if self._filter_dropped:
+            drops["filtered_source"] = self._filter_dropped
+        return {"bridge": BRIDGE, "mtu": self.cfg.mtu, "fastdp": self.fastdp, "fastdp_off": self.fastdp_off,
+                "fastdp_paths": paths, "health": state, "health_reason": why,
+                "threads": {n: "dead" if n in dead else "alive" for n in (eng.beats if eng is not None else {})},
+                "drops": drops, "mac_table": {"entries": len(self.macs), "cap": self.macs.cap,
+                                              "evictions": self.macs.evictions, "refused": self.macs.refused},
+                "macs": self.macs.snapshot(now)}

@@ -73,7 +73,8 @@ class Router:
         self.started = time.time()
         check_all(paths)   # every state file readable before anything (files, links, rules) is changed
         self.name = load_or_create_peer_name(paths, config.name)
-        self.dataplane = Dataplane(DataplaneConfig(config.port, config.mtu, config.fastdp), self.name)
+        self.dataplane = Dataplane(DataplaneConfig(config.port, config.mtu, config.fastdp,
+                                                   encrypted=bool(config.password)), self.name)
         self.mesh: Mesh
         self.attachments: Attachments
         self.ipam: IpamService
