@@ -87,10 +87,14 @@ def test_higher_incarnation_with_lower_version_wins():
 def test_own_entry_never_overwritten_by_gossip():
     t = topo()
     me = t.ourself
-    assert t.merge([PeerEntry(US, "impostor", 9, 99, 99)]) == []
-    assert t.merge_wire([[US.upper(), "impostor", 9, 99, 99, []]]) == []
-    assert t.merge_wire([[US, "impostor", 9, 99, 99, []]]) == []
+    assert t.merge([PeerEntry(US, "impostor", 9, 5, 1)]) == []  # not newer: ignored
     assert t.ourself is me
+    # Newer than ours (our previous life's, or forged): we keep our content and bump past it, and the
+    # bumped entry is returned to be gossiped.
+    (bumped,) = t.merge_wire([[US.upper(), "impostor", 9, 99, 99, []]])
+    assert bumped is t.ourself and (bumped.name, bumped.nickname, bumped.uid) == (US, "us", 1)
+    assert bumped.order == (99, 100) and t.reclaimed == 1
+    assert t.merge_wire([[US, "impostor", 9, 99, 99, []]]) == []  # now older than ours
 
 
 def test_set_ourself():
@@ -119,9 +123,9 @@ def test_merge_wire_decodes_only_newer_entries(monkeypatch):
     decoded = []
     real = PeerEntry.from_wire.__func__
 
-    def spy(cls, w):
+    def spy(cls, w, *args):
         decoded.append(w[0])
-        return real(cls, w)
+        return real(cls, w, *args)
 
     monkeypatch.setattr(PeerEntry, "from_wire", classmethod(spy))
     stale = [name(1), "n", 1, 1, 5, []]

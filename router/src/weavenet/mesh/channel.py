@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import struct
 from enum import IntEnum
 
@@ -11,6 +12,7 @@ from .errors import ProtocolError
 from .framing import FrameDecoder, encode_frame
 
 _HB = struct.Struct(">ddd")
+MAX_JSON = 8 * 1024 * 1024  # no JSON message is bigger than a frame
 
 
 class MsgType(IntEnum):
@@ -62,15 +64,35 @@ def encode_heartbeat(sent_at: float, echo: float = 0.0, held: float = 0.0) -> by
 def decode_heartbeat(body: bytes) -> tuple[float, float, float]:
     if len(body) != _HB.size:
         raise ProtocolError("bad heartbeat")
-    return _HB.unpack(body)
+    vals = _HB.unpack(body)
+    # NaN/inf/negative timestamps would poison RTTs (and JSON reports): refused like any bad message.
+    if not all(math.isfinite(v) and v >= 0.0 for v in vals):
+        raise ProtocolError("bad heartbeat: timestamps must be finite and non-negative")
+    return vals
 
 
 def encode_json(obj: object) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
 
 
-def decode_json(body: bytes) -> object:
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    f = float(text)
+    if not math.isfinite(f):  # 1e999 parses to inf without going through parse_constant
+        raise ValueError(f"number {text[:20]} out of range")
+    return f
+
+
+def decode_json(body: bytes, max_size: int = MAX_JSON) -> object:
+    """Strict JSON: UTF-8 only, no NaN/Infinity, bounded size; nesting is bounded by the interpreter's
+    recursion limit (refused, not raised) and each caller checks the exact shape it expects. Only
+    ProtocolError escapes."""
+    if len(body) > max_size:
+        raise ProtocolError(f"JSON message of {len(body)} bytes exceeds {max_size}")
     try:
-        return json.loads(body)
-    except ValueError as e:
-        raise ProtocolError(f"bad JSON message: {e}") from None
+        return json.loads(body.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ProtocolError(f"bad JSON message: {str(e)[:100]}") from None

@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .errors import ProtocolError
-from .names import parse_peer_name
+from .names import normalise_address, parse_peer_name
+
+DEFAULT_MAX_PEERS = 1000
+MAX_NICKNAME = 64
+MAX_ADDRESS = 300                  # host name (253) + brackets + port
+MAX_UID = 2**64 - 1
+MAX_INCARNATION = 2**63 - 1
+MAX_VERSION = 2**53 - 1            # exact as a JSON number everywhere
+MAX_VERSION_JUMP = 1 << 20         # a million changes unseen within one incarnation is not a real peer
+DAY_MS = 86_400_000                # incarnations are milliseconds: a day ahead of our clock is refused
 
 
 @dataclass(frozen=True)
@@ -21,6 +30,29 @@ class ConnRecord:
     address: str      # remote peer's dialable address (its IP and listen port)
     outbound: bool
     established: bool
+
+
+def _int(v: object, hi: int, what: str) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= hi:
+        raise ValueError(f"{what} is not an integer in 0-{hi}")
+    return v
+
+
+def _flag(v: object, what: str) -> bool:
+    if v not in (0, 1) or not isinstance(v, int):  # 0/1 (our encoding) or true/false
+        raise ValueError(f"{what} is not 0 or 1")
+    return bool(v)
+
+
+def _name(v: object) -> str:
+    if not isinstance(v, str):
+        raise ValueError("peer name is not a string")
+    return parse_peer_name(v)
+
+
+@functools.lru_cache(maxsize=8192)  # a mesh's addresses recur in many entries and every round of gossip
+def _address(v: str) -> str:
+    return normalise_address(v)
 
 
 @dataclass(frozen=True)
@@ -46,22 +78,47 @@ class PeerEntry:
         return json.dumps(self.to_wire(), separators=(",", ":")).encode()
 
     @classmethod
-    def from_wire(cls, w: object) -> PeerEntry:
+    def from_wire(cls, w: object, max_conns: int = DEFAULT_MAX_PEERS) -> PeerEntry:
+        """Decode and check every field (anything else is a ProtocolError): names, a printable nickname
+        of at most 64 characters, integers in range, at most ``max_conns`` connection records, each
+        with a valid peer address."""
         try:
-            name, nick, uid, inc, ver, conns = w  # type: ignore[misc]
-            return cls(parse_peer_name(name), str(nick), int(uid), int(inc), int(ver),
-                       tuple(ConnRecord(parse_peer_name(c[0]), str(c[1]), bool(c[2]), bool(c[3]))
-                             for c in conns))
-        except (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError) as e:
+            if not isinstance(w, list) or len(w) != 6:
+                raise ValueError("not a list of 6 fields")
+            name, nick, uid, inc, ver, conns = w
+            name = _name(name)
+            if not isinstance(nick, str) or len(nick) > MAX_NICKNAME or not nick.isprintable():
+                raise ValueError(f"nickname is not a printable string of at most {MAX_NICKNAME} characters")
+            if not isinstance(conns, list) or len(conns) > max_conns:
+                raise ValueError(f"connections is not a list of at most {max_conns} records")
+            recs = []
+            for c in conns:
+                if not isinstance(c, list) or len(c) != 4:
+                    raise ValueError("connection record is not a list of 4 fields")
+                cname, addr = _name(c[0]), c[1]
+                if cname == name:
+                    raise ValueError("connection to itself")
+                if not isinstance(addr, str) or len(addr) > MAX_ADDRESS:
+                    raise ValueError("connection address is not a string")
+                recs.append(ConnRecord(cname, _address(addr), _flag(c[2], "outbound"),
+                                       _flag(c[3], "established")))
+            return cls(name, nick, _int(uid, MAX_UID, "uid"), _int(inc, MAX_INCARNATION, "incarnation"),
+                       _int(ver, MAX_VERSION, "version"), tuple(recs))
+        except (ValueError, TypeError) as e:
             raise ProtocolError(f"bad topology entry: {e}") from None
 
 
 class Topology:
-    def __init__(self, ourself: PeerEntry) -> None:
+    def __init__(self, ourself: PeerEntry, max_peers: int = DEFAULT_MAX_PEERS) -> None:
         self.ourname = ourself.name
+        self.max_peers = max_peers
         self.peers: dict[str, PeerEntry] = {ourself.name: ourself}
         # Highest order ever seen per name: an entry dropped as unreachable cannot come back older.
+        # Kept in recency order and bounded (names of peers long gone are forgotten first).
         self._seen: dict[str, tuple[int, int]] = {ourself.name: ourself.order}
+        # Entries skipped (not errors of the message): topology full, or versions implausibly far ahead.
+        self.refused = {"full": 0, "ahead": 0}
+        self.reclaimed = 0  # times gossip claimed a newer entry of ours and we bumped past it
 
     @property
     def ourself(self) -> PeerEntry:
@@ -69,34 +126,79 @@ class Topology:
 
     def set_ourself(self, entry: PeerEntry) -> None:
         self.peers[self.ourname] = entry
-        self._seen[self.ourname] = entry.order
+        self._remember(self.ourname, entry.order)
 
-    def merge(self, entries: list[PeerEntry]) -> list[PeerEntry]:
-        """Apply received entries; return those that were new to us (to be gossiped on)."""
+    def _remember(self, name: str, order: tuple[int, int]) -> None:
+        self._seen.pop(name, None)
+        self._seen[name] = order
+        if len(self._seen) > 2 * self.max_peers + 64:
+            keep = self.max_peers + 32
+            for n in list(self._seen):
+                if len(self._seen) <= keep:
+                    break
+                if n not in self.peers:
+                    del self._seen[n]
+
+    @staticmethod
+    def plausible(order: tuple[int, int], known: tuple[int, int] | None, max_incarnation: int | None) -> bool:
+        """False for an entry too far ahead: an incarnation (start time, ms) beyond ``max_incarnation``
+        (our clock plus a day), or a version jump of more than MAX_VERSION_JUMP within the incarnation
+        we know. Such an entry would win over every real one of its owner for good."""
+        if max_incarnation is not None and order[0] > max_incarnation:
+            return False
+        return known is None or order[0] != known[0] or order[1] - known[1] <= MAX_VERSION_JUMP
+
+    def merge(self, entries: list[PeerEntry], max_incarnation: int | None = None) -> list[PeerEntry]:
+        """Apply received entries; return those that were new to us (to be gossiped on). An entry
+        about ourselves newer than ours (our previous life's, or forged) makes us bump past it:
+        only we speak for ourselves, and that is how we take our entry back."""
         accepted = []
         for e in entries:
+            known = self._seen.get(e.name)
+            if known is not None and e.order <= known:
+                continue
+            if not self.plausible(e.order, known, max_incarnation):
+                self.refused["ahead"] += 1
+                continue
             if e.name == self.ourname:
-                continue  # only we speak for ourselves
-            if e.order <= self._seen.get(e.name, (-1, -1)):
+                accepted.append(self._reclaim(e.order))
+                continue
+            if e.name not in self.peers and len(self.peers) >= self.max_peers:
+                self.refused["full"] += 1
                 continue
             self.peers[e.name] = e
-            self._seen[e.name] = e.order
+            self._remember(e.name, e.order)
             accepted.append(e)
         return accepted
 
-    def merge_wire(self, wire: list) -> list[PeerEntry]:
-        """Like merge, but only fully decodes entries that are newer than ours (most are not)."""
+    def _reclaim(self, claimed: tuple[int, int]) -> PeerEntry:
+        inc, ver = claimed
+        inc, ver = (inc, ver + 1) if ver < MAX_VERSION else (inc + 1, 1)
+        self.reclaimed += 1
+        new = replace(self.ourself, incarnation=inc, version=ver)
+        self.set_ourself(new)
+        return new
+
+    def merge_wire(self, wire: object, max_incarnation: int | None = None) -> list[PeerEntry]:
+        """Like merge, but from the wire. The message is refused (ProtocolError) if it is not a list of
+        at most ``max_peers`` well-formed entries; only entries newer than ours are fully decoded
+        (most are not), the others' names and orders are still checked."""
+        if not isinstance(wire, list):
+            raise ProtocolError("bad topology: not a list of entries")
+        if len(wire) > self.max_peers:
+            raise ProtocolError(f"bad topology: {len(wire)} entries exceed the limit of {self.max_peers} peers")
         fresh = []
         for w in wire:
             try:
-                name, order = w[0], (int(w[3]), int(w[4]))
-            except (TypeError, ValueError, IndexError, KeyError, OverflowError):
-                raise ProtocolError("bad topology entry") from None
-            if not isinstance(name, str):
-                raise ProtocolError("bad topology entry: peer name is not a string")
-            if name != self.ourname and order > self._seen.get(name, (-1, -1)):
-                fresh.append(PeerEntry.from_wire(w))
-        return self.merge(fresh)
+                if not isinstance(w, list) or len(w) != 6:
+                    raise ValueError("not a list of 6 fields")
+                name = _name(w[0])
+                order = (_int(w[3], MAX_INCARNATION, "incarnation"), _int(w[4], MAX_VERSION, "version"))
+            except (ValueError, TypeError) as e:
+                raise ProtocolError(f"bad topology entry: {e}") from None
+            if order > self._seen.get(name, (-1, -1)):
+                fresh.append(PeerEntry.from_wire(w, self.max_peers))
+        return self.merge(fresh, max_incarnation)
 
     def symmetric_neighbours(self) -> dict[str, list[str]]:
         """Adjacency over connections that both ends report as established."""

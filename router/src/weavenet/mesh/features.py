@@ -1,0 +1,48 @@
+"""The `features` a peer advertises in its hello, checked before anything uses them.
+
+Known keys must have the right type and format; unknown keys (a newer peer's) are dropped, so what the
+rest of the router sees is exactly what was validated and its size is bounded by construction.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import ProtocolError
+
+MAX_FEATURE_KEYS = 64  # a hello with more keys than this is not from a weavenet peer
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+def _unicast_mac(v: object) -> str:
+    if not isinstance(v, str) or not _MAC.match(v.lower()):
+        raise ValueError("not a MAC address")
+    mac = v.lower()
+    if int(mac[:2], 16) & 1 or mac == "00:00:00:00:00:00":
+        raise ValueError("not a unicast MAC address")
+    return mac
+
+
+# key -> validator returning the normalised value (raises ValueError). Add new features here; an integer
+# feature gets a range check the same way.
+KNOWN_FEATURES = {
+    "fastdp": _unicast_mac,  # the peer's VXLAN device MAC: it runs the kernel fast path
+}
+
+
+def validate_features(raw: object) -> dict:
+    """The validated features of a hello (``None``/missing: none). Raises ProtocolError."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ProtocolError("malformed handshake: features is not an object")
+    if len(raw) > MAX_FEATURE_KEYS:
+        raise ProtocolError(f"malformed handshake: more than {MAX_FEATURE_KEYS} features")
+    out: dict = {}
+    for key, check in KNOWN_FEATURES.items():
+        if key in raw:
+            try:
+                out[key] = check(raw[key])
+            except ValueError as e:
+                raise ProtocolError(f"malformed handshake: feature {key}: {e}") from None
+    return out
