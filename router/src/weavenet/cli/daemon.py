@@ -50,7 +50,7 @@ def launch(paths: Paths, router_args: list[str], password: str | None) -> str:
         proc = subprocess.Popen([sys.executable, "-m", "weavenet.cli.main", "router", *router_args],
                                 stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=env,
                                 start_new_session=True, close_fds=True)
-    client = Client(paths.socket, timeout=2.0)
+    client = Client.for_paths(paths, timeout=2.0)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:

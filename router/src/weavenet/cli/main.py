@@ -87,6 +87,8 @@ def build_parser() -> Parser:
         dp.add_argument("args", nargs="+", metavar="[IP...] CONTAINER")
     dl = sub.add_parser("dns-lookup", help="addresses weaveDNS has for a name")
     dl.add_argument("name", metavar="NAME")
+    sub.add_parser("password-check", help="print whether $WEAVE_PASSWORD is the running router's password "
+                   "(JSON; for Ansible, which must not see the password anywhere else)")
     sub.add_parser("version", help="print the version")
     return p
 
@@ -155,7 +157,7 @@ def run_router(cfg: RouterConfig, paths: Paths) -> int:
             await router.wait_stopped()
         finally:
             await runner.cleanup()
-            for f in (paths.socket, paths.pidfile):
+            for f in (paths.socket, paths.pidfile, paths.api_token):
                 f.unlink(missing_ok=True)
 
     asyncio.run(main())
@@ -163,7 +165,7 @@ def run_router(cfg: RouterConfig, paths: Paths) -> int:
 
 
 def _client(paths: Paths) -> Client:
-    return Client(paths.socket)
+    return Client.for_paths(paths)
 
 
 def dispatch(args: argparse.Namespace, paths: Paths) -> int:
@@ -227,6 +229,18 @@ def dispatch(args: argparse.Namespace, paths: Paths) -> int:
             print(f"weave: {args.name}: not found", file=sys.stderr)
             return 1
         print("\n".join(addrs))
+    elif cmd == "password-check":
+        password = os.environ.get("WEAVE_PASSWORD")
+        if not password:  # never an argument: `ps` would show it
+            raise UsageError("password-check reads the password from WEAVE_PASSWORD, which is empty")
+        try:
+            r = _client(paths).json("POST", "/password/check", {"password": password})
+        except APIError as e:
+            if e.status == 404:
+                raise RuntimeError("the running router cannot check passwords (it predates /password/check; "
+                                   "restart it)") from None
+            raise
+        print(json.dumps({"matches": r.get("matches") is True}))
     elif cmd in ("expose", "hide"):
         _client(paths).json("POST", f"/{cmd}", {"cidrs": args.cidrs})
     elif cmd == "ps":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import os
 import socket
@@ -66,18 +65,13 @@ class RouterConfig:
                 raise ValueError(f"invalid --dns-upstream {u!r}: expected an IP address") from None
 
     def public(self) -> dict:
-        """Settings for `weave report` (the Ansible module compares them). Never the password: only
-        whether there is one and a salted fingerprint, so a changed password can be noticed."""
+        """Settings for `weave report` (the Ansible module compares them). Never the password, nor a hash
+        of it (crackable offline): only whether there is one. POST /password/check compares a candidate."""
         return {"nickname": self.nickname, "port": self.port, "conn_limit": self.conn_limit,
                 "discovery": self.discovery, "mtu": self.mtu, "fastdp": self.fastdp,
                 "encrypted": self.password is not None, "ipalloc_range": self.ipalloc_range,
                 "ipalloc_default_subnet": self.ipalloc_default_subnet or self.ipalloc_range,
-                "dns": self.dns, "dns_domain": self.dns_domain, "dns_ttl": self.dns_ttl,
-                "password_fingerprint": password_fingerprint(self.password) if self.password else None}
-
-
-def password_fingerprint(password: str) -> str:
-    return hashlib.sha256(b"weavenet-fp:" + password.encode()).hexdigest()[:16]
+                "dns": self.dns, "dns_domain": self.dns_domain, "dns_ttl": self.dns_ttl}
 
 
 def password_from_env(explicit: str | None) -> str | None:

@@ -1,4 +1,4 @@
-"""Per-instance paths: WEAVE_RUNDIR (socket, pid, log) and WEAVE_DATADIR (persisted state)."""
+"""Per-instance paths: WEAVE_RUNDIR (socket, pid, log, API token) and WEAVE_DATADIR (persisted state)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,11 @@ class Paths:
     @property
     def logfile(self) -> Path:
         return self.rundir / "weave.log"
+
+    @property
+    def api_token(self) -> Path:
+        """Bearer token of the local API: written 0600 by the router at start, read by the CLI."""
+        return self.rundir / "api-token"
 
     @property
     def peer_name_file(self) -> Path:
