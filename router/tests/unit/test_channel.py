@@ -4,7 +4,7 @@
 import pytest
 
 from weavenet.mesh.channel import Channel, MsgType, decode_heartbeat, decode_json, encode_heartbeat, encode_json
-from weavenet.mesh.crypto import EphemeralKey, Session, password_digest
+from weavenet.mesh.crypto import EphemeralKey, Session, password_digest, session_secret
 from weavenet.mesh.errors import ProtocolError
 from weavenet.mesh.framing import encode_frame
 
@@ -14,8 +14,8 @@ def channel_pair(encrypted: bool) -> tuple[Channel, Channel]:
         return Channel(None), Channel(None)
     a, b = EphemeralKey(), EphemeralKey()
     pw = password_digest("pw")
-    sa = a.session_secret(b.public, pw, a.public, b.public)
-    sb = b.session_secret(a.public, pw, a.public, b.public)
+    sa = session_secret(pw, a.shared(b.public), b"transcript")  # pw stands in for the PAKE key here
+    sb = session_secret(pw, b.shared(a.public), b"transcript")
     return Channel(Session(sa, True)), Channel(Session(sb, False))
 
 

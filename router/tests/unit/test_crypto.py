@@ -1,25 +1,31 @@
-"""Session crypto: per-direction keys, sequence-number nonces, password binding."""
+"""Session crypto: SPAKE2, X25519, transcript-bound secrets, per-direction keys, sequence-number nonces."""
 
 import pytest
 
 from weavenet.mesh.crypto import (
     NONCE_SIZE,
+    PAKE_MSG_SIZE,
     EphemeralKey,
     OpeningCipher,
+    Pake,
     SealingCipher,
     Session,
+    confirm_tag,
     derive_key,
     password_digest,
     seq_nonce,
+    session_secret,
+    transcript_hash,
 )
 from weavenet.mesh.errors import ProtocolError
 
 
-def secrets_for(pw_a: str, pw_b: str) -> tuple[bytes, bytes]:
-    """Session secrets computed by the initiator (a) and the responder (b)."""
+def secrets_for(pw_a: str, pw_b: str, th_a: bytes = b"th", th_b: bytes = b"th") -> tuple[bytes, bytes]:
+    """Session secrets computed by the initiator (a) and the responder (b), as the handshake does."""
     a, b = EphemeralKey(), EphemeralKey()
-    sa = a.session_secret(b.public, password_digest(pw_a), a.public, b.public)
-    sb = b.session_secret(a.public, password_digest(pw_b), a.public, b.public)
+    pa, pb = Pake(password_digest(pw_a)), Pake(password_digest(pw_b))
+    sa = session_secret(pa.finish(pb.message), a.shared(b.public), th_a)
+    sb = session_secret(pb.finish(pa.message), b.shared(a.public), th_b)
     return sa, sb
 
 
@@ -41,13 +47,67 @@ def test_same_password_same_secret_different_password_different_secret():
     assert sa != sb
 
 
+def test_secret_bound_to_transcript():
+    sa, sb = secrets_for("pw", "pw", th_b=b"tampered")
+    assert sa != sb
+
+
 def test_secret_is_unique_per_exchange():
     assert secrets_for("pw", "pw")[0] != secrets_for("pw", "pw")[0]
 
 
-def test_bad_public_key_length():
-    with pytest.raises(ProtocolError):
-        EphemeralKey().session_secret(b"short", password_digest("pw"), b"", b"")
+def test_pake_messages_are_fresh_and_depend_only_on_entropy_and_password():
+    m1, m2 = Pake(password_digest("pw")).message, Pake(password_digest("pw")).message
+    assert len(m1) == len(m2) == PAKE_MSG_SIZE and m1[:1] == b"S" and m1 != m2
+
+    def fixed(n: int) -> bytes:
+        return bytes(range(n))
+
+    assert Pake(password_digest("pw"), fixed).message == Pake(password_digest("pw"), fixed).message
+    assert Pake(password_digest("pw"), fixed).message != Pake(password_digest("pw2"), fixed).message
+
+
+@pytest.mark.parametrize("msg", [b"", b"S" + bytes(31), b"A" + bytes(32), b"B" + bytes(32), b"S" + b"\xff" * 32,
+                                 b"S\x01" + bytes(31), b"S" + bytes(33)])
+def test_pake_rejects_bad_messages(msg):
+    with pytest.raises(ProtocolError, match="bad PAKE message"):
+        Pake(password_digest("pw")).finish(msg)
+
+
+def test_pake_rejects_own_message():
+    p = Pake(password_digest("pw"))
+    with pytest.raises(ProtocolError, match="bad PAKE message"):
+        p.finish(p.message)
+
+
+def test_x25519_shared_is_symmetric_and_checked():
+    a, b = EphemeralKey(), EphemeralKey()
+    assert a.shared(b.public) == b.shared(a.public)
+    with pytest.raises(ProtocolError, match="length"):
+        a.shared(b"short")
+    with pytest.raises(ProtocolError, match="low order"):
+        a.shared(bytes(32))
+
+
+def test_transcript_hash_order_and_framing():
+    assert transcript_hash(b"ab", b"c") != transcript_hash(b"c", b"ab")
+    assert transcript_hash(b"ab", b"c") != transcript_hash(b"a", b"bc")  # length-prefixed
+    assert transcript_hash(b"ab", b"c") == transcript_hash(b"ab", b"c")
+
+
+def test_session_secret_depends_on_every_input():
+    k, d, t = b"k" * 32, b"d" * 32, b"t" * 32
+    variants = {session_secret(k, d, t), session_secret(b"K" * 32, d, t), session_secret(k, b"D" * 32, t),
+                session_secret(k, d, b"T" * 32)}
+    assert len(variants) == 4
+
+
+def test_confirm_tag_per_role_and_transcript():
+    s = b"\x01" * 32
+    assert len({confirm_tag(s, "i2r", b"t"), confirm_tag(s, "r2i", b"t"), confirm_tag(s, "i2r", b"u"),
+                confirm_tag(b"\x02" * 32, "i2r", b"t")}) == 4
+    # Not a session key: the confirmation key is its own derivation.
+    assert confirm_tag(s, "i2r", b"t") not in Session(s, True).keys_for("control")
 
 
 def test_seq_nonce():
