@@ -6,14 +6,12 @@ and the pure desired-versus-current comparisons (unit-tested without a router)."
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 import os
 
 DEFAULT_WEAVE_BIN = "/opt/weavenet/venv/bin/weave"
 DEFAULT_PORT = 6783
-FINGERPRINT_SALT = b"weavenet-fp:"
 
 # weave_router settings that need a restart when they differ; compared only when the user set them.
 RESTART_SETTINGS = ("nickname", "conn_limit", "discovery", "mtu", "fastdp", "port",
@@ -28,11 +26,6 @@ COMMON_ARGS = dict(
 
 class WeaveError(Exception):
     """A failure worth one line in fail_json."""
-
-
-def password_fingerprint(password):
-    """The same fingerprint the router reports as router.config.password_fingerprint (never the password)."""
-    return hashlib.sha256(FINGERPRINT_SALT + password.encode("utf-8")).hexdigest()[:16]
 
 
 def normalize_peer(peer, default_port=DEFAULT_PORT):
@@ -152,11 +145,12 @@ def running_config(router):
     return cfg
 
 
-def router_settings_diff(desired, current, password=None):
+def router_settings_diff(desired, current, password=None, password_matches=None):
     """Settings that differ and need a restart: a list of names (sorted, stable).
 
     desired: the module's settings (None = not managed); current: running_config(); password: the desired
-    password or None (= unencrypted). A password change is detected only when the router reports a fingerprint.
+    password or None (= unencrypted); password_matches: what the running router answered to
+    WeaveClient.password_matches() (None = it cannot tell: assumed unchanged).
     """
     changed = []
     for key in RESTART_SETTINGS:
@@ -170,10 +164,8 @@ def router_settings_diff(desired, current, password=None):
     have_encrypted = bool(current.get("encrypted"))
     if want_encrypted != have_encrypted:
         changed.append("encryption")
-    elif want_encrypted:
-        fp = current.get("password_fingerprint")
-        if fp is not None and fp != password_fingerprint(password):
-            changed.append("password")
+    elif want_encrypted and password_matches is False:
+        changed.append("password")
     return changed
 
 
@@ -284,6 +276,24 @@ class WeaveClient(object):
             msg = (err or out or "").strip().splitlines()
             raise WeaveError("weave %s failed: %s" % (args[0], msg[-1] if msg else "exit status %d" % rc))
         return rc, out, err
+
+    def password_matches(self, password):
+        """Whether the running router's password is `password` (`weave password-check`, authenticated with
+        the router's API token; the password goes in the environment only). None when the router is too old
+        to tell."""
+        rc, out, err = self.run(["password-check"], extra_env={"WEAVE_PASSWORD": password}, check=False)
+        if rc != 0:
+            msg = (err or out or "").strip().splitlines()
+            if msg and ("cannot check passwords" in msg[-1] or "invalid choice" in msg[-1]):
+                return None
+            raise WeaveError("weave password-check failed: %s" % (msg[-1] if msg else "exit status %d" % rc))
+        try:
+            data = json.loads(out)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or not isinstance(data.get("matches"), bool):
+            raise WeaveError("weave password-check printed something unexpected")
+        return data["matches"]
 
     def report(self):
         """The `weave report` JSON, or None when the router is not running."""

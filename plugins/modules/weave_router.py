@@ -18,8 +18,11 @@ description:
     DNS settings, encryption or password) the router is stopped and launched again.
   - Settings left unset are not compared, and the router's defaults apply when it is launched.
   - The password is handed to the router in the environment (never on a command line) and never appears in
-    the module's output, diff or logs. A changed password is detected through the fingerprint the router
-    reports (C(router.config.password_fingerprint)); a router that does not report one is assumed to have it.
+    the module's output, diff or logs. A changed password is detected by asking the running router whether
+    it is the same (C(weave password-check), the router's authenticated C(POST /password/check); the report
+    carries no hash of it); a router too old to answer is assumed to have it.
+  - The C(weave) command authenticates to the router's local API with the token the router writes at start
+    (C($WEAVE_RUNDIR/api-token), mode 0600), so the module needs root (or the router's user).
 author:
   - weavenet developers (@weavenet)
 options:
@@ -274,7 +277,10 @@ class RouterManager(object):
             return
         router = report["router"]
         current = running_config(router)
-        reasons = router_settings_diff(self.settings, current, self.password)
+        matches = None
+        if self.password and current.get("encrypted"):  # the only case where the password itself matters
+            matches = self.client.password_matches(self.password)
+        reasons = router_settings_diff(self.settings, current, self.password, matches)
         if reasons:
             self.restart_reasons = reasons
             # with peers unmanaged, relaunch with the targets the router had

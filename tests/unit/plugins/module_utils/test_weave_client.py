@@ -4,11 +4,12 @@
 
 from __future__ import annotations
 
-import hashlib
+import json
 
 import pytest
 
 from ansible_collections.weavenet.mesh.plugins.module_utils.weave_client import (
+    WeaveClient,
     WeaveError,
     address_plan,
     cidrs_plan,
@@ -18,7 +19,6 @@ from ansible_collections.weavenet.mesh.plugins.module_utils.weave_client import 
     normalize_cidr,
     normalize_peer,
     normalize_peers,
-    password_fingerprint,
     peers_plan,
     router_settings_diff,
     running_config,
@@ -54,16 +54,50 @@ def test_normalize_cidr():
             normalize_cidr(bad)
 
 
-def test_fingerprint_matches_router_formula():
-    want = hashlib.sha256(b"weavenet-fp:" + "s3cret".encode()).hexdigest()[:16]
-    assert password_fingerprint("s3cret") == want
-    assert len(want) == 16 and "s3cret" not in want
+class RunModule(object):
+    """A module whose run_command answers like `weave` would and records what it was given."""
+
+    def __init__(self, rc, out, err=""):
+        self.params = dict(weave_bin="/x/weave", rundir="/run/w1", datadir=None)
+        self.answer = (rc, out, err)
+        self.calls = []
+
+    def run_command(self, argv, environ_update=None):
+        self.calls.append((argv, dict(environ_update or {})))
+        return self.answer
+
+
+def test_password_matches_passes_the_password_in_the_environment_only():
+    m = RunModule(0, json.dumps({"matches": True}) + "\n")
+    assert WeaveClient(m).password_matches("s3cret") is True
+    (argv, env), = m.calls
+    assert argv == ["/x/weave", "password-check"] and "s3cret" not in " ".join(argv)
+    assert env == {"WEAVE_RUNDIR": "/run/w1", "WEAVE_PASSWORD": "s3cret"}
+    assert WeaveClient(RunModule(0, '{"matches": false}')).password_matches("x") is False
+
+
+@pytest.mark.parametrize("rc, out, err, want", [
+    (1, "", "weave: the running router cannot check passwords (it predates /password/check; restart it)", None),
+    (2, "", "weave: argument COMMAND: invalid choice: 'password-check' (choose from ...)", None),
+])
+def test_password_matches_none_when_the_router_cannot_tell(rc, out, err, want):
+    assert WeaveClient(RunModule(rc, out, err)).password_matches("pw") is want
+
+
+@pytest.mark.parametrize("rc, out, err, says", [
+    (1, "", "weave: cannot read API token /run/w1/api-token (is the router running, are you root?)", "API token"),
+    (0, "yes", "", "unexpected"),
+    (0, '{"matches": "yes"}', "", "unexpected"),
+])
+def test_password_matches_failures_are_one_line(rc, out, err, says):
+    with pytest.raises(WeaveError, match=says):
+        WeaveClient(RunModule(rc, out, err)).password_matches("pw")
 
 
 REPORT_OLD = {"nickname": "h1", "conn_limit": 100, "discovery": True, "port": 6783, "encryption": True,
               "dataplane": {"mtu": 1376, "fastdp": True}}
 CONFIG = {"nickname": "h1", "port": 6783, "conn_limit": 100, "discovery": True, "mtu": 1376, "fastdp": True,
-          "encrypted": True, "password_fingerprint": password_fingerprint("pw")}
+          "encrypted": True}
 
 
 def test_running_config_prefers_config_and_falls_back():
@@ -89,9 +123,10 @@ def test_changed_settings_need_restart():
 def test_encryption_and_password_changes():
     assert router_settings_diff({}, CONFIG, None) == ["encryption"]
     assert router_settings_diff({}, dict(CONFIG, encrypted=False), "pw") == ["encryption"]
-    assert router_settings_diff({}, CONFIG, "other") == ["password"]
-    # a router that reports no fingerprint: assumed to have the same password
-    assert router_settings_diff({}, dict(CONFIG, password_fingerprint=None), "other") == []
+    assert router_settings_diff({}, CONFIG, "other", password_matches=False) == ["password"]
+    assert router_settings_diff({}, CONFIG, "pw", password_matches=True) == []
+    # a router that cannot tell (password_matches None): assumed to have the same password
+    assert router_settings_diff({}, CONFIG, "other") == []
 
 
 def test_peers_plan():

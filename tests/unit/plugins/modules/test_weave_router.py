@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.weavenet.mesh.plugins.module_utils.weave_client import password_fingerprint
 from ansible_collections.weavenet.mesh.plugins.modules.weave_router import RouterManager, _state_view
 
 SETTINGS = dict(nickname="h2", port=6783, conn_limit=100, fastdp=True, mtu=1376, discovery=True)
@@ -25,9 +24,16 @@ class FakeModule(object):
 
 class FakeClient(object):
     def __init__(self, report=None, persisted=False):
+        # the running password is known to the fake router only, never in its report
+        self._password = report.pop("_password", None) if report else None
         self._report = report
         self.calls = []
+        self.checked = []
         self.persisted = persisted
+
+    def password_matches(self, password):
+        self.checked.append(password)
+        return self._password == password
 
     def run(self, args, extra_env=None, check=True):
         self.calls.append((list(args), dict(extra_env or {})))
@@ -43,12 +49,11 @@ class FakeClient(object):
 
 
 def running(targets=(), password=None, **overrides):
-    cfg = dict(SETTINGS, encrypted=bool(password),
-               password_fingerprint=password_fingerprint(password) if password else None)
+    cfg = dict(SETTINGS, encrypted=bool(password))
     cfg.update(overrides)
     router = {"name": "aa:bb", "nickname": cfg["nickname"], "targets": list(targets), "config": cfg,
               "peers": [], "connections": []}
-    return {"version": "0.1.0", "router": router}
+    return {"version": "0.1.0", "router": router, "_password": password}
 
 
 def manage(report, check_mode=False, persisted=False, **params):
@@ -109,8 +114,25 @@ def test_setting_change_restarts(change, reason):
 def test_password_change_restarts_and_encryption_off():
     m, c = manage(running([], "old"), password="new")
     assert m.restart_reasons == ["password"] and c.calls[1][1] == {"WEAVE_PASSWORD": "new"}
+    assert c.checked == ["new"]  # asked the running router, which answered "not the same"
     m, c = manage(running([], "old"))
-    assert m.restart_reasons == ["encryption"] and c.calls[1][1] == {}
+    assert m.restart_reasons == ["encryption"] and c.calls[1][1] == {} and c.checked == []
+
+
+def test_same_password_is_checked_and_left_alone():
+    m, c = manage(running([], "pw"), password="pw")
+    assert not m.changed and c.checked == ["pw"] and c.calls == []
+    m, c = manage(running([]), password="pw")  # unencrypted router: no need to ask, encryption differs
+    assert m.restart_reasons == ["encryption"] and c.checked == []
+
+
+def test_router_that_cannot_check_passwords_is_assumed_unchanged():
+    report = running([], "old")
+    client = FakeClient(report)
+    client.password_matches = lambda password: None
+    manager = RouterManager(FakeModule(password="new"), client)
+    manager.started(report)
+    assert not manager.changed and manager.restart_reasons == []
 
 
 def test_stopped_and_absent():
