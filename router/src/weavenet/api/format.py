@@ -11,6 +11,16 @@ def _peer(name: str | None, nick: str | None) -> str:
     return f"{name}({nick})" if name else ""
 
 
+def _datapath(dp: dict) -> str:
+    """e.g. "healthy (fastdp off: encryption is on)", "degraded (weave-udp-rx dead: ...)"."""
+    if not dp:
+        return "unknown"
+    notes = [dp["health_reason"]] if dp.get("health_reason") else []
+    if dp.get("fastdp_off"):
+        notes.append(f"fastdp off: {dp['fastdp_off']}")
+    return dp.get("health", "unknown") + (f" ({'; '.join(notes)})" if notes else "")
+
+
 def status_summary(report: dict) -> str:
     r = report["router"]
     states = Counter(c["state"] for c in r["connections"])
@@ -27,6 +37,7 @@ def status_summary(report: dict) -> str:
         ("Connections", f"{len(r['connections'])} ("
                         + ", ".join(f"{states.get(s, 0)} {s}" for s in STATES) + ")"),
         ("Peers", f"{len(r['peers'])} (with {n_est_links} established connections)"),
+        ("Datapath", _datapath(r.get("dataplane") or {})),
     ]
     return "\n".join(f"{k:>15}: {v}" if k else "" for k, v in rows) + "\n"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,10 @@ if TYPE_CHECKING:
     from ..router.runtime import Router
 
 STATES = ("established", "pending", "retrying", "failed")
+# Every reason the data plane counts (datapath/engine.py, sleeve.py, forward.py, the nft source filter).
+DROP_REASONS = ("no_route", "replay", "auth", "too_big", "malformed", "unknown_peer", "wrong_source", "bad_origin",
+                "runt", "bad_src_mac", "mac_hijack", "tap_write", "tap_read", "send_error", "internal",
+                "filtered_source")
 
 
 class MeshCollector:
@@ -59,12 +64,20 @@ class MeshCollector:
         yield frames
         yield nbytes
         drops = CounterMetricFamily("weave_dropped_frames", "Frames or datagrams dropped", labels=["reason"])
-        for reason in ("no_route", "replay", "auth", "too_big", "malformed", "unknown_peer"):
-            drops.add_metric([reason], eng.drops.get(reason, 0))
-        for reason, n in list(eng.drops.items()):
-            if reason not in ("no_route", "replay", "auth", "too_big", "malformed", "unknown_peer"):
-                drops.add_metric([reason], n)
+        seen = dp.drop_counts()
+        for reason in DROP_REASONS:  # always present, so a rate() over them starts at zero
+            drops.add_metric([reason], seen.pop(reason, 0))
+        for reason, n in sorted(seen.items()):
+            drops.add_metric([reason], n)
         yield drops
+        mt = dp.macs
+        yield GaugeMetricFamily("weave_mac_table_entries", "Entries in the sleeve's MAC table", value=len(mt))
+        yield CounterMetricFamily("weave_mac_table_evictions", "MAC table entries evicted at the size cap",
+                                  value=mt.evictions)
+        yield GaugeMetricFamily("weave_datapath_healthy", "1 when every datapath thread runs",
+                                value=1 if dp.health(time.monotonic())[0] == "healthy" else 0)
+        yield CounterMetricFamily("weave_datapath_thread_restarts", "Datapath threads restarted after dying",
+                                  value=sum(eng.restarts.values()))
 
 
 def make_registry(router: Router) -> CollectorRegistry:

@@ -217,6 +217,13 @@ class Dataplane:
         restarts = sum(eng.restarts.values())
         return "healthy", f"{restarts} thread restart(s)" if restarts else ""
 
+    def drop_counts(self) -> dict[str, int]:
+        """reason -> count: the engine's, plus what the nft source filter dropped (as filtered_source)."""
+        drops = dict(self.engine.drops) if self.engine is not None else {}
+        if self._filter_dropped:
+            drops["filtered_source"] = self._filter_dropped
+        return drops
+
     def _update_filter(self, ips: set[str]) -> None:
         peers = frozenset(ip[7:] if ip.startswith("::ffff:") else ip for ip in ips)
         if self._filter_peers is not None and peers != self._filter_peers:
@@ -291,10 +298,8 @@ class Dataplane:
                  for n, p in self.decider.paths.items()}
         state, why = self.health(now)
         eng = self.engine
-        drops = dict(eng.drops) if eng is not None else {}
+        drops = self.drop_counts()
         dead = eng.dead_threads() if eng is not None else {}
-        if self._filter_dropped:
-            drops["filtered_source"] = self._filter_dropped
         return {"bridge": BRIDGE, "mtu": self.cfg.mtu, "fastdp": self.fastdp, "fastdp_off": self.fastdp_off,
                 "fastdp_paths": paths, "health": state, "health_reason": why,
                 "threads": {n: "dead" if n in dead else "alive" for n in (eng.beats if eng is not None else {})},
