@@ -65,9 +65,9 @@ def decode_heartbeat(body: bytes) -> tuple[float, float, float]:
     if len(body) != _HB.size:
         raise ProtocolError("bad heartbeat")
     vals = _HB.unpack(body)
-    # NaN/inf/negative timestamps would poison RTTs (and JSON reports): refused like any bad message.
-    if not all(math.isfinite(v) and v >= 0.0 for v in vals):
-        raise ProtocolError("bad heartbeat: timestamps must be finite and non-negative")
+    # NaN/inf timestamps would poison RTTs (and JSON reports): refused like any bad message.
+    if not all(math.isfinite(v) for v in vals):
+        raise ProtocolError("bad heartbeat: timestamps must be finite")
     return vals
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,9 +18,9 @@ from .connmaker import ConnectionMaker
 from .crypto import Session
 from .errors import HandshakeRefused, ProtocolError
 from .handshake import Handshake, HandshakeDone, LocalIdentity, RemoteHello
-from .names import format_address, parse_peer_address
+from .names import format_address, parse_peer_address, parse_peer_name
 from .routes import RouteTable
-from .topology import ConnRecord, PeerEntry, Topology
+from .topology import DAY_MS, DEFAULT_MAX_PEERS, ConnRecord, PeerEntry, Topology
 
 log = logging.getLogger("weavenet.mesh")
 
@@ -38,6 +39,42 @@ class MeshConfig:
     app_max_hops: int = 64          # a routed application message dies after this many relays
     unreachable_gc_after: float = 60.0
     failed_inbound_keep: float = 60.0
+    max_peers: int = DEFAULT_MAX_PEERS  # peers in the topology; also entries in one gossip message
+    # Inbound connections still in their handshake have not proved anything: they get their own slots,
+    # apart from conn_limit, so idle sockets cannot keep real peers out.
+    preauth_per_source: int = 4
+    preauth_total: int = 32          # over it, the oldest handshake is dropped for the newcomer
+    auth_fail_limit: int = 10        # this many failed handshakes from one address within ...
+    auth_fail_window: float = 60.0
+    auth_backoff: float = 60.0       # ... and its new connections are closed at once for this long
+
+
+MAX_APP_CHANNEL = 64
+MAX_GOSSIP_BODY = 1024 * 1024        # bigger gossip is split over several messages (frames are bounded)
+ROUTE_TREE_BUDGET = 200_000          # BFS steps one gossip flush may spend on per-origin broadcast trees
+RTT_MAX = 60.0
+_LOG_INTERVAL = 60.0
+
+
+class Throttle:
+    """At most one log line per key per interval; remembers how many it held back. Bounded keys."""
+
+    def __init__(self, interval: float = _LOG_INTERVAL, max_keys: int = 1024) -> None:
+        self.interval, self.max_keys = interval, max_keys
+        self._keys: dict[str, list] = {}  # key -> [last logged, held back since]
+
+    def allow(self, key: str, now: float) -> int | None:
+        """None: stay quiet; else log now, mentioning the returned number of lines held back."""
+        st = self._keys.get(key)
+        if st is not None and now - st[0] < self.interval:
+            st[1] += 1
+            return None
+        held = st[1] if st else 0
+        self._keys.pop(key, None)
+        self._keys[key] = [now, 0]
+        if len(self._keys) > self.max_keys:
+            del self._keys[next(iter(self._keys))]
+        return held
 
 
 # --- actions returned to the adapter -------------------------------------------------------------
@@ -74,6 +111,23 @@ def gossip_body(entries) -> bytes | None:
     return b'{"peers":[' + b",".join(parts) + b"]}" if parts else None
 
 
+def gossip_bodies(entries, max_bytes: int = MAX_GOSSIP_BODY) -> list[bytes]:
+    """GOSSIP bodies of at most about ``max_bytes`` each (a big topology does not fit one frame)."""
+    bodies: list[bytes] = []
+    batch: list = []
+    size = 0
+    for e in entries:
+        n = len(e.wire_json) + 1
+        if batch and size + n > max_bytes:
+            bodies.append(gossip_body(batch))  # type: ignore[arg-type]
+            batch, size = [], 0
+        batch.append(e)
+        size += n
+    if batch:
+        bodies.append(gossip_body(batch))  # type: ignore[arg-type]
+    return bodies
+
+
 @dataclass
 class Conn:
     id: int
@@ -106,14 +160,22 @@ class Mesh:
         self.conns: dict[int, Conn] = {}
         self._next_id = 1
         self.connmaker = ConnectionMaker(self._rng)
-        self.topology = Topology(PeerEntry(identity.name, identity.nickname, identity.uid, incarnation, 1))
+        self.topology = Topology(PeerEntry(identity.name, identity.nickname, identity.uid, incarnation, 1),
+                                 self.config.max_peers)
+        self._base_incarnation = incarnation
+        self._t0: float | None = None   # our first event: incarnations of others are judged against it
         self.routes = RouteTable({identity.name: []}, identity.name)
         self.routes_version = 0
         self._pending_gossip: dict[str, PeerEntry] = {}
         self._gossip_due: float | None = None
         self._next_summary: float | None = None
         self._unreachable_since: dict[str, float] = {}
-        self._failed_inbound: list[tuple[float, str, str]] = []
+        self._failed_inbound: deque[tuple[float, str, str]] = deque(maxlen=64)
+        self._auth_failures: dict[str, deque[float]] = {}  # source IP -> times of failed handshakes
+        self._backoff: dict[str, float] = {}                # source IP -> refused until
+        self._throttle = Throttle()
+        # Protocol errors per peer name ("unknown" before a handshake); bounded key set.
+        self.protocol_errors: dict[str, int] = {}
         self._addr_peer: dict[str, str] = {}
         self._topo_dirty = False
         self._last_tick = 0.0
@@ -123,7 +185,9 @@ class Mesh:
         # Application channels (IPAM, DNS): the adapter's handler gets (channel, source peer, payload)
         # and returns what to send in reply (built with send_app), so replies stay in this event.
         self.on_app_message: Callable[[str, str, bytes], list[Action]] | None = None
-        self.counters = {"gossip_sent": 0, "gossip_received": 0, "connections_refused": 0}
+        self.counters = {"gossip_sent": 0, "gossip_received": 0, "connections_refused": 0,
+                         "preauth_refused": 0, "preauth_evicted": 0, "backoff_refused": 0,
+                         "internal_errors": 0}
 
     # --- operator commands -----------------------------------------------------------------------
     def connect(self, addresses: list[str], now: float, replace: bool = False) -> list[Action]:
@@ -172,14 +236,27 @@ class Mesh:
                 return [Send(c.id, c.channel.encode(MsgType.APP, _app_body(channel, src, dest, hops, payload)))]
         return []
 
-    def _on_app(self, body: bytes) -> list[Action]:
+    def _on_app(self, conn: Conn, body: bytes) -> list[Action]:
         head, sep, payload = body.partition(b"\n")
-        header = decode_json(head)
+        header = decode_json(head, max_size=1024)
         if not sep or not (isinstance(header, list) and len(header) == 4 and all(isinstance(x, str)
                                                                                  for x in header[:3])
-                           and isinstance(header[3], int)):
+                           and isinstance(header[3], int) and not isinstance(header[3], bool)):
             raise ProtocolError("bad application message")
         channel, src, dest, hops = header
+        if not 0 < len(channel) <= MAX_APP_CHANNEL or not 0 <= hops <= self.config.app_max_hops:
+            raise ProtocolError(f"bad application message: channel or hops ({hops}) out of range")
+        try:
+            src, dest = parse_peer_name(src), parse_peer_name(dest) if dest else ""
+        except ValueError:
+            raise ProtocolError("bad application message: bad peer name") from None
+        assert conn.remote is not None
+        # Who sent it is part of what applications trust (IPAM ownership, DNS records): a neighbour's
+        # own message must come from that neighbour, a routed one at least from a peer we know of.
+        if not dest and src != conn.remote.name:
+            raise ProtocolError(f"application message from {conn.remote.name} claims to come from {src}")
+        if dest and src not in self.topology.peers:
+            raise ProtocolError(f"routed application message from unknown peer {src}")
         if dest and dest != self.identity.name:
             return self._route_app(channel, src, dest, hops - 1, payload) if hops > 1 else []
         return self._deliver_app(channel, src, payload)
@@ -195,9 +272,32 @@ class Mesh:
     # --- connection events ----------------------------------------------------------------------
     def accept(self, remote_ip: str, remote_port: int, now: float) -> tuple[int, list[Action]]:
         conn = self._new_conn(False, format_address(remote_ip, remote_port), remote_ip, now)
-        if len(self.conns) > self.config.conn_limit:  # dials in progress count too
-            return conn.id, self._fail(conn, f"connection limit {self.config.conn_limit} reached", now)
-        return conn.id, self._start_handshake(conn, now)
+        cfg = self.config
+        until = self._backoff.get(remote_ip)
+        if until is not None and now < until:
+            self.counters["backoff_refused"] += 1
+            return conn.id, self._fail(conn, f"too many failed handshakes from {remote_ip}, refused for "
+                                             f"{until - now:.0f}s more", now, counted=False)
+        if self._slots_used(conn) >= cfg.conn_limit:  # dials in progress count too, handshakes do not
+            return conn.id, self._fail(conn, f"connection limit {cfg.conn_limit} reached", now)
+        preauth = [c for c in self.conns.values() if c is not conn and not c.outbound and c.state == "handshake"]
+        if sum(1 for c in preauth if c.remote_ip == remote_ip) >= cfg.preauth_per_source:
+            self.counters["preauth_refused"] += 1
+            return conn.id, self._fail(conn, f"{cfg.preauth_per_source} handshakes from {remote_ip} already "
+                                             "in progress", now, counted=False)
+        actions: list[Action] = []
+        if len(preauth) >= cfg.preauth_total:
+            # Make room by dropping the oldest: a flood then only shortens everyone's handshake window,
+            # and a real peer (one round trip) still gets through.
+            self.counters["preauth_evicted"] += 1
+            oldest = min(preauth, key=lambda c: (c.created, c.id))
+            actions += self._fail(oldest, f"{cfg.preauth_total} handshakes in progress: dropped the oldest",
+                                  now, counted=False)
+        return conn.id, actions + self._start_handshake(conn, now)
+
+    def _slots_used(self, conn: Conn | None = None) -> int:
+        """Connections that count against conn_limit: ours (dials) and authenticated ones."""
+        return sum(1 for c in self.conns.values() if c is not conn and (c.outbound or c.state != "handshake"))
 
     def dial_succeeded(self, conn_id: int, remote_ip: str, now: float) -> list[Action]:
         conn = self.conns.get(conn_id)
@@ -222,9 +322,15 @@ class Mesh:
             return self._messages(conn, data, now)
         except HandshakeRefused as e:
             owed = [Send(conn.id, e.output)] if e.output else []
+            self._auth_failed(conn, now)
             return owed + self._fail(conn, str(e), now, refused=True)
         except ProtocolError as e:
-            return self._fail(conn, str(e), now)
+            return self._protocol_error(conn, str(e), now)
+        except Exception:  # noqa: BLE001 - a bug (ours or a handler's) costs this connection, not the router
+            self.counters["internal_errors"] += 1
+            if self._throttle.allow("internal-error", now) is not None:
+                log.exception("connection %s: internal error handling its data; closing it", conn.address)
+            return self._protocol_error(conn, "internal error", now)
 
     def connection_lost(self, conn_id: int, reason: str, now: float) -> list[Action]:
         conn = self.conns.get(conn_id)
@@ -236,6 +342,8 @@ class Mesh:
     def tick(self, now: float) -> list[Action]:
         cfg = self.config
         actions: list[Action] = []
+        if self._t0 is None:
+            self._t0 = now
         # If we ourselves were not scheduled for a while (an overloaded host), the silence we see is
         # ours, not our peers': don't count it against them, or a busy host drops every connection.
         stalled = now - self._last_tick - cfg.heartbeat_interval if self._last_tick else 0.0
@@ -261,7 +369,9 @@ class Mesh:
             if live:
                 actions.append(self._send_summary(self._rng.choice(live)))
         self._gc_unreachable(now)
-        self._failed_inbound = [f for f in self._failed_inbound if now - f[0] < cfg.failed_inbound_keep]
+        while self._failed_inbound and now - self._failed_inbound[0][0] >= cfg.failed_inbound_keep:
+            self._failed_inbound.popleft()
+        self._expire_auth_failures(now)
         actions += self._dial_due(now)
         return actions
 
@@ -303,6 +413,8 @@ class Mesh:
                 if conn.outbound:
                     self.connmaker.connected(conn.address)
                 return actions + [Close(conn.id, "duplicate connection")]
+        if not conn.outbound and self._slots_used(conn) >= self.config.conn_limit:
+            return actions + self._fail(conn, f"connection limit {self.config.conn_limit} reached", now)
         conn.state, conn.last_recv, conn.last_hb = "pending", now, now
         conn.channel = Channel(done.session)
         conn.session = done.session
@@ -345,7 +457,7 @@ class Mesh:
                     if first:  # the peer has not heard us yet: answer now rather than next interval
                         actions.append(self._heartbeat(conn, now))
                     continue
-                conn.rtt = max(0.0, now - echo - held)
+                conn.rtt = min(max(0.0, now - echo - held), RTT_MAX)  # the echo is the peer's claim
                 if conn.state == "pending":
                     conn.state = "established"
                     self._update_ourself(now)
@@ -358,7 +470,7 @@ class Mesh:
             elif kind == MsgType.SUMMARY:
                 actions += self._on_summary(conn, body)
             elif kind == MsgType.APP:
-                actions += self._on_app(body)
+                actions += self._on_app(conn, body)
             elif kind == MsgType.CLOSING:
                 reason = body.decode(errors="replace")[:200]
                 return actions + self._drop(conn, f"closed by peer: {reason}", now, send_close=False)
@@ -371,21 +483,42 @@ class Mesh:
         if not isinstance(msg, dict) or not isinstance(msg.get("peers"), list):
             raise ProtocolError("bad gossip message")
         self.counters["gossip_received"] += 1
-        accepted = self.topology.merge_wire(msg["peers"])
+        topo = self.topology
+        before = dict(topo.refused)
+        accepted = topo.merge_wire(msg["peers"], self._max_incarnation(now))
+        if topo.refused != before and self._throttle.allow("gossip-refused", now) is not None:
+            log.warning("gossip from %s: entries skipped (totals: %d implausibly far ahead, %d over the "
+                        "limit of %d peers)", self._who(conn), topo.refused["ahead"], topo.refused["full"],
+                        topo.max_peers)
         for e in accepted:
+            if e.name == self.identity.name and self._throttle.allow("reclaim", now) is not None:
+                log.warning("gossip from %s carries a newer entry for us (a previous life of ours, or another "
+                            "peer with our name?): bumped ours past it", self._who(conn))
             self._queue_gossip(e, now)
         return bool(accepted)
 
+    def _max_incarnation(self, now: float) -> int:
+        """Incarnations are start times in ms, like ours: a day beyond our clock is not a real peer's."""
+        if self._t0 is None:
+            self._t0 = now
+        return self._base_incarnation + int(max(0.0, now - self._t0) * 1000) + DAY_MS
+
     def _on_summary(self, conn: Conn, body: bytes) -> list[Action]:
         summary = decode_json(body)
-        if not isinstance(summary, dict):
+        if not isinstance(summary, dict) or len(summary) > self.config.max_peers:
             raise ProtocolError("bad gossip summary")
         newer = []
         for name, e in self.topology.peers.items():
             theirs = summary.get(name)
-            if not (isinstance(theirs, list) and len(theirs) == 2 and tuple(theirs) >= e.order):
+            if theirs is None:
                 newer.append(e)
-        return self._send_gossip(conn, gossip_body(newer))
+                continue
+            if not (isinstance(theirs, list) and len(theirs) == 2
+                    and all(isinstance(x, int) and not isinstance(x, bool) for x in theirs)):
+                raise ProtocolError(f"bad gossip summary entry for {name}")
+            if tuple(theirs) < e.order:
+                newer.append(e)
+        return self._send_gossip(conn, newer)
 
     # --- gossip -------------------------------------------------------------------------------
     def _send_summary(self, conn: Conn) -> Send:
@@ -409,12 +542,19 @@ class Mesh:
         exchange repairs whatever a tree that was still changing missed."""
         live = {c.remote.name: c for c in self.live_connections()}
         reachable = self.routes.reachable()
+        pending = list(self._pending_gossip.values())
+        # Each origin's tree is one BFS over the topology: past a budget (a flood of new entries), send
+        # to every neighbour instead; receivers drop what they already have.
+        routes = self.routes
+        fresh = {e.name for e in pending if e.name in reachable and not routes.cached(e.name)}
+        size = len(routes.adj) + sum(len(v) for v in routes.adj.values()) if fresh else 0
+        use_trees = len(fresh) * size <= ROUTE_TREE_BUDGET
         per_conn: dict[int, list[PeerEntry]] = {}
-        for e in self._pending_gossip.values():
-            if e.name == self.identity.name or e.name not in reachable:
+        for e in pending:
+            if e.name == self.identity.name or e.name not in reachable or not use_trees:
                 dests = live.keys()
             else:
-                dests = [n for n in self.routes.broadcast(e.name) if n in live]
+                dests = [n for n in routes.broadcast(e.name) if n in live]
             for n in dests:
                 per_conn.setdefault(live[n].id, []).append(e)
         self._pending_gossip.clear()
@@ -422,14 +562,17 @@ class Mesh:
         self._last_flush = now
         actions: list[Action] = []
         for cid, entries in per_conn.items():
-            actions += self._send_gossip(self.conns[cid], gossip_body(entries))
+            actions += self._send_gossip(self.conns[cid], entries)
         return actions
 
-    def _send_gossip(self, conn: Conn, body: bytes | None) -> list[Action]:
-        if body is None or conn.channel is None:
+    def _send_gossip(self, conn: Conn, entries: list[PeerEntry]) -> list[Action]:
+        if not entries or conn.channel is None:
             return []
-        self.counters["gossip_sent"] += 1
-        return [Send(conn.id, conn.channel.encode(MsgType.GOSSIP, body))]
+        actions: list[Action] = []
+        for body in gossip_bodies(entries):
+            self.counters["gossip_sent"] += 1
+            actions.append(Send(conn.id, conn.channel.encode(MsgType.GOSSIP, body)))
+        return actions
 
     def _update_ourself(self, now: float, urgent: bool = False) -> None:
         recs = sorted((ConnRecord(c.remote.name, c.dial_address, c.outbound, c.state == "established")
@@ -475,12 +618,17 @@ class Mesh:
         connected = self._connected_names()
         reachable = self.routes.reachable()
         wanted: set[str] = set()
+        limit = self.config.max_peers  # bounds the dial targets whatever the topology claims
+        if len(self._addr_peer) > 4 * limit:
+            live_addrs = {c.dial_address for c in self.conns.values()}
+            self._addr_peer = {a: n for a, n in self._addr_peer.items()
+                               if a in self.connmaker.targets or a in live_addrs}
         for name in reachable:
             entry = self.topology.peers.get(name)
             for c in entry.connections if entry else ():
                 if c.name != self.identity.name:
                     self._addr_peer.setdefault(c.address, c.name)
-                    if c.name not in connected:
+                    if c.name not in connected and len(wanted) < limit:
                         wanted.add(c.address)
         for addr in wanted:
             self.connmaker.add(addr, explicit=False, now=now)
@@ -500,26 +648,79 @@ class Mesh:
             elif t.state == "connected":
                 t.state, t.next_try = "retrying", now
         for t in self.connmaker.due(now):
-            if len(self.conns) >= self.config.conn_limit:
+            if self._slots_used() >= self.config.conn_limit:
                 break
-            host, port = parse_peer_address(t.address)
+            try:
+                host, port = parse_peer_address(t.address)
+            except ValueError as e:  # gossip is checked on arrival; still, one bad target must not stop ticks
+                self.connmaker.remove(t.address)
+                log.warning("dropped dial target: %s", e)
+                continue
             conn = self._new_conn(True, t.address, "", now)
             self.connmaker.dialing(t, conn.id)
             actions.append(Dial(conn.id, host, port, t.address))
         return actions
 
     # --- closing ------------------------------------------------------------------------------
-    def _fail(self, conn: Conn, reason: str, now: float, refused: bool = False) -> list[Action]:
-        """A connection that never got going: log why, remember it for status, close it."""
+    def _fail(self, conn: Conn, reason: str, now: float, refused: bool = False,
+              counted: bool = True) -> list[Action]:
+        """A connection that never got going: log why (inbound: once a minute per source address, with
+        how many were held back), remember it for status, close it."""
         where = f"{'to' if conn.outbound else 'from'} {conn.address}"
-        log.warning("connection %s refused: %s", where, reason)
-        self.counters["connections_refused"] += 1
+        held = 0 if conn.outbound else self._throttle.allow(f"in:{conn.remote_ip}", now)
+        if held is not None:
+            log.warning("connection %s refused: %s%s", where, reason,
+                        f" ({held} more from {conn.remote_ip} not logged)" if held else "")
+        if counted:
+            self.counters["connections_refused"] += 1
         self.conns.pop(conn.id, None)
         if conn.outbound:
             self.connmaker.failed(conn.address, reason, now, refused=refused)
         else:
             self._failed_inbound.append((now, conn.address, reason))
         return [Close(conn.id, reason)]
+
+    def _protocol_error(self, conn: Conn, reason: str, now: float) -> list[Action]:
+        """The remote broke the protocol: count it against it, close the connection (one log line)."""
+        key = conn.remote.name if conn.remote is not None else "unknown"
+        if key not in self.protocol_errors and len(self.protocol_errors) >= 256:
+            key = "unknown"
+        self.protocol_errors[key] = self.protocol_errors.get(key, 0) + 1
+        if conn.live:
+            return self._drop(conn, f"protocol error: {reason}", now)
+        if conn.handshake is not None:
+            self._auth_failed(conn, now)
+        return self._fail(conn, reason, now)
+
+    def _auth_failed(self, conn: Conn, now: float) -> None:
+        """A failed handshake from an inbound address (wrong password, garbage): too many recent ones
+        and the address is refused at once for a while."""
+        if conn.outbound or not conn.remote_ip:
+            return
+        cfg = self.config
+        ip = conn.remote_ip
+        times = self._auth_failures.pop(ip, None) or deque(maxlen=cfg.auth_fail_limit)
+        self._auth_failures[ip] = times  # re-inserted: most recent last, the oldest go first
+        times.append(now)
+        if len(times) >= cfg.auth_fail_limit and now - times[0] <= cfg.auth_fail_window:
+            times.clear()
+            self._backoff[ip] = now + cfg.auth_backoff
+            log.warning("%d failed handshakes from %s within %.0fs: refusing its connections for %.0fs",
+                        cfg.auth_fail_limit, ip, cfg.auth_fail_window, cfg.auth_backoff)
+        while len(self._auth_failures) > 4096:
+            del self._auth_failures[next(iter(self._auth_failures))]
+        while len(self._backoff) > 4096:
+            del self._backoff[next(iter(self._backoff))]
+
+    def _expire_auth_failures(self, now: float) -> None:
+        cfg = self.config
+        for ip in [ip for ip, until in self._backoff.items() if now >= until]:
+            del self._backoff[ip]
+        for ip in [ip for ip, t in self._auth_failures.items() if not t or now - t[-1] > cfg.auth_fail_window]:
+            del self._auth_failures[ip]
+
+    def _who(self, conn: Conn) -> str:
+        return f"{conn.remote.name}({conn.remote.nickname})" if conn.remote else conn.address
 
     def _drop(self, conn: Conn, reason: str, now: float, send_close: bool = True) -> list[Action]:
         self.conns.pop(conn.id, None)

@@ -1,16 +1,18 @@
 """The `features` a peer advertises in its hello, checked before anything uses them.
 
-Known keys must have the right type and format; unknown keys (a newer peer's) are dropped, so what the
-rest of the router sees is exactly what was validated and its size is bounded by construction.
+Known keys must have the right type and format (normalised); unknown keys (a newer peer's features)
+are passed on unchecked, nobody here reads them, and the whole dict is bounded in size.
 """
 
 from __future__ import annotations
 
+import json
 import re
 
 from .errors import ProtocolError
 
-MAX_FEATURE_KEYS = 64  # a hello with more keys than this is not from a weavenet peer
+MAX_FEATURE_KEYS = 64      # a hello with more keys than this is not from a weavenet peer
+MAX_FEATURES_BYTES = 4096  # as compact JSON
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
@@ -38,11 +40,17 @@ def validate_features(raw: object) -> dict:
         raise ProtocolError("malformed handshake: features is not an object")
     if len(raw) > MAX_FEATURE_KEYS:
         raise ProtocolError(f"malformed handshake: more than {MAX_FEATURE_KEYS} features")
-    out: dict = {}
+    try:
+        size = len(json.dumps(raw, separators=(",", ":"), allow_nan=False))
+    except (ValueError, TypeError, RecursionError):
+        raise ProtocolError("malformed handshake: features are not plain JSON") from None
+    if size > MAX_FEATURES_BYTES:
+        raise ProtocolError(f"malformed handshake: features of {size} bytes exceed {MAX_FEATURES_BYTES}")
+    out = dict(raw)
     for key, check in KNOWN_FEATURES.items():
-        if key in raw:
+        if key in out:
             try:
-                out[key] = check(raw[key])
+                out[key] = check(out[key])
             except ValueError as e:
                 raise ProtocolError(f"malformed handshake: feature {key}: {e}") from None
     return out
