@@ -1,4 +1,7 @@
-"""Bad input and daemon handling of the weave command."""
+"""Bad input and daemon handling of the weave command, and its authenticated local API."""
+
+import json
+import stat
 
 from .helpers import report
 
@@ -40,3 +43,62 @@ def test_launch_twice_and_stop(lab_factory):
     assert h.router_pid() is None
     assert not (h.rundir / "weave.sock").exists()
     assert h.weave("status", check=False).returncode != 0
+
+
+# A raw request to the router's TCP API from inside the host's namespace: (status, body). Only the
+# stdlib http.client, which sends exactly the headers given (plus Host, Content-Length).
+_RAW = """
+import http.client, json, sys
+method, path, body, headers = json.loads(sys.argv[1])
+c = http.client.HTTPConnection("127.0.0.1", 6784, timeout=10)
+c.request(method, path, body=body.encode() if body is not None else None, headers=headers)
+r = c.getresponse()
+print(json.dumps([r.status, r.read().decode(errors="replace")]))
+"""
+
+
+def _raw(h, method: str, path: str, body: str | None = None, headers: dict | None = None) -> tuple[int, str]:
+    p = h.exec("python3", "-c", _RAW, json.dumps([method, path, body, headers or {}]))
+    status, text = json.loads(p.stdout)
+    return status, text
+
+
+def test_api_needs_the_token_and_the_cli_sends_it(lab_factory):
+    lab = lab_factory(2)
+    a, b = lab.hosts
+    a.weave("launch", "--password", "pw one")
+    b.weave("launch")
+    token_file = a.rundir / "api-token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE((a.rundir / "weave.sock").stat().st_mode) == 0o600
+    token = token_file.read_text().strip()
+    assert len(token) >= 43
+    # The CLI works end to end: it reads the token.
+    assert "Encryption: enabled" in a.weave("status").stdout
+    a.weave("connect", b.ip)
+    assert f"{b.ip}:6783" in report(a)["targets"]
+    assert "password_fingerprint" not in report(a)["config"]
+    check = a.weave("password-check", env={"WEAVE_PASSWORD": "pw one"})
+    assert json.loads(check.stdout) == {"matches": True}
+    check = a.weave("password-check", env={"WEAVE_PASSWORD": "pw two"})
+    assert json.loads(check.stdout) == {"matches": False}
+    # Raw requests on 127.0.0.1:6784 without the token, or from a web page, reach nothing.
+    assert _raw(a, "GET", "/report")[0] == 401
+    assert _raw(a, "POST", "/attach", '{"target": "pid:1"}', {"Content-Type": "application/json"})[0] == 401
+    assert _raw(a, "POST", "/connect", '{"peers": ["192.0.2.9"]}', {"Content-Type": "text/plain"})[0] == 401
+    auth = {"Authorization": f"Bearer {token}"}
+    assert _raw(a, "POST", "/connect", '{"peers": ["192.0.2.9"]}', {**auth, "Content-Type": "text/plain"})[0] == 415
+    assert _raw(a, "GET", "/report", headers={**auth, "Host": "evil.example:6784"})[0] == 403
+    assert _raw(a, "GET", "/report", headers={**auth, "Origin": "https://evil.example"})[0] == 403
+    assert "192.0.2.9:6783" not in report(a)["targets"]
+    status, text = _raw(a, "GET", "/report", headers=auth)
+    assert status == 200 and json.loads(text)["router"]["name"]
+    assert _raw(a, "GET", "/metrics")[0] == 200  # scraped without the token
+    # A refused CLI says so in one line and fails.
+    token_file.write_text("not-the-token\n")
+    p = a.weave("status", check=False)
+    assert p.returncode == 1 and p.stdout == ""
+    assert len(p.stderr.strip().splitlines()) == 1 and "token" in p.stderr, p.stderr
+    token_file.write_text(f"{token}\n")
+    a.weave("stop")
+    assert not token_file.exists()  # removed with the socket when the router stops
