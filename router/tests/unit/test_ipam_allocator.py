@@ -143,7 +143,9 @@ def test_status_text():
     a = seeded()
     assert format_ipam_status(a.status(), US, {}, set()) == "No address space claimed yet in 10.32.0.0/12\n"
     a.allocate("c", None, 0)
+    a.peers_changed({PEER}, {PEER}, 0)  # only a router the topology knows gets space
     a.receive(b'{"t":"req","from":"02:00:00:00:00:02","subnet":"10.32.0.0/12","ring":true}', 0)  # donates half
+    a.peers_changed(set(), set(), 0)
     a.allocate("d", None, 0)
     text = format_ipam_status(a.status(), US, {US: "h1", PEER: "h2"}, set())
     assert text.splitlines() == [

@@ -45,8 +45,8 @@ class Host:
     def on_app(self, channel: str, src: str, payload: bytes) -> list:
         now = self.net.now
         if channel == "ipam":
-            return self.execute(self.alloc.receive(payload, now))
-        changed = self.dns.merge(payload, now)
+            return self.execute(self.alloc.receive(payload, now, src))
+        changed = self.dns.merge(payload, now, src)
         return self.mesh.send_app("dns", self.dns.encode_gossip(changed)) if changed else []
 
     def tick(self) -> None:

@@ -26,7 +26,7 @@ class Sim:
         self.now = 0.0
         self.nodes: dict[str, Allocator] = {}
         self.links: set[frozenset[str]] = set()
-        self.queue: list[tuple[str, bytes]] = []
+        self.queue: list[tuple[str, str, bytes]] = []  # (src, dst, data)
         self.done: dict[tuple[str, str], ipaddress.IPv4Interface] = {}  # (router, container) -> address
         self.failed: list[AllocFailed] = []
         self.refused: list[ClaimRefused] = []
@@ -63,10 +63,10 @@ class Sim:
         for act in actions:
             if isinstance(act, SendTo):
                 if act.peer in self.component(src):
-                    self.queue.append((act.peer, act.data))
+                    self.queue.append((src, act.peer, act.data))
             elif isinstance(act, GossipChanged):
                 data = self.nodes[src].encode_gossip()
-                self.queue += [(m, data) for m in self.neighbours(src)]
+                self.queue += [(src, m, data) for m in self.neighbours(src)]
             elif isinstance(act, Allocated):
                 self.done[(src, act.container_id)] = act.address
             elif isinstance(act, AllocFailed):
@@ -86,9 +86,9 @@ class Sim:
             batch = [m for m in batch if self.rng.random() >= self.loss]
             batch += [m for m in batch if self.rng.random() < self.loss]
         self.rng.shuffle(batch)
-        for dst, data in batch:
+        for src, dst, data in batch:
             if dst in self.nodes:
-                self.apply(dst, self.nodes[dst].receive(data, self.now))
+                self.apply(dst, self.nodes[dst].receive(data, self.now, src))
         self.now += 0.1
         if round(self.now * 10) % 10 == 0:
             for n, a in self.nodes.items():
@@ -127,6 +127,7 @@ def assert_rings_agree(sim: Sim) -> None:
     assert all(w == wires[0] for w in wires)
     owned = sum(lo_hi[1] - lo_hi[0] for a in sim.nodes.values() for lo_hi in a.ring.owned_by(a.us))
     assert owned == RANGE.num_addresses  # every address has exactly one owner
+    assert all(not a.refused for a in sim.nodes.values())  # honest routers never trip the hostile-input rules
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -34,6 +34,18 @@ def formerr(query: bytes) -> bytes:
     return struct.pack(">HHHHHH", qid, dns.flags.QR | dns.rcode.FORMERR, 0, 0, 0, 0)
 
 
+def servfail(query: bytes) -> bytes:
+    """SERVFAIL for a query we could not get answered (upstream down, or too many forwards at once): the
+    query's id and question echoed when it parses, a bare header otherwise."""
+    try:
+        resp = dns.message.make_response(dns.message.from_wire(query), recursion_available=True)
+        resp.set_rcode(dns.rcode.SERVFAIL)
+        return resp.to_wire()
+    except Exception:  # noqa: BLE001 - dnspython may raise more than DNSException on hostile bytes
+        qid = struct.unpack(">H", query[:2])[0] if len(query) >= 2 else 0
+        return struct.pack(">HHHHHH", qid, dns.flags.QR | dns.flags.RA | dns.rcode.SERVFAIL, 0, 0, 0, 0)
+
+
 def answer(query: bytes, store: RecordStore, now: float, ttl: int = 1, domain: str = DEFAULT_DOMAIN,
            rng: random.Random | None = None, max_size: int | None = None) -> bytes | None:
     """The response to `query`, or None to forward it upstream (a name outside our domain, or the PTR of
@@ -42,7 +54,7 @@ def answer(query: bytes, store: RecordStore, now: float, ttl: int = 1, domain: s
     `now` is unused today: lookups do not depend on time (kept so answering can grow caching)."""
     try:
         q = dns.message.from_wire(query)
-    except dns.exception.DNSException:
+    except Exception:  # noqa: BLE001 - DNSException mostly, but hostile bytes reach other types too
         return formerr(query)
     if q.flags & dns.flags.QR:
         return b""  # a response sent to us: answering it could loop
@@ -109,6 +121,8 @@ def _fit(resp: dns.message.Message, qname: dns.name.Name, rdtype: dns.rdatatype.
         try:
             return resp.to_wire(max_size=limit)
         except dns.exception.TooBig:
-            if n == 1:
-                raise
+            if n == 1:  # not even one record fits (a tiny EDNS size with a long name): truncated, empty
+                resp.answer = []
+                resp.flags |= dns.flags.TC
+                return resp.to_wire(max_size=max(limit, 512))
             n = max(1, n * 3 // 4)

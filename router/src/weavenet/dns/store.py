@@ -8,6 +8,14 @@ record, so stores converge whatever the order of arrival. Every gossip message c
 newest incarnation: when a router restarts, everyone drops the records of its previous life (it
 re-registers the containers still running). Tombstones are dropped after an age (`gc`), counted from
 when this store learnt of them, so no clocks need to agree.
+
+Gossip is relayed (a router passes on what was news to it), so records of third routers arrive from
+any neighbour and cannot be checked against their origin. What is checked: the message's sender is the
+router the mesh authenticated; names lie in our domain; an incarnation is no later than our own start
+time plus the time since plus MAX_CLOCK_AHEAD (a forged huge one would otherwise wipe a router's names
+for good), and a version no higher than one change per millisecond of the origin's life could reach;
+at most MAX_ORIGINS origins, MAX_RECORDS_PER_ORIGIN records per origin and MAX_RECORDS in all. What
+fails is skipped and counted in `refused` (malformed messages are a ProtocolError).
 """
 
 from __future__ import annotations
@@ -16,12 +24,18 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from ..mesh.channel import decode_json, encode_json
+from ..ipam.wire import decode_message, peer_name, text, uint
+from ..mesh.channel import encode_json
 from ..mesh.errors import ProtocolError
 from ..mesh.names import parse_peer_name
 
 DEFAULT_DOMAIN = "weave.local."
 TOMBSTONE_MAX_AGE = 600.0  # far longer than gossip needs to reach everyone
+MAX_CLOCK_AHEAD_MS = 3_600_000  # how far another router's clock may run ahead of ours (incarnations are start times)
+MAX_RECORDS_PER_ORIGIN = 8192   # live names and tombstones one router may have in our store
+MAX_RECORDS = 65536             # all records in our store
+MAX_ORIGINS = 4096              # routers we keep records (or an incarnation) of
+MAX_CONTAINER_ID = 128
 _LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
 
 
@@ -71,20 +85,27 @@ class Record:
 
     @classmethod
     def from_wire(cls, w: object) -> Record:
+        """Types and ranges checked (the name's domain is the store's business); ProtocolError otherwise."""
         try:
-            name, addr, cid, origin, inc, ver, tomb = w  # type: ignore[misc]
-            if not isinstance(name, str) or not isinstance(cid, str):
-                raise TypeError("name and container must be strings")
-            return cls(name.lower(), str(ipaddress.IPv4Address(addr)), cid, parse_peer_name(origin),
-                       int(inc), int(ver), bool(tomb))
+            if not isinstance(w, list) or len(w) != 7:
+                raise TypeError("a record is [name, address, container, origin, incarnation, version, tombstone]")
+            name, addr, cid, origin, inc, ver, tomb = w
+            if tomb not in (0, 1):  # (True/False compare equal to 1/0)
+                raise ValueError("tombstone must be 0 or 1")
+            return cls(text(name, "name", 254).lower(), str(ipaddress.IPv4Address(text(addr, "address", 15))),
+                       text(cid, "container", MAX_CONTAINER_ID), peer_name(origin, "origin"), uint(inc, "incarnation"),
+                       uint(ver, "version"), bool(tomb))
         except (ValueError, TypeError) as e:
-            raise ProtocolError(f"bad DNS record: {e}") from None
+            raise ProtocolError(f"bad DNS record: {str(e)[:200]}") from None
 
 
 class RecordStore:
-    def __init__(self, us: str, incarnation: int, domain: str = DEFAULT_DOMAIN) -> None:
+    def __init__(self, us: str, incarnation: int, domain: str = DEFAULT_DOMAIN, started: float = 0.0) -> None:
+        """`incarnation`: our start time in ms (wall clock); `started`: the same moment on the clock of
+        the `now` given to `merge` (so the store can tell how late another router's start may be)."""
         self.us = parse_peer_name(us)
         self.incarnation = incarnation
+        self.started = started
         self.domain = normalise_domain(domain)
         self.records: dict[Key, Record] = {}
         self._clock = 0
@@ -93,6 +114,8 @@ class RecordStore:
         self._gone: set[str] = set()                             # origins dropped by peer_gone
         self._by_name: dict[str, set[Key]] = {}                  # lookups without a scan
         self._by_addr: dict[str, set[Key]] = {}
+        self._by_origin: dict[str, set[Key]] = {}                # caps per origin, and drops without a scan
+        self.refused: dict[str, int] = {}                        # records, origins or messages refused, per reason
 
     # --- our own records --------------------------------------------------------------------------
     def add(self, name: str, address: str, container: str, now: float) -> list[Record]:
@@ -126,6 +149,7 @@ class RecordStore:
         self.records[rec.key] = rec
         self._by_name.setdefault(rec.name, set()).add(rec.key)
         self._by_addr.setdefault(rec.address, set()).add(rec.key)
+        self._by_origin.setdefault(rec.origin, set()).add(rec.key)
         if rec.tombstone:
             self._dead_since.setdefault(rec.key, now)
         else:
@@ -137,38 +161,78 @@ class RecordStore:
         recs = self.records.values() if records is None else records
         return encode_json({"from": self.us, "origins": self._origins, "records": [r.to_wire() for r in recs]})
 
-    def merge(self, data: bytes, now: float) -> list[Record]:
+    def merge(self, data: bytes, now: float, src: str | None = None) -> list[Record]:
         """Apply another store's gossip; returns what changed here (records of an origin's previous life
-        come back as tombstones: they are gone). Raises ProtocolError for malformed input."""
-        msg = decode_json(data)
-        if not isinstance(msg, dict) or not isinstance(msg.get("origins"), dict) \
-                or not isinstance(msg.get("records"), list):
-            raise ProtocolError("bad DNS gossip")
+        come back as tombstones: they are gone). `src`: the neighbour the mesh authenticated (the adapter
+        always passes it): gossip claiming another sender is refused. Raises ProtocolError for malformed
+        input (and nothing else); records breaking a rule are skipped and counted in `refused`."""
+        msg = decode_message(data, "DNS gossip")
+        if not isinstance(msg.get("origins"), dict) or not isinstance(msg.get("records"), list):
+            raise ProtocolError("bad DNS gossip: origins must be an object, records a list")
         try:
-            sender = parse_peer_name(msg["from"])
-            origins = {parse_peer_name(o): int(i) for o, i in msg["origins"].items()}
-        except (KeyError, ValueError, TypeError) as e:
+            sender = peer_name(msg.get("from"), "from")
+            origins = {peer_name(o, "origin"): uint(i, "incarnation") for o, i in msg["origins"].items()}
+        except (ValueError, TypeError) as e:
             raise ProtocolError(f"bad DNS gossip: {e}") from None
+        records = [Record.from_wire(w) for w in msg["records"]]  # all checked before anything changes
+        if src is not None and sender != src:
+            self._refuse("forged_sender")
+            return []
         self._gone.discard(sender)  # a router we gave up on speaks again: its own records count again
+        limit = self._newest_start(now)
         changed: list[Record] = []
         for origin, inc in origins.items():
-            changed += self._see_incarnation(origin, inc)
-        for w in msg["records"]:
-            rec = Record.from_wire(w)
+            if inc > limit:
+                self._refuse("future_incarnation")
+            else:
+                changed += self._see_incarnation(origin, inc)
+        for rec in records:
             if rec.origin == self.us or rec.origin in self._gone or rec.incarnation < self._origins.get(rec.origin, 0):
                 continue  # only we speak for ourselves; gone routers and previous lives stay gone
+            if rec.incarnation > limit:
+                self._refuse("future_incarnation")
+                continue
+            if rec.version > limit - rec.incarnation + MAX_CLOCK_AHEAD_MS:  # > one change per ms of its life
+                self._refuse("future_version")
+                continue
+            if not self._in_domain(rec.name):
+                self._refuse("outside_domain")
+                continue
+            cur = self.records.get(rec.key)
+            if cur is None and len(self._by_origin.get(rec.origin, ())) >= MAX_RECORDS_PER_ORIGIN:
+                self._refuse("origin_full")
+                continue
+            if cur is None and len(self.records) >= MAX_RECORDS:
+                self._refuse("store_full")
+                continue
             changed += self._see_incarnation(rec.origin, rec.incarnation)
+            if rec.origin not in self._origins:
+                continue  # (refused: too many origins)
             cur = self.records.get(rec.key)
             if cur is None or rec.order > cur.order:
                 self._put(rec, now)
                 changed.append(rec)
         return changed
 
+    def _newest_start(self, now: float) -> int:
+        """The latest incarnation (start time, ms) another router can have now, given our own."""
+        return self.incarnation + int(max(0.0, now - self.started) * 1000) + MAX_CLOCK_AHEAD_MS
+
+    def _in_domain(self, name: str) -> bool:
+        return (len(name) <= 254 and name.endswith("." + self.domain)
+                and all(_LABEL.match(x) for x in name[:-1].split(".")))
+
+    def _refuse(self, reason: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+
     def _see_incarnation(self, origin: str, inc: int) -> list[Record]:
         if origin == self.us or origin in self._gone or inc <= self._origins.get(origin, -1):
             return []
+        if origin not in self._origins and len(self._origins) >= MAX_ORIGINS:
+            self._refuse("too_many_origins")
+            return []
         self._origins[origin] = inc
-        old = [r for r in self.records.values() if r.origin == origin and r.incarnation < inc]
+        old = [self.records[k] for k in self._by_origin.get(origin, ()) if self.records[k].incarnation < inc]
         for r in old:
             self._drop(r.key)
         return [Record(r.name, r.address, r.container, r.origin, r.incarnation, r.version, True)
@@ -180,9 +244,11 @@ class RecordStore:
         peer = parse_peer_name(peer)
         if peer == self.us:
             return 0
-        mine = [k for k, r in self.records.items() if r.origin == peer]
+        mine = list(self._by_origin.get(peer, ()))
         for k in mine:
             self._drop(k)
+        if len(self._gone) >= MAX_ORIGINS:
+            self._gone.pop()  # (bounded: forgetting one departed router only lets stale copies of it back)
         self._gone.add(peer)
         self._origins.pop(peer, None)
         return len(mine)
@@ -201,7 +267,7 @@ class RecordStore:
     def _drop(self, key: Key) -> None:
         rec = self.records.pop(key)
         self._dead_since.pop(key, None)
-        for index, field in ((self._by_name, rec.name), (self._by_addr, rec.address)):
+        for index, field in ((self._by_name, rec.name), (self._by_addr, rec.address), (self._by_origin, rec.origin)):
             keys = index[field]
             keys.discard(key)
             if not keys:

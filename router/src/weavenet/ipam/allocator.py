@@ -11,15 +11,19 @@ import json
 import random
 from dataclasses import dataclass
 
-from ..mesh.channel import decode_json, encode_json
+from ..mesh.channel import encode_json
 from ..mesh.errors import ProtocolError
 from ..mesh.names import parse_peer_name
-from .ring import Ring, ip
+from .ring import MAX_RING_ENTRIES, Ring, ip
 from .spec import DEFAULT_RANGE
+from .wire import decode_message, peer_name, text
 
 REQUEST_RETRY = 2.0     # ask again (another donor if there is one) when a request got no space in this time
 NOSPACE_HOLD = 10.0     # don't ask a peer that said it has no space again for this long
 GOSSIP_INTERVAL = 10.0  # anti-entropy: the whole ring to a random neighbour about this often
+MAX_PEERS = 4096        # bound on per-peer tables between two topology updates
+DONATE_BURST = 4        # donations one requester may get at once (e.g. several explicit claims)...
+DONATE_EVERY = 2.0      # ...then one per this many seconds: a flood of requests cannot drain our space
 
 Net = ipaddress.IPv4Network
 
@@ -100,6 +104,8 @@ class Allocator:
         self._askers: set[str] = set()              # asked us for space before any ring existed
         self._wanted: dict[int, str] = {}           # claimed addresses that another router owns -> container
         self._wanted_asked: dict[int, float] = {}
+        self._donated: dict[str, tuple[float, float]] = {}  # requester -> (donations left, as of when)
+        self.refused: dict[str, int] = {}           # messages or entries refused, per reason
 
     # --- operations -------------------------------------------------------------------------------
     def allocate(self, container_id: str, subnet: Net | None, now: float
@@ -183,19 +189,30 @@ class Allocator:
         self._connected, self._reachable = set(connected), set(reachable) | set(connected)
         self._reachable.discard(self.us)
         self._heard = {p: s for p, s in self._heard.items() if p in self._connected}
+        # Per-peer tables keep only peers we can reach (they are re-learnt if a peer comes back).
+        self._nospace = {p: v for p, v in self._nospace.items() if p in self._reachable}
+        self._askers &= self._reachable
+        self._donated = {p: v for p, v in self._donated.items() if p in self._reachable}
         return _once([SendTo(p, self.encode_gossip()) for p in sorted(new)] + self._retry(now))
 
-    def receive(self, data: bytes, now: float) -> list[Action]:
-        """A message from another router's allocator (gossip or unicast alike). Raises ProtocolError for
-        malformed input, and its subclass RingConflict for a ring that must not be merged."""
-        msg = decode_json(data)
-        if not isinstance(msg, dict):
-            raise ProtocolError("bad IPAM message")
+    def receive(self, data: bytes, now: float, src: str | None = None) -> list[Action]:
+        """A message from another router's allocator (gossip or unicast alike). `src`: the sender the mesh
+        authenticated (the adapter always passes it); a message claiming to be from anyone else is
+        refused and counted in `refused`. Raises ProtocolError for malformed input, and its subclass
+        RingConflict for a ring that must not be merged; nothing else escapes."""
+        msg = decode_message(data, "IPAM")
         try:
-            kind, sender = msg.get("t"), parse_peer_name(msg["from"])
-            net = ipaddress.IPv4Network(msg["subnet"]) if kind in ("req", "nospace") else None
-        except (KeyError, ValueError, TypeError, AttributeError) as e:
+            kind, sender = msg.get("t"), peer_name(msg["from"], "from")
+            net = ipaddress.IPv4Network(text(msg["subnet"], "subnet", 18)) if kind in ("req", "nospace") else None
+            flag = {"ring": "seed", "req": "ring"}.get(kind)  # type: ignore[arg-type]
+            if flag is not None and not isinstance(msg.get(flag, False), bool):
+                raise TypeError(f"{flag} must be a boolean")
+        except (KeyError, ValueError, TypeError) as e:
             raise ProtocolError(f"bad IPAM message: {e}") from None
+        if src is not None and sender != src:
+            return self._refuse("forged_sender")  # one router speaking for another
+        if sender == self.us:
+            return self._refuse("our_name")
         if kind == "ring":
             return _once(self._on_ring(sender, msg, now))
         if kind == "req" and net is not None:
@@ -208,7 +225,8 @@ class Allocator:
                 cid = self._wanted.pop(a)
                 reason = f"address {net.network_address} is in use on router {sender}"
                 return _once(actions + [ClaimRefused(cid, net.network_address, reason)])
-            self._nospace[sender] = (now, self._stamp(sender))
+            if sender in self._reachable:  # (a table per peer: only peers that exist)
+                self._nospace[sender] = (now, self._stamp(sender))
             if self._asked.get(net, (None,))[0] == sender:
                 del self._asked[net]  # ask someone else now
             return _once(actions + self._retry(now))
@@ -461,14 +479,29 @@ class Allocator:
                                                           "ring": True})))
         return actions
 
+    def _refuse(self, reason: str) -> list[Action]:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+        return []
+
+    def _may_donate(self, to: str, now: float) -> bool:
+        """A token bucket per requester: DONATE_BURST at once, then one per DONATE_EVERY seconds."""
+        left, when = self._donated.get(to, (DONATE_BURST, now))
+        left = min(DONATE_BURST, left + max(0.0, now - when) / DONATE_EVERY)
+        if left < 1:
+            self._donated[to] = (left, now)
+            return False
+        self._donated[to] = (left - 1, now)
+        return True
+
     def _on_ring(self, sender: str, msg: dict, now: float) -> list[Action]:
-        self._heard[sender] = bool(msg.get("seed"))
+        if sender in self._heard or len(self._heard) < MAX_PEERS:  # pruned to neighbours on peers_changed
+            self._heard[sender] = bool(msg.get("seed"))
         return self._merge(sender, msg) + self._retry(now)  # retry: a new neighbour may allow seeding
 
     def _merge(self, sender: str, msg: dict) -> list[Action]:
         other = Ring.from_wire(msg.get("ring"), self.network)
         had_ring, owned = not self.ring.empty, self._owned_total()
-        if not self.ring.merge(other, self.us):
+        if not self.ring.merge(other, self.us, self.refused):
             return []
         # The first ring we hear of, or a donation from the owner we asked: if still short, ask at once
         # (not on every gossip from that owner, or we would ask again before its answer arrives).
@@ -478,12 +511,18 @@ class Allocator:
 
     def _on_request(self, sender: str, net: Net, they_have_ring: bool, now: float) -> list[Action]:
         if not net.subnet_of(self.network):
-            return []
+            return self._refuse("foreign_subnet")
+        if sender not in self._reachable:  # space goes only to routers the topology says exist
+            return self._refuse("unknown_requester")
         if self.ring.empty:  # it gets the ring as soon as there is one (or asks again)
             self._askers.add(sender)
             return self._claim(now) if self._may_seed() else []
         if not they_have_ring:  # first they learn who owns what, then they ask the best donor
             return [SendTo(sender, self.encode_gossip())]
+        if len(self.ring.entries) >= MAX_RING_ENTRIES - 2:  # a donation adds up to two tokens
+            return self._refuse("ring_full")
+        if not self._may_donate(sender, now):
+            return self._refuse("donation_rate")  # no answer: it asks again (or another owner) later
         if not self._donate(sender, net):
             return [SendTo(sender, encode_json({"t": "nospace", "from": self.us, "subnet": str(net),
                                                 "ring": self.ring.to_wire()}))]

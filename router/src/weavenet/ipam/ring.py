@@ -17,7 +17,11 @@ from bisect import bisect_right
 from dataclasses import dataclass
 
 from ..mesh.errors import ProtocolError
-from ..mesh.names import parse_peer_name
+from .wire import MAX_INT, peer_name, text, uint
+
+MAX_RING_ENTRIES = 16384   # tokens (and rmpeer tombstones) a ring may hold: donations stop short of it
+MAX_VERSION_JUMP = 1 << 20  # one merge may advance a token's version this far: an owner bumps it once per
+                            # change of its free count, so a bigger jump is forged (it would pin the entry)
 
 
 class RingConflict(ProtocolError):
@@ -114,8 +118,13 @@ class Ring:
         return taken
 
     # --- merging ----------------------------------------------------------------------------------
-    def merge(self, other: Ring, us: str) -> bool:
-        """Merge another copy into ours; True if ours changed. Raises RingConflict, leaving ours as it was."""
+    def merge(self, other: Ring, us: str, refused: dict[str, int] | None = None) -> bool:
+        """Merge another copy into ours; True if ours changed. Raises RingConflict, leaving ours as it was.
+
+        An entry whose version leaps more than MAX_VERSION_JUMP ahead of ours (or of nothing, for a new
+        token) is skipped and counted in `refused`: no owner writes that often, and accepting it would
+        pin the entry so that its real owner could never update it again. Skipping one entry is safe:
+        only owners allocate, and our own entries are guarded by the conflict rules."""
         if other.network != self.network:
             raise RingConflict(f"allocation range mismatch: ours {self.network}, theirs {other.network}")
         if other.empty:
@@ -130,6 +139,10 @@ class Ring:
         updates: dict[int, Entry] = {}
         for tok, theirs in other.entries.items():
             mine = self.entries.get(tok)
+            if theirs.version - (mine.version if mine is not None else 0) > MAX_VERSION_JUMP:
+                if refused is not None:
+                    refused["version_jump"] = refused.get("version_jump", 0) + 1
+                continue
             if mine is None:
                 if self.owner_at(tok) == us:
                     raise RingConflict(f"inconsistent entries: {theirs.owner} split our range at {ip(tok)}")
@@ -142,7 +155,8 @@ class Ring:
             elif theirs.version == mine.version and theirs != mine:
                 raise RingConflict(f"inconsistent entries at {ip(tok)} version {mine.version}: "
                                    f"ours {mine.owner} free {mine.free}, theirs {theirs.owner} free {theirs.free}")
-        removed = {p: min(by, self.removed.get(p, by)) for p, by in other.removed.items()}
+        removed = {p: min(by, self.removed.get(p, by)) for p, by in other.removed.items()
+                   if p in self.removed or len(self.removed) < MAX_RING_ENTRIES}
         changed = bool(updates) or any(self.removed.get(p) != by for p, by in removed.items())
         for tok, e in updates.items():
             self._set(tok, e)
@@ -160,25 +174,35 @@ class Ring:
 
     @classmethod
     def from_wire(cls, w: object, network: ipaddress.IPv4Network) -> Ring:
-        """Decode a ring (None: no ring yet). Malformed input is a ProtocolError."""
+        """Decode a ring (None: no ring yet). Malformed input (wrong types, values out of range, more than
+        MAX_RING_ENTRIES tokens or tombstones) is a ProtocolError, and nothing else escapes."""
         ring = cls(network)
         if w is None:
             return ring
         try:
-            ring.network = ipaddress.IPv4Network(w["range"])  # type: ignore[index]
+            if not isinstance(w, dict):
+                raise TypeError("not an object")
+            entries, removed = w["entries"], w["removed"]
+            if not isinstance(entries, list) or not isinstance(removed, dict):
+                raise TypeError("entries must be a list, removed an object")
+            if len(entries) > MAX_RING_ENTRIES or len(removed) > MAX_RING_ENTRIES:
+                raise ValueError(f"more than {MAX_RING_ENTRIES} entries")
+            ring.network = ipaddress.IPv4Network(text(w["range"], "range", 18))
             ring.start = int(ring.network.network_address)
             ring.end = ring.start + ring.network.num_addresses
-            ring.ring_id = str(w["id"])  # type: ignore[index]
-            for tok_s, owner, version, free in w["entries"]:  # type: ignore[index]
-                tok = int(ipaddress.IPv4Address(tok_s))
+            ring.ring_id = text(w["id"], "ring id", 128)
+            for e in entries:
+                if not isinstance(e, list) or len(e) != 4:
+                    raise TypeError("an entry is [token, owner, version, free]")
+                tok_s, owner, version, free = e
+                tok = int(ipaddress.IPv4Address(text(tok_s, "token", 15)))
                 if not ring.start <= tok < ring.end or tok in ring.entries:
                     raise ValueError(f"token {tok_s} outside the range or repeated")
-                if int(version) < 0 or int(free) < 0:
-                    raise ValueError("negative version or free count")
-                ring._set(tok, Entry(parse_peer_name(owner), int(version), int(free)))
-            ring.removed = {parse_peer_name(p): parse_peer_name(by) for p, by in w["removed"].items()}  # type: ignore[index]
-        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as e:
-            raise ProtocolError(f"bad IPAM ring: {e}") from None
+                ring._set(tok, Entry(peer_name(owner, "owner"), uint(version, "version", MAX_INT),
+                                     uint(free, "free count", ring.end - ring.start)))
+            ring.removed = {peer_name(p): peer_name(by) for p, by in removed.items()}
+        except (ValueError, TypeError, KeyError) as e:
+            raise ProtocolError(f"bad IPAM ring: {str(e)[:200]}") from None
         if ring.start not in ring.entries:
             raise ProtocolError("bad IPAM ring: no token at the start of the range")
         return ring

@@ -11,12 +11,11 @@ import asyncio
 import logging
 import random
 import socket
+import time
 from pathlib import Path
 
-import dns.message
-import dns.rcode
-
 from ..dns import RecordStore, answer, parse_resolv_conf
+from ..dns.server import servfail
 from ..mesh.core import Action, Mesh
 from ..mesh.errors import ProtocolError
 
@@ -28,24 +27,45 @@ DNS_PORT = 53
 FULL_SYNC_INTERVAL = 30.0
 GC_INTERVAL = 60.0
 UPSTREAM_TIMEOUT = 2.0
+MAX_UPSTREAMS = 3        # servers tried per query (resolv.conf's own limit): a forward lasts at most 3 timeouts
+MAX_FORWARDS = 64        # queries forwarded at once, one socket each: over it, SERVFAIL at once (counted)
+LOG_EVERY = 60.0         # at most one warning per sender (or for bad queries) this often; the rest is counted
 
 
 class DnsService:
     def __init__(self, mesh: Mesh, domain: str, ttl: int, upstream: list[str], bridge: str,
-                 resolv_conf: Path = Path("/etc/resolv.conf")) -> None:
+                 resolv_conf: Path = Path("/etc/resolv.conf"), upstream_port: int = DNS_PORT) -> None:
         self.mesh = mesh
         self.ttl = ttl
         self.bridge = bridge
-        self.store = RecordStore(mesh.identity.name, mesh.topology.ourself.incarnation, domain)
+        self.store = RecordStore(mesh.identity.name, mesh.topology.ourself.incarnation, domain,
+                                 started=time.monotonic())  # the clock of the `now` given to on_message
         self._upstream = upstream
         self._resolv_conf = resolv_conf
+        self._upstream_port = upstream_port
         self._neighbours: set[str] = set()
         self._known: set[str] = set()
         self._next_sync = 0.0
         self._next_gc = 0.0
         self._transport: asyncio.DatagramTransport | None = None
         self._rng = random.Random()
-        self.counters = {"answered": 0, "forwarded": 0, "upstream_failed": 0}
+        self._forwards: set[asyncio.Task] = set()   # a reference to each running forward (and the cap)
+        self._logged: dict[str, float] = {}
+        self.counters = {"answered": 0, "forwarded": 0, "upstream_failed": 0, "forward_refused": 0,
+                         "bad_queries": 0, "malformed_gossip": 0}
+
+    def refused(self) -> dict[str, int]:
+        """Gossip refused (malformed, or records breaking the store's rules), per reason."""
+        bad = {"malformed": self.counters["malformed_gossip"]} if self.counters["malformed_gossip"] else {}
+        return {**bad, **self.store.refused}
+
+    def _warn(self, key: str, now: float, msg: str, *args) -> None:
+        """One log line per `key` per LOG_EVERY: a flood is counted, not logged."""
+        if now - self._logged.get(key, -LOG_EVERY) >= LOG_EVERY:
+            if len(self._logged) >= 4096:
+                self._logged.clear()
+            self._logged[key] = now
+            log.warning(msg + " (further ones counted for %.0fs)", *args, LOG_EVERY)
 
     @property
     def domain(self) -> str:
@@ -56,10 +76,12 @@ class DnsService:
         return self.mesh.send_app(CHANNEL, self.store.encode_gossip(changed)) if changed else []
 
     def on_message(self, src: str, payload: bytes, now: float) -> list[Action]:
+        """`src`: the neighbour the mesh authenticated; the payload is hostile until the store checked it."""
         try:
-            return self._gossip(self.store.merge(payload, now))   # pass on what was news to us
+            return self._gossip(self.store.merge(payload, now, src))   # pass on what was news to us
         except ProtocolError as e:
-            log.warning("bad DNS gossip from %s: %s", src, e)
+            self.counters["malformed_gossip"] += 1
+            self._warn(src, now, "bad DNS gossip from %s: %s", src, e)
             return []
 
     def tick(self, now: float) -> list[Action]:
@@ -115,16 +137,33 @@ class DnsService:
     def stop(self) -> None:
         if self._transport is not None:
             self._transport.close()
+        for task in list(self._forwards):
+            task.cancel()
 
     def query(self, data: bytes, addr) -> None:
         loop = asyncio.get_running_loop()
-        reply = answer(data, self.store, loop.time(), ttl=self.ttl, domain=self.domain)
+        try:
+            reply = answer(data, self.store, loop.time(), ttl=self.ttl, domain=self.domain)
+        except Exception as e:  # noqa: BLE001 - dnspython on adversarial input: a counted drop, never a crash
+            self.counters["bad_queries"] += 1
+            self._warn("query", loop.time(), "DNS query from %s dropped: %s", addr, repr(e)[:100])
+            return
         if reply is None:
+            if len(self._forwards) >= MAX_FORWARDS:  # a slow upstream and a chatty client: refuse, don't pile up
+                self.counters["forward_refused"] += 1
+                self._send(servfail(data), addr)
+                return
             self.counters["forwarded"] += 1
-            loop.create_task(self._forward(data, addr))
-        elif reply and self._transport is not None:
+            task = loop.create_task(self._forward(data, addr))
+            self._forwards.add(task)
+            task.add_done_callback(self._forwards.discard)
+        elif reply:
             self.counters["answered"] += 1
-            self._transport.sendto(reply, addr)
+            self._send(reply, addr)
+
+    def _send(self, data: bytes, addr) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.sendto(data, addr)
 
     def upstream(self) -> list[str]:
         if self._upstream:
@@ -136,22 +175,16 @@ class DnsService:
         return [s for s in parse_resolv_conf(text, exclude=[DNS_ADDRESS]) if ":" not in s]
 
     async def _forward(self, data: bytes, addr) -> None:
-        for server in self.upstream():
+        """Ask each upstream in turn (one socket at a time, closed after), relay the first answer."""
+        for server in self.upstream()[:MAX_UPSTREAMS]:
             try:
-                reply = await _udp_exchange(data, server, UPSTREAM_TIMEOUT)
+                reply = await _udp_exchange(data, (server, self._upstream_port), UPSTREAM_TIMEOUT)
             except (OSError, TimeoutError):
                 continue
-            if self._transport is not None:
-                self._transport.sendto(reply, addr)
+            self._send(reply, addr)
             return
         self.counters["upstream_failed"] += 1
-        try:
-            resp = dns.message.make_response(dns.message.from_wire(data))
-            resp.set_rcode(dns.rcode.SERVFAIL)
-            if self._transport is not None:
-                self._transport.sendto(resp.to_wire(), addr)
-        except Exception:  # noqa: BLE001 - a query we cannot even parse gets no answer
-            pass
+        self._send(servfail(data), addr)
 
 
 class _Server(asyncio.DatagramProtocol):
@@ -161,16 +194,20 @@ class _Server(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr) -> None:
         try:
             self.svc.query(data, addr)
-        except Exception:  # one bad query must not stop the server
-            log.exception("DNS query failed")
+        except Exception as e:  # noqa: BLE001 - one bad query must not stop the server (query counts its own)
+            self.svc.counters["bad_queries"] += 1
+            self.svc._warn("query", time.monotonic(), "DNS query from %s failed: %s", addr, repr(e)[:100])
 
 
 class _Exchange(asyncio.DatagramProtocol):
-    def __init__(self, fut: asyncio.Future) -> None:
+    """Waits for the upstream's answer to one query: the first datagram with the query's id."""
+
+    def __init__(self, fut: asyncio.Future, qid: bytes) -> None:
         self.fut = fut
+        self.qid = qid
 
     def datagram_received(self, data: bytes, addr) -> None:
-        if not self.fut.done():
+        if not self.fut.done() and data[:2] == self.qid and len(data) >= 12:  # (stray or spoofed: ignored)
             self.fut.set_result(data)
 
     def error_received(self, exc: Exception) -> None:
@@ -178,10 +215,11 @@ class _Exchange(asyncio.DatagramProtocol):
             self.fut.set_exception(exc)
 
 
-async def _udp_exchange(data: bytes, server: str, timeout: float) -> bytes:
+async def _udp_exchange(data: bytes, server: tuple[str, int], timeout: float) -> bytes:
     loop = asyncio.get_running_loop()
     fut: asyncio.Future = loop.create_future()
-    transport, _ = await loop.create_datagram_endpoint(lambda: _Exchange(fut), remote_addr=(server, DNS_PORT))
+    transport, _ = await loop.create_datagram_endpoint(lambda: _Exchange(fut, data[:2]),
+                                                       remote_addr=server)
     try:
         transport.sendto(data)
         return await asyncio.wait_for(fut, timeout)

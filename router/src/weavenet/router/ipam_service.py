@@ -24,6 +24,7 @@ log = logging.getLogger("weavenet.ipam")
 CHANNEL = "ipam"
 ALLOCATE_TIMEOUT = 30.0   # a router with no space waits for a donation; a caller does not wait forever
 TICK_INTERVAL = 1.0
+LOG_EVERY = 60.0          # at most one warning per sender this often: a flood of bad messages is counted, not logged
 
 
 class IpamService:
@@ -40,6 +41,8 @@ class IpamService:
         self._peers: tuple[set[str], set[str]] = (set(), set())
         self._next_tick = 0.0
         self._conflict_logged: set[str] = set()
+        self._logged: dict[str, float] = {}   # sender -> when we last logged a bad message of it
+        self.counters: dict[str, int] = {"malformed": 0, "conflict": 0}
 
     def _load(self, us: str, network, default_subnet, seed: bool) -> Allocator:
         text = load_ipam_text(self.state_file)   # StateError (one line) if corrupt
@@ -81,24 +84,39 @@ class IpamService:
                     fut.set_result(result)
 
     def on_message(self, src: str, payload: bytes, now: float) -> list[Action]:
+        """`src`: the sender the mesh authenticated; the payload is hostile until the allocator checked it."""
+        actions = self._sync_peers(now)  # a request from a router that just joined finds it known
         try:
-            return self._execute(self.alloc.receive(payload, now))
+            return actions + self._execute(self.alloc.receive(payload, now, src))
         except RingConflict as e:
             # Merging would risk duplicates; keep the connection (the data plane needs it), say it once.
-            if src not in self._conflict_logged:
+            self.counters["conflict"] += 1
+            if src not in self._conflict_logged and len(self._conflict_logged) < 4096:
                 log.error("IPAM ring of %s cannot be merged with ours: %s", src, e)
                 self._conflict_logged.add(src)
-            return []
+            return actions
         except ProtocolError as e:
-            log.warning("bad IPAM message from %s: %s", src, e)
+            self.counters["malformed"] += 1
+            if now - self._logged.get(src, -LOG_EVERY) >= LOG_EVERY:
+                if len(self._logged) >= 4096:
+                    self._logged.clear()
+                self._logged[src] = now
+                log.warning("bad IPAM message from %s: %s (further ones counted for %.0fs)", src, e, LOG_EVERY)
+            return actions
+
+    def refused(self) -> dict[str, int]:
+        """Messages (or ring entries) refused, per reason: malformed, conflict and the allocator's own rules."""
+        return {**{k: v for k, v in self.counters.items() if v}, **self.alloc.refused}
+
+    def _sync_peers(self, now: float) -> list[Action]:
+        neighbours, reachable = self.mesh.routes.neighbours(), set(self.mesh.routes.unicast)
+        if (neighbours, reachable) == self._peers:
             return []
+        self._peers = (neighbours, reachable)
+        return self._execute(self.alloc.peers_changed(neighbours, reachable, now))
 
     def tick(self, now: float) -> list[Action]:
-        neighbours, reachable = self.mesh.routes.neighbours(), set(self.mesh.routes.unicast)
-        actions: list[Action] = []
-        if (neighbours, reachable) != self._peers:
-            self._peers = (neighbours, reachable)
-            actions += self._execute(self.alloc.peers_changed(neighbours, reachable, now))
+        actions = self._sync_peers(now)
         if now >= self._next_tick:
             self._next_tick = now + TICK_INTERVAL
             actions += self._execute(self.alloc.tick(now))
@@ -146,4 +164,4 @@ class IpamService:
                                   set(self.mesh.routes.unicast))
 
     def report(self) -> dict:
-        return {**self.alloc.status(), "allocations": self.alloc.allocations()}
+        return {**self.alloc.status(), "allocations": self.alloc.allocations(), "refused": self.refused()}

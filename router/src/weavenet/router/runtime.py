@@ -179,7 +179,8 @@ class Router:
         r["ipam"] = self.ipam.report()
         if self.dns is not None:
             r["dns"] = {"domain": self.dns.domain, "address": DNS_ADDRESS, "upstream": self.dns.upstream(),
-                        "records": self.dns.store.report(), **self.dns.counters}
+                        "records": self.dns.store.report(), **self.dns.counters,
+                        "refused": self.dns.refused()}
         r["version"] = __version__
         r["port"] = self.config.port
         r["pid"] = os.getpid()
