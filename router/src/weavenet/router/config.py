@@ -21,6 +21,7 @@ class RouterConfig:
     port: int = DEFAULT_PORT
     api_port: int = 6784
     conn_limit: int = 100
+    max_peers: int = 1000  # peers a topology may hold (and entries one gossip message may carry)
     discovery: bool = True
     mtu: int = 1376
     fastdp: bool = True
@@ -39,6 +40,8 @@ class RouterConfig:
             raise ValueError(f"invalid API port {self.api_port}: must be 0-65535 (0 disables)")
         if self.conn_limit < 1:
             raise ValueError(f"invalid connection limit {self.conn_limit}: must be at least 1")
+        if not 2 <= self.max_peers <= 100_000:
+            raise ValueError(f"invalid max peers {self.max_peers}: must be 2-100000")
         if self.name:
             self.name = parse_peer_name(self.name)
         if not self.nickname or len(self.nickname) > 64 or any(c.isspace() for c in self.nickname):
