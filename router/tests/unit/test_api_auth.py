@@ -17,7 +17,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from weavenet.api.client import APIError, Client
-from weavenet.api.server import MAX_BODY, make_app, write_token
+from weavenet.api.server import MAX_BODY, make_app, make_runner, write_token
 from weavenet.router.paths import Paths
 
 TOKEN = "t" * 43
@@ -82,7 +82,7 @@ def api():
     box: dict = {}
 
     async def serve():
-        runner = web.AppRunner(make_app(router, TOKEN, registry=CollectorRegistry()), access_log=None)
+        runner = make_runner(make_app(router, TOKEN, registry=CollectorRegistry()))
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
@@ -190,6 +190,19 @@ def test_non_loopback_host_header_is_refused(api, host):
 def test_loopback_host_headers_are_accepted(api, host):
     port, _ = api
     assert raw(port, "GET", "/report", headers=AUTH, host=host)[0] == 200
+
+
+def test_malformed_http_is_one_log_line_without_traceback(api, caplog):
+    """aiohttp's own parser errors (here: a header without a colon, HTTP/1.1 without Host) are one warning."""
+    port, router = api
+    for head in (b"GET /report HTTP/1.1\r\nHost: 127.0.0.1\r\nno colon here\r\n\r\n",
+                 b"GET /report HTTP/1.1\r\nConnection: close\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(head)
+            assert s.recv(65536).split(b" ", 2)[1] == b"400"
+    records = [r for r in caplog.records if r.name.startswith(("aiohttp", "weavenet.api"))]
+    assert len(records) == 2 and router.calls == []
+    assert all(r.exc_info is None and r.levelname == "WARNING" and "\n" not in r.getMessage() for r in records)
 
 
 def test_any_origin_header_is_refused(api):
@@ -304,7 +317,7 @@ def test_client_sends_the_token_over_the_unix_socket(tmp_path):
 
     async def main():
         token = write_token(paths.api_token)
-        runner = web.AppRunner(make_app(router, token, registry=CollectorRegistry()), access_log=None)
+        runner = make_runner(make_app(router, token, registry=CollectorRegistry()))
         await runner.setup()
         await web.UnixSite(runner, str(paths.socket)).start()
         try:

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import secrets
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -241,6 +242,20 @@ def make_app(router: Router, token: str, registry: object | None = None) -> web.
     return app
 
 
+class _OneLineServerLog(logging.LoggerAdapter):
+    """aiohttp logs every malformed request (bad header, no Host...) with a traceback at ERROR; any local
+    process can send those, so each becomes one warning line."""
+
+    def exception(self, msg, *args, exc_info=True, **kw) -> None:  # type: ignore[override]
+        exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        detail = " ".join(str(exc).split())[:200] if exc is not None else ""
+        self.warning(f"{msg}: %s", *args, detail or type(exc).__name__, **kw)
+
+
+def make_runner(app: web.Application) -> web.AppRunner:
+    return web.AppRunner(app, access_log=None, logger=_OneLineServerLog(logging.getLogger("weavenet.api.http")))
+
+
 def write_token(path: Path) -> str:
     """A fresh token in `path`, mode 0600, replaced atomically (a reader sees the old or the new one)."""
     token = secrets.token_urlsafe(32)
@@ -266,7 +281,7 @@ async def start_api(router: Router) -> web.AppRunner:
     sock = router.paths.socket
     sock.parent.mkdir(parents=True, exist_ok=True)
     token = write_token(router.paths.api_token)  # before the listeners: a client that connects can read it
-    runner = web.AppRunner(make_app(router, token), access_log=None)
+    runner = make_runner(make_app(router, token))
     await runner.setup()
     if sock.exists():
         sock.unlink()  # stale from a crash: launch refuses to start while a router answers on it
