@@ -45,7 +45,28 @@ class MeshCollector:
             if c.remote is not None and c.rtt is not None:
                 rtt.add_metric([c.remote.name, c.remote.nickname], c.rtt)
         yield rtt
+        yield from self._mesh_hostile(mesh)
         yield from self._dataplane()
+
+    def _mesh_hostile(self, mesh):
+        # Label values are names of peers we know (topology or a connection), anything else "unknown":
+        # a stream of made-up names cannot grow the label set.
+        known = set(mesh.topology.peers) | {c.remote.name for c in mesh.conns.values() if c.remote}
+        totals: Counter = Counter({"unknown": 0})
+        for peer, n in list(mesh.protocol_errors.items()):
+            totals[peer if peer in known else "unknown"] += n
+        perr = CounterMetricFamily("weave_protocol_errors", "Protocol violations (connection closed), per peer",
+                                   labels=["peer"])
+        for peer, n in sorted(totals.items()):
+            perr.add_metric([peer], n)
+        yield perr
+        refused = CounterMetricFamily("weave_mesh_refused", "Inbound connections closed before a handshake, "
+                                      "gossip entries skipped, internal errors", labels=["reason"])
+        for reason in ("preauth_refused", "preauth_evicted", "backoff_refused", "internal_errors"):
+            refused.add_metric([reason], mesh.counters.get(reason, 0))
+        refused.add_metric(["topology_full"], mesh.topology.refused["full"])
+        refused.add_metric(["entry_ahead"], mesh.topology.refused["ahead"])
+        yield refused
 
     def _dataplane(self):
         dp = self.router.dataplane

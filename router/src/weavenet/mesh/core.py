@@ -507,16 +507,14 @@ class Mesh:
         summary = decode_json(body)
         if not isinstance(summary, dict) or len(summary) > self.config.max_peers:
             raise ProtocolError("bad gossip summary")
+        for theirs in summary.values():
+            if not (isinstance(theirs, list) and len(theirs) == 2
+                    and all(isinstance(x, int) and not isinstance(x, bool) for x in theirs)):
+                raise ProtocolError("bad gossip summary: values must be [incarnation, version]")
         newer = []
         for name, e in self.topology.peers.items():
             theirs = summary.get(name)
-            if theirs is None:
-                newer.append(e)
-                continue
-            if not (isinstance(theirs, list) and len(theirs) == 2
-                    and all(isinstance(x, int) and not isinstance(x, bool) for x in theirs)):
-                raise ProtocolError(f"bad gossip summary entry for {name}")
-            if tuple(theirs) < e.order:
+            if theirs is None or tuple(theirs) < e.order:
                 newer.append(e)
         return self._send_gossip(conn, newer)
 
