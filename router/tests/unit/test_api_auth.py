@@ -192,6 +192,16 @@ def test_loopback_host_headers_are_accepted(api, host):
     assert raw(port, "GET", "/report", headers=AUTH, host=host)[0] == 200
 
 
+def test_token_header_with_bytes_that_are_not_utf8_is_401(api):
+    port, router = api
+    for value in (b"Bearer \xff\xfe", b"Bearer \xe9t\xe9", "Bearer \u20ac".encode()):
+        head = b"GET /report HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: " + value + b"\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(head)
+            assert s.recv(65536).split(b" ", 2)[1] == b"401"
+    assert router.calls == []
+
+
 def test_malformed_http_is_one_log_line_without_traceback(api, caplog):
     """aiohttp's own parser errors (here: a header without a colon, HTTP/1.1 without Host) are one warning."""
     port, router = api

@@ -60,7 +60,8 @@ def _check_edge(request: web.Request) -> None:
         auth = request.headers.get("Authorization", "")
         scheme, _, given = auth.partition(" ")
         want = request.app[TOKEN_KEY]
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), want.encode()):
+        given_b = given.strip().encode("utf-8", "backslashreplace")  # header bytes need not be UTF-8
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given_b, want.encode()):
             raise web.HTTPUnauthorized(text="missing or wrong API token (Authorization: Bearer, from the "
                                             "router's api-token file)", headers={"WWW-Authenticate": "Bearer"})
     if request.method not in ("GET", "HEAD") or request.body_exists:
