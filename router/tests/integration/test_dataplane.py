@@ -197,3 +197,79 @@ def test_attach_detach_expose_cli(lab_factory, docker_image):  # docker: "bogus"
         p = a.weave(*args, check=False)
         assert p.returncode != 0 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert c2
+
+
+def test_password_means_no_vxlan_device_and_encrypted_sleeve(lab_factory):
+    lab, names, c1, c2 = two_hosts(lab_factory, "--password", "s3cret")
+    wait_ping(c1, "10.0.0.2")
+    for h in lab.hosts:
+        assert h.exec("ip", "link", "show", "vxlan-6784", check=False).returncode != 0  # no unauthenticated path
+        dp = report(h)["dataplane"]
+        assert dp["fastdp"] is False and dp["fastdp_off"] == "encryption is on" and dp["health"] == "healthy"
+    assert datapaths(lab.host(1)) == {names[1]: "sleeve"}
+    conn = next(c for c in report(lab.host(1))["connections"] if c["state"] == "established")
+    assert conn["encrypted"]
+    assert "Datapath: healthy (fastdp off: encryption is on)" in lab.host(1).weave("status").stdout
+
+
+def vxlan_arp(src_mac: bytes, target_ip: str) -> bytes:
+    """A VXLAN datagram (VNI 6784) carrying a broadcast ARP request, built by hand."""
+    vxlan = bytes([0x08, 0, 0, 0]) + (6784 << 8).to_bytes(4, "big")
+    sender_ip = bytes([10, 0, 0, 99])
+    arp = (b"\x00\x01\x08\x00\x06\x04\x00\x01" + src_mac + sender_ip + b"\x00" * 6
+           + bytes(int(x) for x in target_ip.split(".")))
+    return vxlan + b"\xff" * 6 + src_mac + b"\x08\x06" + arp + b"\x00" * 18
+
+
+def overlay_sees(ns: str, src_mac: str, send) -> bool:
+    """Whether a frame from `src_mac` reaches the container `ns` (its ethwe) while `send()` runs."""
+    cmd = ["ip", "netns", "exec", ns, "timeout", "4", "tcpdump", "-i", "ethwe", "-c", "1", "-n", "-l", "-e",
+           "ether", "src", src_mac]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stderr.readline()
+    if "listening on" not in line:  # after the "verbose output suppressed" notice
+        line = proc.stderr.readline()
+    assert "listening on" in line, line
+    for _ in range(3):
+        send()
+        time.sleep(0.3)
+    out, _ = proc.communicate(timeout=10)
+    return src_mac in out
+
+
+def test_underlay_outsider_cannot_inject_into_vxlan_or_sleeve(lab_factory):
+    lab = lab_factory(3)
+    a, b, outsider = lab.hosts
+    names = launch_chain([a, b])
+    wait_for(lambda: full_mesh([a, b], names), 15, what="mesh")
+    c1 = container(lab, a, "c1", "10.0.0.1/24")
+    c2 = container(lab, b, "c2", "10.0.0.2/24")
+    wait_for(lambda: datapaths(a) == {names[1]: "fastdp"}, 5, what="fastdp")
+    wait_ping(c1, "10.0.0.2")
+    link = a.exec("ip", "-d", "link", "show", "vxlan-6784").stdout
+    assert "nolearning" in link, link
+
+    def inject(host, payload: bytes, port: int):
+        code = (f"import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);"
+                f"s.sendto(bytes.fromhex('{payload.hex()}'),('{a.ip}',{port}))")
+        return lambda: host.exec("python3", "-c", code)
+
+    evil = "0a:66:66:66:66:01"
+    frame = vxlan_arp(bytes.fromhex(evil.replace(":", "")), "10.0.0.1")
+    assert not overlay_sees(c1, evil, inject(outsider, frame, 6784))  # not a peer: dropped before the VXLAN device
+    wait_for(lambda: report(a)["dataplane"]["drops"].get("filtered_source", 0) >= 3, 8, what="filter counted")
+    # The same datagram from a peer's address does reach the container: the source filter is what stopped it.
+    assert overlay_sees(c1, "0a:66:66:66:66:02", inject(b, vxlan_arp(bytes.fromhex("0a6666666602"), "10.0.0.1"),
+                                                      6784))
+    # A plaintext sleeve datagram naming peer b, from the outsider: filtered too, and the mesh still works.
+    from weavenet.datapath import sleeve
+    dg = sleeve.encode(sleeve.name_bytes(names[1]), 1, sleeve.name_bytes(names[1]), sleeve.BROADCAST,
+                       [frame[8:]], None)
+    before = report(a)["dataplane"]["drops"].get("filtered_source", 0)
+    assert not overlay_sees(c1, evil, inject(outsider, dg, 6783))
+    wait_for(lambda: report(a)["dataplane"]["drops"].get("filtered_source", 0) >= before + 3, 8,
+             what="sleeve datagrams filtered")
+    assert report(a)["dataplane"]["health"] == "healthy"
+    wait_ping(c1, "10.0.0.2")
+    sent, received = transfer(c1, c2, "10.0.0.2", size=1 << 20)
+    assert sent == received
