@@ -92,7 +92,7 @@ class Record:
             name, addr, cid, origin, inc, ver, tomb = w
             if tomb not in (0, 1):  # (True/False compare equal to 1/0)
                 raise ValueError("tombstone must be 0 or 1")
-            return cls(text(name, "name", 254).lower(), str(ipaddress.IPv4Address(text(addr, "address", 15))),
+            return cls(text(name, "name", 1024).lower(), str(ipaddress.IPv4Address(text(addr, "address", 15))),
                        text(cid, "container", MAX_CONTAINER_ID), peer_name(origin, "origin"), uint(inc, "incarnation"),
                        uint(ver, "version"), bool(tomb))
         except (ValueError, TypeError) as e:

@@ -22,8 +22,9 @@ REQUEST_RETRY = 2.0     # ask again (another donor if there is one) when a reque
 NOSPACE_HOLD = 10.0     # don't ask a peer that said it has no space again for this long
 GOSSIP_INTERVAL = 10.0  # anti-entropy: the whole ring to a random neighbour about this often
 MAX_PEERS = 4096        # bound on per-peer tables between two topology updates
-DONATE_BURST = 4        # donations one requester may get at once (e.g. several explicit claims)...
-DONATE_EVERY = 2.0      # ...then one per this many seconds: a flood of requests cannot drain our space
+DONATE_EVERY = 2.0      # one donation (half our largest free run) per requester this often: a flood of requests
+                        # cannot drain our space; an honest router asks at most once per REQUEST_RETRY per subnet
+CLAIM_BURST = 16        # one-address donations (explicit claims) a requester may get at once, then as above
 
 Net = ipaddress.IPv4Network
 
@@ -104,7 +105,7 @@ class Allocator:
         self._askers: set[str] = set()              # asked us for space before any ring existed
         self._wanted: dict[int, str] = {}           # claimed addresses that another router owns -> container
         self._wanted_asked: dict[int, float] = {}
-        self._donated: dict[str, tuple[float, float]] = {}  # requester -> (donations left, as of when)
+        self._donated: dict[tuple[str, bool], tuple[float, float]] = {}  # (requester, claim?) -> (left, as of)
         self.refused: dict[str, int] = {}           # messages or entries refused, per reason
 
     # --- operations -------------------------------------------------------------------------------
@@ -192,7 +193,7 @@ class Allocator:
         # Per-peer tables keep only peers we can reach (they are re-learnt if a peer comes back).
         self._nospace = {p: v for p, v in self._nospace.items() if p in self._reachable}
         self._askers &= self._reachable
-        self._donated = {p: v for p, v in self._donated.items() if p in self._reachable}
+        self._donated = {k: v for k, v in self._donated.items() if k[0] in self._reachable}
         return _once([SendTo(p, self.encode_gossip()) for p in sorted(new)] + self._retry(now))
 
     def receive(self, data: bytes, now: float, src: str | None = None) -> list[Action]:
@@ -483,15 +484,16 @@ class Allocator:
         self.refused[reason] = self.refused.get(reason, 0) + 1
         return []
 
-    def _may_donate(self, to: str, now: float) -> bool:
-        """A token bucket per requester: DONATE_BURST at once, then one per DONATE_EVERY seconds."""
-        left, when = self._donated.get(to, (DONATE_BURST, now))
-        left = min(DONATE_BURST, left + max(0.0, now - when) / DONATE_EVERY)
-        if left < 1:
-            self._donated[to] = (left, now)
-            return False
-        self._donated[to] = (left - 1, now)
-        return True
+    def _may_donate(self, to: str, net: Net, now: float) -> bool:
+        """A token bucket per requester and kind: one donation of space (CLAIM_BURST one-address claims)
+        at once, then one per DONATE_EVERY seconds."""
+        claim = net.prefixlen == 32
+        burst = CLAIM_BURST if claim else 1
+        left, when = self._donated.get((to, claim), (burst, now))
+        left = min(burst, left + max(0.0, now - when) / DONATE_EVERY)
+        ok = left >= 1
+        self._donated[(to, claim)] = (left - 1 if ok else left, now)
+        return ok
 
     def _on_ring(self, sender: str, msg: dict, now: float) -> list[Action]:
         if sender in self._heard or len(self._heard) < MAX_PEERS:  # pruned to neighbours on peers_changed
@@ -521,7 +523,7 @@ class Allocator:
             return [SendTo(sender, self.encode_gossip())]
         if len(self.ring.entries) >= MAX_RING_ENTRIES - 2:  # a donation adds up to two tokens
             return self._refuse("ring_full")
-        if not self._may_donate(sender, now):
+        if not self._may_donate(sender, net, now):
             return self._refuse("donation_rate")  # no answer: it asks again (or another owner) later
         if not self._donate(sender, net):
             return [SendTo(sender, encode_json({"t": "nospace", "from": self.us, "subnet": str(net),
