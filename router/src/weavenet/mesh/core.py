@@ -167,6 +167,7 @@ class Mesh:
         self.routes = RouteTable({identity.name: []}, identity.name)
         self.routes_version = 0
         self._pending_gossip: dict[str, PeerEntry] = {}
+        self._gossip_source: dict[str, str] = {}
         self._gossip_due: float | None = None
         self._next_summary: float | None = None
         self._unreachable_since: dict[str, float] = {}
@@ -491,10 +492,13 @@ class Mesh:
                         "limit of %d peers)", self._who(conn), topo.refused["ahead"], topo.refused["full"],
                         topo.max_peers)
         for e in accepted:
-            if e.name == self.identity.name and self._throttle.allow("reclaim", now) is not None:
-                log.warning("gossip from %s carries a newer entry for us (a previous life of ours, or another "
-                            "peer with our name?): bumped ours past it", self._who(conn))
-            self._queue_gossip(e, now)
+            if e.name == self.identity.name:  # our bumped entry: everyone needs it, the sender first
+                if self._throttle.allow("reclaim", now) is not None:
+                    log.warning("gossip from %s carries a newer entry for us (a previous life of ours, or "
+                                "another peer with our name?): bumped ours past it", self._who(conn))
+                self._queue_gossip(e, now)
+            else:
+                self._queue_gossip(e, now, source=conn.remote.name if conn.remote else "")
         return bool(accepted)
 
     def _max_incarnation(self, now: float) -> int:
@@ -524,10 +528,15 @@ class Mesh:
         summary = {n: [e.incarnation, e.version] for n, e in self.topology.peers.items()}
         return Send(conn.id, conn.channel.encode(MsgType.SUMMARY, encode_json(summary)))
 
-    def _queue_gossip(self, entry: PeerEntry, now: float, urgent: bool = False) -> None:
+    def _queue_gossip(self, entry: PeerEntry, now: float, urgent: bool = False, source: str = "") -> None:
         """Queue an entry; `urgent` (we lost a connection) skips the rate limit: others must stop
-        routing through a dead link as soon as we know."""
+        routing through a dead link as soon as we know. `source`: the neighbour it came from (it
+        has it already, so it is not sent back)."""
         self._pending_gossip[entry.name] = entry
+        if source:
+            self._gossip_source[entry.name] = source
+        else:
+            self._gossip_source.pop(entry.name, None)
         cfg = self.config
         due = now + cfg.gossip_delay if urgent else max(now + cfg.gossip_delay,
                                                          self._last_flush + cfg.gossip_min_interval)
@@ -553,9 +562,12 @@ class Mesh:
                 dests = live.keys()
             else:
                 dests = [n for n in routes.broadcast(e.name) if n in live]
+            src = self._gossip_source.get(e.name)
             for n in dests:
-                per_conn.setdefault(live[n].id, []).append(e)
+                if n != src:
+                    per_conn.setdefault(live[n].id, []).append(e)
         self._pending_gossip.clear()
+        self._gossip_source.clear()
         self._gossip_due = None
         self._last_flush = now
         actions: list[Action] = []
@@ -621,13 +633,17 @@ class Mesh:
             live_addrs = {c.dial_address for c in self.conns.values()}
             self._addr_peer = {a: n for a, n in self._addr_peer.items()
                                if a in self.connmaker.targets or a in live_addrs}
+        me, peers, addr_peer = self.identity.name, self.topology.peers, self._addr_peer
         for name in reachable:
-            entry = self.topology.peers.get(name)
+            entry = peers.get(name)
             for c in entry.connections if entry else ():
-                if c.name != self.identity.name:
-                    self._addr_peer.setdefault(c.address, c.name)
-                    if c.name not in connected and len(wanted) < limit:
+                if c.name != me:
+                    if c.address not in addr_peer:
+                        addr_peer[c.address] = c.name
+                    if c.name not in connected:
                         wanted.add(c.address)
+        if len(wanted) > limit:
+            wanted = set(sorted(wanted)[:limit])
         for addr in wanted:
             self.connmaker.add(addr, explicit=False, now=now)
         for addr, t in list(self.connmaker.targets.items()):

@@ -50,7 +50,15 @@ def _name(v: object) -> str:
     return parse_peer_name(v)
 
 
-@functools.lru_cache(maxsize=8192)  # a mesh's addresses recur in many entries and every round of gossip
+@functools.lru_cache(maxsize=1 << 15, typed=True)  # records recur in every round of gossip; typed: 1 is not 1.0
+def _conn_record(name: object, address: object, outbound: object, established: object) -> ConnRecord:
+    """A checked connection record (unhashable fields raise TypeError: refused like the rest)."""
+    if not isinstance(address, str) or len(address) > MAX_ADDRESS:
+        raise ValueError("connection address is not a string")
+    return ConnRecord(_name(name), _address(address), _flag(outbound, "outbound"), _flag(established, "established"))
+
+
+@functools.lru_cache(maxsize=4096)  # one address appears in the records of all of its peer's neighbours
 def _address(v: str) -> str:
     return normalise_address(v)
 
@@ -91,19 +99,13 @@ class PeerEntry:
                 raise ValueError(f"nickname is not a printable string of at most {MAX_NICKNAME} characters")
             if not isinstance(conns, list) or len(conns) > max_conns:
                 raise ValueError(f"connections is not a list of at most {max_conns} records")
-            recs = []
-            for c in conns:
-                if not isinstance(c, list) or len(c) != 4:
-                    raise ValueError("connection record is not a list of 4 fields")
-                cname, addr = _name(c[0]), c[1]
-                if cname == name:
-                    raise ValueError("connection to itself")
-                if not isinstance(addr, str) or len(addr) > MAX_ADDRESS:
-                    raise ValueError("connection address is not a string")
-                recs.append(ConnRecord(cname, _address(addr), _flag(c[2], "outbound"),
-                                       _flag(c[3], "established")))
+            if not all(type(c) is list and len(c) == 4 for c in conns):
+                raise ValueError("connection record is not a list of 4 fields")
+            recs = tuple([_conn_record(*c) for c in conns])
+            if any(r.name == name for r in recs):
+                raise ValueError("connection to itself")
             return cls(name, nick, _int(uid, MAX_UID, "uid"), _int(inc, MAX_INCARNATION, "incarnation"),
-                       _int(ver, MAX_VERSION, "version"), tuple(recs))
+                       _int(ver, MAX_VERSION, "version"), recs)
         except (ValueError, TypeError) as e:
             raise ProtocolError(f"bad topology entry: {e}") from None
 
@@ -202,14 +204,9 @@ class Topology:
 
     def symmetric_neighbours(self) -> dict[str, list[str]]:
         """Adjacency over connections that both ends report as established."""
-        edges = {(name, c.name) for name, e in self.peers.items() for c in e.connections if c.established}
-        adj: dict[str, list[str]] = {n: [] for n in self.peers}
-        for a, b in edges:
-            if (b, a) in edges:
-                adj[a].append(b)
-        for v in adj.values():
-            v.sort()
-        return adj
+        out = {name: {c.name for c in e.connections if c.established} for name, e in self.peers.items()}
+        empty: set[str] = set()
+        return {a: sorted(b for b in bs if a in out.get(b, empty)) for a, bs in out.items()}
 
     def garbage_collect(self, reachable: set[str]) -> list[str]:
         """Forget peers we can no longer reach; returns their names."""
