@@ -33,6 +33,7 @@ from .crypto import (
     transcript_hash,
 )
 from .errors import HandshakeRefused
+from .features import validate_features
 from .framing import FrameDecoder, encode_frame
 from .names import parse_peer_name
 
@@ -167,7 +168,7 @@ class Handshake:
             if not isinstance(features, dict) or not isinstance(their_encrypt, bool):
                 raise ValueError("features/encrypt: wrong type")
             remote = RemoteHello(name=parse_peer_name(name), nickname=nickname[:MAX_NICKNAME], uid=uid,
-                                 port=port, version=self._version, features=features)
+                                 port=port, version=self._version, features=validate_features(features))
             pub = _hex_field(h, "pubkey", PUBKEY_SIZE) if their_encrypt and self._key else b""
             pake = _hex_field(h, "pake", PAKE_MSG_SIZE) if their_encrypt and self._key else b""
         except (ValueError, RecursionError) as e:  # RecursionError: deeply nested JSON
