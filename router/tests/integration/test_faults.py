@@ -10,6 +10,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from .conftest import wait_for
 from .helpers import full_mesh, launch_chain, report
 from .overlay import container, wait_ping
@@ -76,6 +78,10 @@ def two_hosts(lab_factory, *flags):
     return lab, names, c1
 
 
+@pytest.mark.xfail(strict=True, reason="the surviving peer tears its side of the fast path down when the TCP "
+                   "connection to the dead router closes (Dataplane.sync: decider.set_candidates -> _path_down "
+                   "flushes the VXLAN FDB towards it, _update_filter drops its IP from the nft source filter), so "
+                   "replies stop; needs a grace period for a peer whose connection just ended")
 def test_fast_path_keeps_forwarding_while_the_router_is_dead(lab_factory):
     lab, names, c1 = two_hosts(lab_factory)
     wait_for(lambda: {c.get("datapath") for c in report(lab.host(1))["connections"]
