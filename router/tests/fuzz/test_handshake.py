@@ -34,7 +34,7 @@ def feed(hs: Handshake, data: bytes, cuts: list[int]) -> tuple[bytes, HandshakeD
 def check_remote(done: HandshakeDone) -> None:
     r = done.remote
     assert isinstance(r.name, str) and len(r.name) == 17
-    assert isinstance(r.nickname, str) and len(r.nickname) <= 64
+    assert isinstance(r.nickname, str) and len(r.nickname) <= 64 and r.nickname.isprintable()
     assert type(r.uid) is int and 0 <= r.uid < 2**64
     assert type(r.port) is int and 1 <= r.port <= 65535
     assert isinstance(r.features, dict)

@@ -329,6 +329,11 @@ def test_nickname_truncated():
     assert done.remote.nickname == "n" * 64
 
 
+def test_nickname_control_characters_dropped():
+    _, done = feed_one(hello(nickname="evil\nWARNING fake log line\x1b[31m"))
+    assert done.remote.nickname == "evilWARNING fake log line[31m"
+
+
 def test_rest_after_hello_without_password():
     follow = encode_frame(b"first message") + encode_frame(b"second")[:5]
     out, done = feed_one(hello() + follow)

@@ -167,7 +167,9 @@ class Handshake:
                 raise ValueError(f"port {port!r}")
             if not isinstance(features, dict) or not isinstance(their_encrypt, bool):
                 raise ValueError("features/encrypt: wrong type")
-            remote = RemoteHello(name=parse_peer_name(name), nickname=nickname[:MAX_NICKNAME], uid=uid,
+            # Printable only: the nickname goes into log lines and `weave status`.
+            nickname = "".join(c for c in nickname[:MAX_NICKNAME] if c.isprintable())
+            remote = RemoteHello(name=parse_peer_name(name), nickname=nickname, uid=uid,
                                  port=port, version=self._version, features=validate_features(features))
             pub = _hex_field(h, "pubkey", PUBKEY_SIZE) if their_encrypt and self._key else b""
             pake = _hex_field(h, "pake", PAKE_MSG_SIZE) if their_encrypt and self._key else b""
