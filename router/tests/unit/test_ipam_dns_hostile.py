@@ -328,3 +328,20 @@ def test_garbage_queries_are_answered_formerr_or_dropped_never_raised(three):
     asyncio.run(run())
     assert svc.counters["answered"] == 5  # a FORMERR each
     assert svc.counters["bad_queries"] == 0 and svc.counters["forwarded"] == 0
+
+
+def test_per_peer_and_per_subnet_tables_stay_bounded(three):
+    a, b, c = three
+    alloc = b.ipam.alloc
+    for i in range(200):  # waiting callers in 200 subnets, all giving up: nothing about them remains
+        net = ipaddress.IPv4Network(f"10.40.{i}.0/24")
+        alloc.allocate(f"x{i}", net, b.net.now)
+        alloc.cancel(f"x{i}", net)
+        b.ipam.tick(b.net.now + 10 * i)
+    assert len(alloc._asked) <= 1
+    c.send("ipam", {"t": "nospace", "from": c.name, "subnet": str(RANGE), "ring": None}, a.name)
+    settle(a.net, list(three), 0.5)
+    assert c.name in a.ipam.alloc._nospace
+    a.net.kill(c.mesh)
+    settle(a.net, [a, b], 5)
+    assert c.name not in a.ipam.alloc._nospace and all(k[0] != c.name for k in a.ipam.alloc._donated)

@@ -448,6 +448,9 @@ class Allocator:
         if self.ring.empty and (self._pending or self._askers) and self._may_seed():
             actions += self._claim(now)
         actions += self._chase_claims(now)
+        if len(self._asked) > len(self._pending):  # (a subnet nobody waits for any more: forget whom we asked)
+            waiting = {net for _, net in self._pending}
+            self._asked = {n: v for n, v in self._asked.items() if n in waiting}
         if not self._pending:
             return actions
         short: set[Net] = set()
