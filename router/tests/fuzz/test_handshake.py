@@ -109,7 +109,7 @@ def test_mutated_first_flight_never_gives_a_session(data):
 
 def test_hello_at_size_limit_is_parsed_not_buffered_forever():
     pad = "x" * (MAX_HELLO - 200)
-    body = json.dumps({"name": B.name, "uid": 1, "port": 1, "features": {"pad": pad}}).encode()
+    body = json.dumps({"name": B.name, "uid": 1, "port": 1, "future-field": pad}).encode()  # unknown: ignored
     assert len(body) <= MAX_HELLO
     _, done, err = feed(Handshake(A, False, None), HEADER + encode_frame(body), [HEADER_LEN + 1])
     assert err is None and done is not None
