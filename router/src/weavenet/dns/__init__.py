@@ -9,10 +9,11 @@ have no record for, are forwarded upstream by the adapter.
 What the adapter does with `RecordStore`: after `add`/`remove`/`remove_container`/`merge` returned a
 non-empty list of changed records, send `encode_gossip(changed)` to every neighbour (coalesce); send
 `encode_gossip()` (everything) to each new neighbour and, every ~30 s, to a random one; feed every DNS
-gossip message to `merge(data, now)`; call `peer_gone(peer)` when a router is removed (rmpeer) or has
-been unreachable long enough to be forgotten, and `peer_back(peer)` if it reappears; call `gc(now)`
-about once a minute; on Docker's die/destroy events call `remove_container(id, now)`. With each UDP
-query call `answer(...)`: send its bytes back, forward upstream on None, drop on b"".
+gossip message to `merge(data, now, src)` (src: the neighbour the mesh authenticated); call
+`peer_gone(peer)` when a router is removed (rmpeer) or has been unreachable long enough to be
+forgotten, and `peer_back(peer)` if it reappears; call `gc(now)` about once a minute; on Docker's
+die/destroy events call `remove_container(id, now)`. With each UDP query call `answer(...)`: send its
+bytes back, forward upstream on None (a bounded number at once: SERVFAIL beyond), drop on b"".
 """
 
 from .resolvconf import container_resolv_conf, parse_resolv_conf

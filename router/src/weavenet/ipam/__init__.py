@@ -47,9 +47,17 @@ whose side has no free space waits (its allocation stays pending, the request is
 can reach an owner with space again. Never run rmpeer for a router that is merely on the other side
 of a partition: it is still allocating from its space.
 
+**Hostile input.** A message's `from` must be the sender the mesh authenticated (`receive(data, now,
+src)`); space goes only to routers the topology can reach, one donation per requester per 2 s (16
+one-address claims at once); a merged entry may not leap more than `MAX_VERSION_JUMP` versions (no owner
+writes that often; it would pin the entry); a ring holds at most `MAX_RING_ENTRIES` tokens. What breaks
+these is skipped and counted in `Allocator.refused`; malformed messages are a ProtocolError. Ring gossip
+is relayed whole and unsigned, so a peer holding the mesh password can still forge a small version
+bump of a third router's entry: that router then reports a `RingConflict` (rule 5) instead of merging.
+
 **What the adapter does** with `Allocator`: route `SendTo(peer, data)` to that peer by name; on
 `GossipChanged` send `encode_gossip()` to every neighbour (coalesced); feed every IPAM message received
-to `receive(data, now)` (a `RingConflict` is a ProtocolError: log it, one line, and stop merging that
+to `receive(data, now, src)` (a `RingConflict` is a ProtocolError: log it, one line, and stop merging that
 peer's ring); call `peers_changed(connected, reachable, now)` when the topology changes and `tick(now)`
 about once a second; complete waiting callers on `Allocated` / `AllocFailed` (and `cancel` them on the
 caller's own timeout); on `ClaimRefused` warn and detach that address. Persist `to_json()` after every
