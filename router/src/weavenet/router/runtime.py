@@ -13,7 +13,7 @@ import socket
 import time
 
 from .. import __version__
-from ..mesh.core import Action, Close, Dial, Mesh, MeshConfig, Send
+from ..mesh.core import Action, Close, Dial, Mesh, MeshConfig, Send, Throttle
 from ..mesh.crypto import password_digest
 from ..mesh.handshake import LocalIdentity
 from ..net.expose import ensure_service_address
@@ -193,7 +193,7 @@ class Router:
         identity = LocalIdentity(name=self.name, nickname=cfg.nickname, uid=secrets.randbits(63), port=cfg.port,
                                  features=self.dataplane.features())
         mcfg = MeshConfig(password_hash=password_digest(cfg.password) if cfg.password else None,
-                          conn_limit=cfg.conn_limit, discovery=cfg.discovery)
+                          conn_limit=cfg.conn_limit, discovery=cfg.discovery, max_peers=cfg.max_peers)
         mesh = Mesh(identity, incarnation=time.time_ns() // 1_000_000, config=mcfg, rng=random.Random())
         mesh.on_datapath_message = self.dataplane.on_datapath_message
         return mesh
@@ -255,17 +255,23 @@ class Router:
         task.add_done_callback(self._tasks.discard)
 
     async def _ticker(self) -> None:
+        # Each subsystem ticks on its own: one that fails (a bug, input that should have been refused)
+        # must not starve the others of their heartbeats and timers. Its traceback: once a minute.
+        steps = (("mesh", lambda now: self.mesh.tick(now)),
+                 ("dataplane", lambda now: self.dataplane.sync(self.mesh, now)),
+                 ("ipam", lambda now: self.ipam.tick(now)),
+                 ("dns", lambda now: self.dns.tick(now) if self.dns is not None else []))
+        throttle = Throttle()
         while True:
             await asyncio.sleep(TICK)
-            try:
-                now = time.monotonic()
-                self.execute(self.mesh.tick(now))
-                self.execute(self.dataplane.sync(self.mesh, now))
-                self.execute(self.ipam.tick(now))
-                if self.dns is not None:
-                    self.execute(self.dns.tick(now))
-            except Exception:  # a bug in one tick must not kill the router
-                log.exception("tick failed")
+            now = time.monotonic()
+            for name, step in steps:
+                try:
+                    self.execute(step(now))
+                except Exception:  # noqa: BLE001 - a bug in one tick must not kill the router
+                    held = throttle.allow(name, now)
+                    if held is not None:
+                        log.exception("%s tick failed%s", name, f" ({held} more failures not logged)" if held else "")
 
     def request_stop(self) -> None:
         self._stop.set()
