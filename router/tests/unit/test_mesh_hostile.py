@@ -360,9 +360,16 @@ def test_chain_up_to_the_cap_is_processed_in_linear_time_and_capped():
 
 
 # --- 6: pre-auth slots, handshake deadline, failed-handshake backoff -------------------------------
+def no_rate_limit(mesh) -> None:
+    """Lift the accept rate limits, to test the handshake slots on their own."""
+    mesh._accept_source.rate = mesh._accept_total.rate = 1e9
+    mesh._accept_source.burst = mesh._accept_total.burst = 1_000_000
+
+
 def test_preauth_flood_from_one_source():
     net, a, b = pair()
     net.kill(b)
+    no_rate_limit(a)
     ids = []
     for i in range(100):
         cid, actions = a.accept("198.51.100.7", 30000 + i, net.now)
@@ -376,6 +383,7 @@ def test_preauth_flood_from_many_sources_does_not_keep_the_real_peer_out():
     net = SimNet()
     a = net.add(1)
     a.config.conn_limit = 5
+    no_rate_limit(a)
     b = net.add(2)
     for i in range(200):  # idle sockets from 200 addresses, never sending a byte
         net.run(net.addr_of(a), a.accept(f"198.51.{i // 250}.{i % 250 + 1}", 30000 + i, net.now)[1])
@@ -386,6 +394,48 @@ def test_preauth_flood_from_many_sources_does_not_keep_the_real_peer_out():
     # a's own dials are not blocked by the flood either.
     c = net.add(3)
     net.run(net.addr_of(a), a.connect([net.addr_of(c)], net.now))
+    net.until(lambda: full_mesh(net), 5)
+
+
+def test_a_flood_from_many_addresses_logs_a_bounded_number_of_lines(caplog):
+    net = SimNet()
+    a = net.add(1)
+    with caplog.at_level(logging.WARNING, "weavenet.mesh"):
+        for i in range(2000):
+            net.now += 0.005
+            cid, acts = a.accept(f"198.51.{i // 250}.{i % 250 + 1}", 40000, net.now)
+            if not closed(acts):
+                a.data_received(cid, b"garbage that is not a handshake", net.now)
+    assert len([r for r in caplog.records if "refused" in r.getMessage()]) <= 20 + 10 * 20 / 60 + 1  # 10 s
+
+
+def test_connect_close_loop_is_rate_limited_before_any_handshake_work():
+    """Each handshake with a password costs SPAKE2 work at accept: a loop of connect + close from one
+    source (never more than one at a time, so the slots never fill) is cut to the per-source rate."""
+    net = SimNet()
+    a = net.add(1, password="pw")
+    cfg = a.config
+    accepted = 0
+    for i in range(1000):  # 1000 connections in 10 s
+        net.now += 0.01
+        cid, acts = a.accept("198.51.100.7", 30000 + i, net.now)
+        if not closed(acts):
+            accepted += 1
+            a.connection_lost(cid, "closed by peer", net.now)
+    assert accepted <= cfg.accept_burst_per_source + 10 * cfg.accept_rate_per_source + 1
+    assert a.counters["rate_refused"] == 1000 - accepted
+    # Many sources together are held to the total rate; a real peer gets in once the flood pauses.
+    accepted = 0
+    for i in range(1000):
+        net.now += 0.001
+        cid, acts = a.accept(f"198.51.{i // 250}.{i % 250 + 1}", 40000, net.now)
+        if not closed(acts):
+            accepted += 1
+            a.connection_lost(cid, "closed by peer", net.now)
+    assert accepted <= cfg.accept_burst_total + 1 * cfg.accept_rate_total + 1
+    net.advance(2.0)
+    b = net.add(2, password="pw")
+    net.run(net.addr_of(b), b.connect([net.addr_of(a)], net.now))
     net.until(lambda: full_mesh(net), 5)
 
 
@@ -405,6 +455,7 @@ def test_inbound_handshake_that_sends_nothing_times_out():
 def test_failed_handshakes_back_off_the_source_and_log_once_per_interval(caplog):
     net = SimNet()
     a = net.add(1, password="right")
+    no_rate_limit(a)
     x = net.add(2, password="wrong")
     with caplog.at_level(logging.WARNING, "weavenet.mesh"):
         for _ in range(40):
@@ -424,6 +475,7 @@ def test_failed_handshakes_back_off_the_source_and_log_once_per_interval(caplog)
 # --- 7: counted per peer, exported, bounded ----------------------------------------------------------
 def test_protocol_error_metric_labels_are_bounded():
     net, a, b = pair()
+    no_rate_limit(a)
     for i in range(300):
         cid, _ = a.accept(f"198.51.100.{i % 250 + 1}", 31000 + i, net.now)
         a.data_received(cid, b"GET / HTTP/1.0\r\n\r\n", net.now)

@@ -62,7 +62,7 @@ class MeshCollector:
         yield perr
         refused = CounterMetricFamily("weave_mesh_refused", "Inbound connections closed before a handshake, "
                                       "gossip entries skipped, internal errors", labels=["reason"])
-        for reason in ("preauth_refused", "preauth_evicted", "backoff_refused", "internal_errors"):
+        for reason in ("preauth_refused", "preauth_evicted", "backoff_refused", "rate_refused", "internal_errors"):
             refused.add_metric([reason], mesh.counters.get(reason, 0))
         refused.add_metric(["topology_full"], mesh.topology.refused["full"])
         refused.add_metric(["entry_ahead"], mesh.topology.refused["ahead"])

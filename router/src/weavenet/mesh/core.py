@@ -47,6 +47,13 @@ class MeshConfig:
     auth_fail_limit: int = 10        # this many failed handshakes from one address within ...
     auth_fail_window: float = 60.0
     auth_backoff: float = 60.0       # ... and its new connections are closed at once for this long
+    # A handshake with a password costs ~10 ms of CPU (SPAKE2) before the peer has proved anything:
+    # new inbound connections are rate-limited per source and in total (token buckets), so a
+    # connect/close loop cannot burn the host's CPU. Real peers reconnect rarely (backoff from 0.5 s).
+    accept_rate_per_source: float = 2.0
+    accept_burst_per_source: int = 8
+    accept_rate_total: float = 40.0
+    accept_burst_total: int = 80
 
 
 MAX_APP_CHANNEL = 64
@@ -54,6 +61,23 @@ MAX_GOSSIP_BODY = 1024 * 1024        # bigger gossip is split over several messa
 ROUTE_TREE_BUDGET = 200_000          # BFS steps one gossip flush may spend on per-origin broadcast trees
 RTT_MAX = 60.0
 _LOG_INTERVAL = 60.0
+
+
+class TokenBucket:
+    """Rate limit per key (and one shared bucket): ``take`` says whether an event may happen now."""
+
+    def __init__(self, rate: float, burst: int, max_keys: int = 4096) -> None:
+        self.rate, self.burst, self.max_keys = rate, burst, max_keys
+        self._keys: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
+
+    def take(self, key: str, now: float) -> bool:
+        tokens, at = self._keys.pop(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) * self.rate)
+        ok = tokens >= 1.0
+        self._keys[key] = (tokens - 1.0 if ok else tokens, now)  # re-inserted: least recent go first
+        if len(self._keys) > self.max_keys:
+            del self._keys[next(iter(self._keys))]
+        return ok
 
 
 class Throttle:
@@ -175,6 +199,10 @@ class Mesh:
         self._auth_failures: dict[str, deque[float]] = {}  # source IP -> times of failed handshakes
         self._backoff: dict[str, float] = {}                # source IP -> refused until
         self._throttle = Throttle()
+        cfg = self.config
+        self._accept_source = TokenBucket(cfg.accept_rate_per_source, cfg.accept_burst_per_source)
+        self._accept_total = TokenBucket(cfg.accept_rate_total, cfg.accept_burst_total, max_keys=1)
+        self._inbound_log_budget = TokenBucket(20 / 60, 20, max_keys=1)
         # Protocol errors per peer name ("unknown" before a handshake); bounded key set.
         self.protocol_errors: dict[str, int] = {}
         self._addr_peer: dict[str, str] = {}
@@ -188,7 +216,7 @@ class Mesh:
         self.on_app_message: Callable[[str, str, bytes], list[Action]] | None = None
         self.counters = {"gossip_sent": 0, "gossip_received": 0, "connections_refused": 0,
                          "preauth_refused": 0, "preauth_evicted": 0, "backoff_refused": 0,
-                         "internal_errors": 0}
+                         "internal_errors": 0, "rate_refused": 0}
 
     # --- operator commands -----------------------------------------------------------------------
     def connect(self, addresses: list[str], now: float, replace: bool = False) -> list[Action]:
@@ -279,6 +307,9 @@ class Mesh:
             self.counters["backoff_refused"] += 1
             return conn.id, self._fail(conn, f"too many failed handshakes from {remote_ip}, refused for "
                                              f"{until - now:.0f}s more", now, counted=False)
+        if not (self._accept_source.take(remote_ip, now) and self._accept_total.take("", now)):
+            self.counters["rate_refused"] += 1  # _fail logs once a minute per source
+            return conn.id, self._fail(conn, "new connections arrive too fast", now, counted=False)
         if self._slots_used(conn) >= cfg.conn_limit:  # dials in progress count too, handshakes do not
             return conn.id, self._fail(conn, f"connection limit {cfg.conn_limit} reached", now)
         preauth = [c for c in self.conns.values() if c is not conn and not c.outbound and c.state == "handshake"]
@@ -682,7 +713,8 @@ class Mesh:
         how many were held back), remember it for status, close it."""
         where = f"{'to' if conn.outbound else 'from'} {conn.address}"
         held = 0 if conn.outbound else self._throttle.allow(f"in:{conn.remote_ip}", now)
-        if held is not None:
+        # ... and at most 20 such lines a minute overall, however many addresses a flood comes from.
+        if held is not None and (conn.outbound or self._inbound_log_budget.take("", now)):
             log.warning("connection %s refused: %s%s", where, reason,
                         f" ({held} more from {conn.remote_ip} not logged)" if held else "")
         if counted:
