@@ -37,6 +37,8 @@ def _add_router_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=6783, help="TCP port for peer connections (default 6783)")
     p.add_argument("--api-port", type=int, default=6784, help="127.0.0.1 port of the HTTP API (0: off)")
     p.add_argument("--conn-limit", type=int, default=100, help="maximum number of connections (default 100)")
+    p.add_argument("--max-peers", type=int, default=1000,
+                   help="peers the topology may hold; gossip beyond it is refused (default 1000)")
     p.add_argument("--no-discovery", action="store_true", help="do not connect to peers learned by gossip")
     p.add_argument("--mtu", type=int, default=1376, help="overlay MTU (default 1376)")
     p.add_argument("--no-fastdp", action="store_true", help="never use the kernel VXLAN fast path")
@@ -95,7 +97,7 @@ def build_parser() -> Parser:
 
 def _config_from(args: argparse.Namespace) -> RouterConfig:
     cfg = RouterConfig(peers=list(args.peers), password=password_from_env(args.password), name=args.name,
-                       port=args.port, api_port=args.api_port, conn_limit=args.conn_limit,
+                       port=args.port, api_port=args.api_port, conn_limit=args.conn_limit, max_peers=args.max_peers,
                        discovery=not args.no_discovery, mtu=args.mtu, fastdp=not args.no_fastdp,
                        ipalloc_range=args.ipalloc_range, ipalloc_default_subnet=args.ipalloc_default_subnet,
                        dns=not args.no_dns, dns_domain=args.dns_domain, dns_ttl=args.dns_ttl,
@@ -108,7 +110,7 @@ def _config_from(args: argparse.Namespace) -> RouterConfig:
 
 def _router_argv(args: argparse.Namespace, cfg: RouterConfig) -> list[str]:
     argv = ["--nickname", cfg.nickname, "--port", str(cfg.port), "--api-port", str(cfg.api_port),
-            "--conn-limit", str(cfg.conn_limit), "--mtu", str(cfg.mtu)]
+            "--conn-limit", str(cfg.conn_limit), "--max-peers", str(cfg.max_peers), "--mtu", str(cfg.mtu)]
     if cfg.name:
         argv += ["--name", cfg.name]
     if not cfg.discovery:
