@@ -144,7 +144,7 @@ def run_router(cfg: RouterConfig, paths: Paths) -> int:
     logging.basicConfig(level=os.environ.get("WEAVE_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    async def main() -> None:
+    async def main() -> int:
         paths.rundir.mkdir(parents=True, exist_ok=True)
         router = Router(cfg, paths)
         try:
@@ -161,9 +161,9 @@ def run_router(cfg: RouterConfig, paths: Paths) -> int:
             await runner.cleanup()
             for f in (paths.socket, paths.pidfile, paths.api_token):
                 f.unlink(missing_ok=True)
+        return router.exit_status
 
-    asyncio.run(main())
-    return 0
+    return asyncio.run(main())
 
 
 def _client(paths: Paths) -> Client:

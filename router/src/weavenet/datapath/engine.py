@@ -62,6 +62,16 @@ class PeerLink:
         return self.addr[0]
 
 
+@dataclass
+class Stats:
+    """One thread's counters: each thread writes only its own (no lock on the hot path, no lost
+    increments); readers sum them."""
+
+    frames: Counter = field(default_factory=Counter)   # (peer, direction) -> frames
+    bytes: Counter = field(default_factory=Counter)
+    drops: Counter = field(default_factory=Counter)    # reason -> count
+
+
 @dataclass(frozen=True)
 class View:
     ourself: str
@@ -94,9 +104,7 @@ class Engine:
         self._view = View(ourself, RouteTable({ourself: []}, ourself), {})
         self._by_bytes: dict[bytes, PeerLink] = {}
         self._fwd = Forwarder(ourself, self._view.routes, frozenset(), macs)
-        self.frames = Counter()   # (peer, direction) -> frames
-        self.bytes = Counter()
-        self.drops = Counter()    # reason -> count
+        self._stats = {name: Stats() for name in LOOPS}   # per thread (a restarted one goes on counting)
         self._stop = threading.Event()
         self._threads: dict[str, threading.Thread] = {}
         self.deaths: dict[str, str] = {}      # thread name -> why it ended (until restarted)
@@ -106,6 +114,24 @@ class Engine:
         self._suppressed = Counter()
 
     # --- control plane side ---------------------------------------------------------------------
+    def _sum(self, attr: str) -> Counter:
+        total: Counter = Counter()
+        for st in self._stats.values():
+            total.update(dict(getattr(st, attr)))   # dict() copies in one step under the GIL
+        return total
+
+    @property
+    def frames(self) -> Counter:
+        return self._sum("frames")
+
+    @property
+    def bytes(self) -> Counter:
+        return self._sum("bytes")
+
+    @property
+    def drops(self) -> Counter:
+        return self._sum("drops")
+
     def publish(self, view: View) -> None:
         """Swap in new routes/links; each attribute assignment is atomic for the threads."""
         self._by_bytes = view.link_by_bytes()
@@ -154,9 +180,9 @@ class Engine:
         self.deaths.pop(name, None)
         self._spawn(name)
 
-    def _trouble(self, kind: str, exc: BaseException) -> None:
+    def _trouble(self, kind: str, exc: BaseException, st: Stats) -> None:
         """Count an unexpected per-packet exception and log it, rate-limited (never once per packet)."""
-        self.drops[kind] += 1
+        st.drops[kind] += 1
         now = time.monotonic()
         if now - self._logged.get(kind, -LOG_EVERY) >= LOG_EVERY:
             n, self._suppressed[kind] = self._suppressed[kind], 0
@@ -172,17 +198,18 @@ class Engine:
         poller = select.poll()
         poller.register(self.tap_fd, select.POLLIN)
         beats = self.beats
+        st = self._stats["weave-tap-rx"]
         while not self._stop.is_set():
             beats["weave-tap-rx"] = time.monotonic()
             if not poller.poll(500):
                 continue
             try:
-                if not self._tap_batch():
+                if not self._tap_batch(st):
                     return
             except Exception as e:  # noqa: BLE001 - a bug must cost one batch, not the thread
-                self._trouble("internal", e)
+                self._trouble("internal", e, st)
 
-    def _tap_batch(self) -> bool:
+    def _tap_batch(self, st: Stats) -> bool:
         """Read up to BATCH_FRAMES frames from the TAP and send them on; False once the TAP is gone."""
         off = self.off
         groups: dict[Out, list[bytes]] = {}
@@ -198,60 +225,61 @@ class Engine:
             except OSError as e:
                 if e.errno == errno.EBADF or self._stop.is_set():
                     return False
-                self._trouble("tap_read", e)
+                self._trouble("tap_read", e, st)
                 time.sleep(0.01)  # a device in error polls readable at once: do not spin on it
                 break
             if len(frame) < off + 14:
                 if not frame:  # EOF: the TAP (or the test's socket) is closed
                     return False
-                self.drops["runt"] += 1
+                st.drops["runt"] += 1
                 continue
             # Our bridge's MACs are ours: a sleeve frame may not move them to a remote peer.
             learn(frame[off + 6:off + 12], ourself, now)
             outs = fwd.from_local(frame[off:off + 6], now)
             if isinstance(outs, str):
-                self.drops[outs] += 1
+                st.drops[outs] += 1
                 continue
             for out in outs:
                 n = len(frame) + 4
                 if sizes.get(out, 0) + n > BATCH_BYTES and out in groups:
-                    self._send(out, groups.pop(out), self.our_b)
+                    self._send(out, groups.pop(out), self.our_b, st)
                     sizes[out] = 0
                 groups.setdefault(out, []).append(frame)
                 sizes[out] = sizes.get(out, 0) + n
         for out, frames in groups.items():
-            self._send(out, frames, self.our_b)
+            self._send(out, frames, self.our_b, st)
         return True
 
-    def _send(self, out: Out, frames: list[bytes], origin_b: bytes) -> None:
+    def _send(self, out: Out, frames: list[bytes], origin_b: bytes, st: Stats) -> None:
         link = self._view.links.get(out.hop)
         if link is None:
-            self.drops["no_route"] += len(frames)
+            st.drops["no_route"] += len(frames)
             return
         dest_b = sleeve.name_bytes(out.dest) if out.dest else sleeve.BROADCAST
         dg = sleeve.encode(self.our_b, next(link.seq), origin_b, dest_b, frames, link.tx_key, out.relay_only)
         if len(dg) > sleeve.MAX_DATAGRAM:
             if len(frames) > 1:  # split the batch; a single frame this big cannot be carried
                 half = len(frames) // 2
-                self._send(out, frames[:half], origin_b)
-                self._send(out, frames[half:], origin_b)
+                self._send(out, frames[:half], origin_b, st)
+                self._send(out, frames[half:], origin_b, st)
             else:
-                self.drops["too_big"] += 1
+                st.drops["too_big"] += 1
             return
         try:
             self.sock.sendto(dg, link.addr)
         except OSError as e:
-            self.drops["send_error"] += len(frames)
+            st.drops["send_error"] += len(frames)
             log.debug("sleeve send to %s failed: %s", link.name, e)
             return
-        self.frames[(out.hop, "tx")] += len(frames)
-        self.bytes[(out.hop, "tx")] += len(dg)
+        st.frames[(out.hop, "tx")] += len(frames)
+        st.bytes[(out.hop, "tx")] += len(dg)
 
     # --- peers -> TAP / relay --------------------------------------------------------------------
     def _udp_loop(self) -> None:
         sock = self.sock
         off = self.off
         beats = self.beats
+        st = self._stats["weave-udp-rx"]
         while not self._stop.is_set():
             now = beats["weave-udp-rx"] = time.monotonic()
             try:
@@ -263,49 +291,49 @@ class Engine:
                     return
                 continue  # e.g. ECONNREFUSED left by an ICMP error for an earlier send
             try:
-                self._receive(dg, src[0], off, now)
+                self._receive(dg, src[0], off, now, st)
             except sleeve.SleeveError as e:
-                self.drops[e.reason] += 1
+                st.drops[e.reason] += 1
             except Exception as e:  # noqa: BLE001 - a bug must cost one datagram, not the thread
-                self._trouble("internal", e)
+                self._trouble("internal", e, st)
 
-    def _receive(self, dg: bytes, src_ip: str, off: int, now: float) -> None:
+    def _receive(self, dg: bytes, src_ip: str, off: int, now: float, st: Stats) -> None:
         sender, seq, encrypted = sleeve.peek(dg)
         link = self._by_bytes.get(sender)
         if link is None:
-            self.drops["unknown_peer"] += 1
+            st.drops["unknown_peer"] += 1
             return
         if src_ip != link.addr[0]:  # only the peer's underlay address may speak for it
-            self.drops["wrong_source"] += 1
+            st.drops["wrong_source"] += 1
             return
         key = link.rx_key
         if encrypted != (key is not None):
-            self.drops["auth"] += 1
+            st.drops["auth"] += 1
             return
         if key is not None and not link.replay.check(seq):
-            self.drops["replay"] += 1
+            st.drops["replay"] += 1
             return
         origin_b, dest_b, relay_only, frames = sleeve.decode_body(dg, seq, key)
         if key is not None:
             link.replay.accept(seq)
-        self.frames[(link.name, "rx")] += len(frames)
-        self.bytes[(link.name, "rx")] += len(dg)
+        st.frames[(link.name, "rx")] += len(frames)
+        st.bytes[(link.name, "rx")] += len(dg)
         origin = sleeve.name_str(origin_b)
         dest = None if dest_b == sleeve.BROADCAST else sleeve.name_str(dest_b)
         decision = self._fwd.from_sleeve(origin, dest, relay_only)
         if isinstance(decision, str):
-            self.drops[decision] += len(frames)
+            st.drops[decision] += len(frames)
             return
         inject, outs = decision
         learn = self.macs.learn
         good = []
         for f in frames:
             if len(f) < off + 14:
-                self.drops["runt"] += 1
+                st.drops["runt"] += 1
             elif f[off + 6] & 1:  # multicast/broadcast source MAC: no valid frame has one
-                self.drops["bad_src_mac"] += 1
+                st.drops["bad_src_mac"] += 1
             elif learn(f[off + 6:off + 12], origin, now) is None:
-                self.drops["mac_hijack"] += 1  # claims a MAC that lives on our bridge
+                st.drops["mac_hijack"] += 1  # claims a MAC that lives on our bridge
             else:
                 good.append(f)
         if not good:
@@ -316,6 +344,6 @@ class Engine:
                 try:
                     os.write(fd, f)
                 except OSError:
-                    self.drops["tap_write"] += 1
+                    st.drops["tap_write"] += 1
         for out in outs:
-            self._send(out, good, origin_b)
+            self._send(out, good, origin_b, st)

@@ -61,10 +61,10 @@ class FastPathDecider:
     def __init__(self) -> None:
         self.paths: dict[str, PathState] = {}
 
-    def set_candidates(self, cands: dict[str, tuple[str, str]]) -> list[PathState]:
-        """cands: peer -> (ip, remote VXLAN MAC). Returns paths removed (to clean up)."""
-        gone = [p for n, p in self.paths.items() if n not in cands or cands[n] != (p.ip, p.remote_mac)]
-        for n in [n for n, p in self.paths.items() if p in gone]:
+    def set_candidates(self, cands: dict[str, tuple[str, str]]) -> dict[str, PathState]:
+        """cands: peer -> (ip, remote VXLAN MAC). Returns the paths removed (to clean up), by peer."""
+        gone = {n: p for n, p in self.paths.items() if n not in cands or cands[n] != (p.ip, p.remote_mac)}
+        for n in gone:
             del self.paths[n]
         for n, (ip, mac) in cands.items():
             self.paths.setdefault(n, PathState(ip, mac))

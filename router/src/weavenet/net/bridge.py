@@ -195,6 +195,15 @@ def _fdb_request(ipr, command: str, index: int, mac: str, dst: str) -> None:
             raise
 
 
+def fdb_apply(vxlan: str, replace: list[tuple[str, str]], delete: list[tuple[str, str]]) -> None:
+    """Many unicast entry changes over one netlink socket: deletions first, then replacements."""
+    with iproute() as ipr:
+        index = require_link(ipr, vxlan, kind="vxlan")["index"]
+        for command, entries in (("del", delete), ("replace", replace)):
+            for mac, dst in entries:
+                _fdb_request(ipr, command, index, check_mac(mac), check_ip(dst))
+
+
 def fdb_entries(vxlan: str) -> list[tuple[str, str]]:
     """(mac, dst) of every VXLAN FDB entry, programmed or learned."""
     with iproute() as ipr:
@@ -252,6 +261,26 @@ def bridge_fdb_flush_port(port_ifname: str, macs: set[str] | None = None) -> int
                 if e.code != errno.ENOENT:  # aged out meanwhile
                     raise
         return count
+
+
+def local_macs(bridge: str, uplinks: list[str], cap: int) -> frozenset[str]:
+    """MACs that live on this host: what the bridge learned on its local ports (containers' veths,
+    not the ``uplinks`` towards other hosts), plus the bridge's own MAC (exposed host, DNS). At most
+    ``cap``; unicast only (a learned multicast source would be a broken or hostile container)."""
+    with iproute() as ipr:
+        br = require_link(ipr, bridge, kind="bridge")
+        skip = {br["index"]} | {link["index"] for name in uplinks if (link := get_link(ipr, name)) is not None}
+        out = {link_mac(br)}
+        for n in ipr.fdb("dump"):
+            if (n.get("NDA_MASTER") != br["index"] or n["ifindex"] in skip or n["flags"] & NTF_SELF
+                    or n["state"] & (NUD_PERMANENT | NUD_NOARP)):
+                continue
+            mac = n.get("NDA_LLADDR")
+            if isinstance(mac, str) and len(mac) == 17 and not int(mac[:2], 16) & 1:
+                out.add(mac.lower())
+                if len(out) >= cap:
+                    break
+        return frozenset(out)
 
 
 def delete_link(name: str) -> None:

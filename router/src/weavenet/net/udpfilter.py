@@ -12,6 +12,7 @@ transaction, so the counter survives and there is no moment with an empty set.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import subprocess
@@ -72,6 +73,24 @@ def ensure(ports: list[int], peers: set[str] | list[str] = ()) -> None:
 
 def set_peers(peers: set[str] | list[str]) -> None:
     _nft(render_peers(peers), "update the data-plane source filter")
+
+
+def current_peers() -> set[str]:
+    """The set's members now (empty when the table is absent): a relaunched router keeps them until
+    its connections are back, rather than cutting off the kernel fast path at start."""
+    r = subprocess.run(["nft", "-j", "list", "set", "inet", TABLE, "peers"], capture_output=True, text=True,
+                       check=False)
+    if r.returncode != 0:
+        return set()
+    out = set()
+    try:
+        for item in json.loads(r.stdout)["nftables"]:
+            for e in item.get("set", {}).get("elem", []) if isinstance(item, dict) else []:
+                with contextlib.suppress(ValueError, TypeError):
+                    out.add(str(ipaddress.IPv4Address(e)))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return set()
+    return out
 
 
 def dropped() -> int | None:

@@ -9,10 +9,10 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from ..datapath import fastdp
+from ..datapath import fastdp, fdbsync
 from ..datapath.engine import Engine, PeerLink, View
 from ..datapath.macs import MacTable, mac_str
-from ..mesh.core import Mesh
+from ..mesh.core import Mesh, Throttle
 from ..net import bridge as br
 from ..net import isolation, udpfilter
 from ..net.tap import Tap
@@ -27,6 +27,12 @@ MAX_RESTARTS = 3          # a datapath thread that dies more often than this wit
 RESTART_WINDOW = 60.0     # seconds ends the router (exit status 70) for its supervisor to restart
 EXIT_DATAPATH = 70        # EX_SOFTWARE
 FILTER_REFRESH = 5.0      # seconds between reads of the source filter's drop counter
+LOCAL_READ = 1.0          # seconds between reads of the bridge's local MACs (advertised to fast-path peers)
+# A peer whose connection ended (its router killed or restarting) keeps its fast-path state (VXLAN FDB
+# entries, source-filter membership) this long, or until it leaves the topology: its kernel still
+# forwards. A router starting over an earlier run's state keeps that state as long, until its
+# connections are back.
+GRACE = 60.0
 
 
 def remove_links() -> None:
@@ -78,17 +84,31 @@ class Dataplane:
         self._last_sync = 0.0
         self._next_mac_expiry = 0.0
         self._netlink = ThreadPoolExecutor(1, thread_name_prefix="weave-netlink")
+        self._grace: dict[str, tuple[str | None, float]] = {}   # underlay ip -> (peer or None, until)
+        self._inherited: dict[str, set[str]] = {}   # ip -> unicast VXLAN FDB MACs left by an earlier run
+        self.remote_macs = fdbsync.RemoteMacs()
+        self._advertiser = fdbsync.Advertiser()
+        self._local_read: frozenset[str] | None = None   # written by the netlink thread
+        self._local_macs: frozenset[str] | None = None
+        self._next_local_read = 0.0
+        self._eligible: dict[str, str] = {}
+        self._forbidden: frozenset[str] = frozenset()
+        self._throttle = Throttle()
 
     def setup(self) -> None:
         """Blocking: bridge, VXLAN, TAP, sockets. Idempotent over an earlier run's leftovers."""
         cfg = self.cfg
         br.ensure_bridge(BRIDGE, cfg.mtu)
         # Before the VXLAN device binds its port: no moment where it takes datagrams from anyone.
-        udpfilter.ensure([cfg.port, VXLAN_PORT])
-        self._filter_peers = frozenset()
+        # The peers of an earlier run (killed, or restarting) stay in it until our connections are back.
+        kept = udpfilter.current_peers()
+        udpfilter.ensure([cfg.port, VXLAN_PORT], kept)
+        self._filter_peers = frozenset(kept)
+        until = time.monotonic() + GRACE
+        self._grace = {ip: (None, until) for ip in kept}
         if self.fastdp:
             self.vxlan_mac = br.ensure_vxlan(VXLAN, BRIDGE, VXLAN_PORT, mtu=cfg.mtu)
-            self._reset_vxlan_fdb()
+            self._adopt_vxlan_fdb(kept)
             self._hb_sock = fastdp.open_heartbeat_socket(VXLAN)
         else:
             br.delete_link(VXLAN)
@@ -128,9 +148,15 @@ class Dataplane:
         self._nl(udpfilter.set_peers, set())
         self._netlink.shutdown(wait=True)
 
-    def _reset_vxlan_fdb(self) -> None:
+    def _adopt_vxlan_fdb(self, kept: set[str]) -> None:
+        """Entries towards the filter's peers still carry traffic (the kernel forwards while no router
+        runs): keep them for the grace period. The rest (after `weave stop` emptied the filter) go."""
         for mac, dst in br.fdb_entries(VXLAN):
-            br.fdb_delete(VXLAN, mac, dst)
+            if dst in kept:
+                if mac != fastdp.ZERO_MAC:
+                    self._inherited.setdefault(dst, set()).add(mac)
+            else:
+                br.fdb_delete(VXLAN, mac, dst)
 
     # --- called by the router on every tick ------------------------------------------------------
     def sync(self, mesh: Mesh, now: float) -> list:
@@ -143,7 +169,6 @@ class Dataplane:
             self._conn_ids = frozenset(conns)
             self._routes_version = mesh.routes_version
             self._links = {cid: self._links.get(cid) or self._new_link(c) for cid, c in conns.items()}
-            self._update_filter({c.remote_ip for c in conns.values() if c.remote is not None and c.remote_ip})
         if now >= self._next_filter_read and self._filter_peers is not None:
             self._next_filter_read = now + FILTER_REFRESH
             self._nl(self._read_filter)
@@ -163,8 +188,8 @@ class Dataplane:
                     mac = c.remote.features.get("fastdp") if c.remote else None
                     if mac and c.session is None and c.remote_ip:
                         cands[c.remote.name] = (c.remote_ip, mac)
-                for gone in self.decider.set_candidates(cands):
-                    self._path_down(gone, removed=True)
+                for name, gone in self.decider.set_candidates(cands).items():
+                    self._path_gone(name, gone, now)
             if now >= self._next_hb:
                 self._next_hb = now + fastdp.HB_INTERVAL
                 self._send_heartbeats(now)
@@ -178,6 +203,10 @@ class Dataplane:
             for name in down:
                 self._path_down(self.decider.paths[name], removed=False)
             changed |= bool(up or down)
+            actions += self._sync_fdb(mesh, conns, now)
+        self._expire_grace(mesh, now)
+        self._update_filter({c.remote_ip for c in conns.values() if c.remote is not None and c.remote_ip}
+                            | set(self._grace))
         if changed:
             links = {c.remote.name: self._links[cid] for cid, c in conns.items() if c.remote is not None}
             self.engine.publish(View(self.ourname, mesh.routes, links, self.decider.active()))
@@ -218,8 +247,10 @@ class Dataplane:
         return "healthy", f"{restarts} thread restart(s)" if restarts else ""
 
     def drop_counts(self) -> dict[str, int]:
-        """reason -> count: the engine's, plus what the nft source filter dropped (as filtered_source)."""
+        """reason -> count: the engine's, refused FDB adverts (fdb_*), and what the nft source filter
+        dropped (as filtered_source)."""
         drops = dict(self.engine.drops) if self.engine is not None else {}
+        drops.update(self.remote_macs.refused)
         if self._filter_dropped:
             drops["filtered_source"] = self._filter_dropped
         return drops
@@ -256,7 +287,99 @@ class Dataplane:
             self.decider.heard(name, now)
 
     def on_datapath_message(self, peer: str, body: bytes) -> None:
-        self.decider.remote_status(peer, fastdp.parse_status(body), time.monotonic())
+        now = time.monotonic()
+        try:
+            adv = fdbsync.decode(body)
+        except fdbsync.AdvertError as e:
+            self.remote_macs.refused[e.reason] += 1
+            self._log_refused(peer, e.reason, str(e), now)
+            return
+        if adv is None:
+            self.decider.remote_status(peer, fastdp.parse_status(body), now)
+        elif not self.fastdp:
+            self.remote_macs.refused["fdb_no_fastdp"] += 1
+        else:
+            why = self.remote_macs.apply(peer, adv, self._forbidden_macs())
+            if why:
+                self._log_refused(peer, why, f"{len(adv.add)} MACs added, {len(adv.remove)} deleted", now)
+
+    def _log_refused(self, peer: str, reason: str, detail: str, now: float) -> None:
+        held = self._throttle.allow(f"{peer}/{reason}", now)
+        if held is not None:
+            log.warning("FDB advert from %s refused (%s): %s%s", peer, reason, detail,
+                        f" ({held} more not logged)" if held else "")
+
+    def _forbidden_macs(self) -> frozenset[str]:
+        """MACs no peer may claim: ours (bridge ports, bridge, VXLAN device) and the peers' VXLAN MACs,
+        which carry the heartbeats."""
+        mine = {m for m in (self.vxlan_mac, self.bridge_mac) if m}
+        return (self._local_macs or frozenset()) | mine | {p.remote_mac for p in self.decider.paths.values()}
+
+    def _read_local(self) -> None:
+        self._local_read = br.local_macs(BRIDGE, self.uplinks(), fdbsync.MAX_PEER_MACS)
+
+    def _sync_fdb(self, mesh: Mesh, conns: dict, now: float) -> list:
+        """Static VXLAN FDB entries: advertise our local MACs to fast-path peers (full list on a new
+        connection and as anti-entropy, else changes), and follow what the peers advertise."""
+        actions: list = []
+        if now >= self._next_local_read:
+            self._next_local_read = now + LOCAL_READ
+            self._nl(self._read_local)
+        local = self._local_read
+        if local is not None:
+            self._local_macs = local
+            fast = {}
+            for cid, c in conns.items():
+                if c.remote is not None and c.session is None and c.remote.features.get("fastdp"):
+                    fast[c.remote.name] = cid
+            self._advertiser.retain(fast)
+            for name, cid in fast.items():
+                body = self._advertiser.due(name, cid, local, now)
+                if body is not None:
+                    sent = mesh.send_datapath(name, body)
+                    if not sent:
+                        self._advertiser.sent.pop(name, None)
+                    actions += sent
+        # Claims of peers neither connected nor in their grace period are forgotten.
+        keep = {c.remote.name for c in conns.values() if c.remote is not None}
+        keep |= {name for name, _ in self._grace.values() if name}
+        for peer in [p for p in self.remote_macs.claims if p not in keep]:
+            self.remote_macs.drop_peer(peer)
+        eligible = {n: p.ip for n, p in self.decider.paths.items() if p.active}
+        for ip, (name, _) in self._grace.items():
+            if name and name not in eligible:
+                eligible[name] = ip
+        forbidden = self._forbidden_macs()
+        if self.remote_macs.dirty or eligible != self._eligible or forbidden != self._forbidden:
+            self._eligible, self._forbidden = eligible, forbidden
+            replace, delete = self.remote_macs.changes(eligible, forbidden)
+            if replace or delete:
+                self._nl(br.fdb_apply, VXLAN, replace, delete)
+        return actions
+
+    def _expire_grace(self, mesh: Mesh, now: float) -> None:
+        """End grace periods: taken over by a path that is up again (its entries stay), or expired /
+        the peer left the topology (flushed as a path going down would be)."""
+        if not self._grace:
+            return
+        active = {p.ip: p for p in self.decider.paths.values() if p.active}
+        for ip, (name, until) in list(self._grace.items()):
+            if ip in active:
+                del self._grace[ip]
+                stale = self._inherited.pop(ip, set()) - {active[ip].remote_mac}
+                stale = {m for m in stale if self.remote_macs.installed.get(m) != ip}
+                if stale:   # an earlier run's unicast entries nobody claims now
+                    self._nl(br.fdb_apply, VXLAN, [], [(m, ip) for m in sorted(stale)])
+            elif now >= until or (name is not None and name not in mesh.topology.peers):
+                del self._grace[ip]
+                self._inherited.pop(ip, None)
+                if self.fastdp:
+                    self._flush_ip(ip)
+                    for p in self.decider.paths.values():
+                        if p.ip == ip:
+                            p.hb_installed = False   # flushed with the rest: heartbeats need it back
+                log.info("fast-path state towards %s%s dropped after its grace period", ip,
+                         f" ({name})" if name else "")
 
     def _path_up(self, name: str) -> None:
         p = self.decider.paths[name]
@@ -268,12 +391,25 @@ class Dataplane:
             self._nl(br.bridge_fdb_flush_port, TAP, macs)
         log.info("fast datapath to %s(%s) up", name, p.ip)
 
+    def _path_gone(self, name: str, p: fastdp.PathState, now: float) -> None:
+        """A candidate path ended with its connection (or the peer's address/MAC changed). One that
+        carried traffic keeps its kernel state for GRACE (the peer's kernel may still forward)."""
+        if p.active:
+            self._grace[p.ip] = (name, now + GRACE)
+            log.info("fast datapath to %s(%s): connection ended, keeping its state for %.0fs", name, p.ip, GRACE)
+        elif p.ip not in self._grace:   # else the grace period decides
+            self._path_down(p, removed=True)
+
     def _path_down(self, p: fastdp.PathState, removed: bool) -> None:
-        self._nl(br.fdb_flush_dst, VXLAN, p.ip)     # flood entry, learned MACs and the heartbeat entry
-        self._nl(br.bridge_fdb_flush_port, VXLAN)   # MACs learned behind VXLAN now go through the TAP
+        self._flush_ip(p.ip)
         p.hb_installed = False
         if not removed:
             log.info("fast datapath to %s lost: falling back to sleeve", p.ip)
+
+    def _flush_ip(self, ip: str) -> None:
+        self._nl(br.fdb_flush_dst, VXLAN, ip)     # flood entry, unicast entries and the heartbeat entry
+        self._nl(br.bridge_fdb_flush_port, VXLAN)   # MACs learned behind VXLAN now go through the TAP
+        self.remote_macs.forget_ip(ip)
 
     # --- report --------------------------------------------------------------------------------
     def connection_info(self, peer: str) -> dict:

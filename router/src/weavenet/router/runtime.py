@@ -85,6 +85,7 @@ class Router:
         self._server: asyncio.base_events.Server | None = None
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
+        self.exit_status = 0   # non-zero: the router ends on its own (e.g. 70, the data plane failed)
 
     # --- actions from the core -------------------------------------------------------------------
     def execute(self, actions: list[Action]) -> None:
@@ -268,6 +269,10 @@ class Router:
             for name, step in steps:
                 try:
                     self.execute(step(now))
+                except SystemExit as e:  # the data plane gave up (already logged): a clean, orderly exit
+                    self.exit_status = e.code if isinstance(e.code, int) else 1
+                    self._stop.set()
+                    return
                 except Exception:  # noqa: BLE001 - a bug in one tick must not kill the router
                     held = throttle.allow(name, now)
                     if held is not None:
@@ -278,7 +283,8 @@ class Router:
 
     async def wait_stopped(self) -> None:
         await self._stop.wait()
-        log.info("router shutting down")
+        if not self.exit_status:
+            log.info("router shutting down")
         self.execute(self.mesh.shutdown())
         if self._server is not None:
             self._server.close()

@@ -1,0 +1,161 @@
+"""Static VXLAN FDB adverts: encode/decode, hostile adverts refused and counted, claims -> FDB changes,
+what is advertised when; and a hostile advert through Dataplane.on_datapath_message."""
+
+import json
+import time
+
+import pytest
+
+from weavenet.datapath import fastdp, fdbsync
+from weavenet.datapath.fdbsync import Advert, AdvertError, Advertiser, RemoteMacs
+from weavenet.router.dataplane import Dataplane, DataplaneConfig
+
+M1, M2, M3, M4 = "02:00:00:00:01:01", "02:00:00:00:01:02", "0a:00:00:00:02:01", "0a:00:00:00:02:02"
+IP_B, IP_C = "192.0.2.2", "192.0.2.3"
+
+
+def fdb(obj) -> bytes:
+    return json.dumps({"fdb": obj}).encode()
+
+
+def test_full_and_diff_roundtrip():
+    assert fdbsync.decode(fdbsync.encode_full({M2, M1})) == Advert(True, frozenset({M1, M2}))
+    assert fdbsync.decode(fdbsync.encode_diff({M3}, {M1})) == Advert(False, frozenset({M3}), frozenset({M1}))
+    assert fdbsync.decode(fdbsync.encode_full(set())) == Advert(True, frozenset())
+
+
+@pytest.mark.parametrize("body", [fastdp.status_message(True), fastdp.status_message(False), b"", b"\xff\xfe",
+                                  b"[1,2]", b'{"other": 1}', b"null"])
+def test_other_datapath_messages_are_not_adverts(body):
+    assert fdbsync.decode(body) is None
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b'{"fdb": 1}', "fdb_malformed"),
+    (fdb({"add": [M1]}), "fdb_malformed"),                          # no "full"
+    (fdb({"full": 1, "add": [M1]}), "fdb_malformed"),               # not a boolean
+    (fdb({"full": True, "add": M1}), "fdb_malformed"),              # not a list
+    (fdb({"full": True, "add": [M1], "del": [M2]}), "fdb_malformed"),
+    (fdb({"full": False, "add": [M1], "del": [M1]}), "fdb_malformed"),
+    (fdb({"full": True, "add": ["02:00:00:00:01:0G"]}), "fdb_bad_mac"),
+    (fdb({"full": True, "add": ["02:00:00:00:01:0A"]}), "fdb_bad_mac"),    # not canonical
+    (fdb({"full": True, "add": ["02-00-00-00-01-01"]}), "fdb_bad_mac"),
+    (fdb({"full": True, "add": ["01:00:5e:00:00:01"]}), "fdb_bad_mac"),    # multicast
+    (fdb({"full": True, "add": ["ff:ff:ff:ff:ff:ff"]}), "fdb_bad_mac"),
+    (fdb({"full": True, "add": ["00:00:00:00:00:00"]}), "fdb_bad_mac"),    # the flood entry
+    (fdb({"full": True, "add": [M1 + "\n"]}), "fdb_bad_mac"),
+    (fdb({"full": True, "add": [17]}), "fdb_bad_mac"),
+    (fdb({"full": True, "add": [None]}), "fdb_bad_mac"),
+    (fdb({"full": True, "add": [f"02:00:00:00:{i >> 8:02x}:{i & 255:02x}" for i in range(4097)]}), "fdb_too_many"),
+    (fdb({"full": True, "add": [M1] * 4097}), "fdb_too_many"),
+    (b" " * (fdbsync.MAX_ADVERT_BYTES + 1), "fdb_too_big"),
+])
+def test_hostile_adverts_are_refused_with_a_reason(body, reason):
+    with pytest.raises(AdvertError) as e:
+        fdbsync.decode(body)
+    assert e.value.reason == reason
+
+
+def test_claims_become_fdb_changes_for_eligible_peers_only():
+    r = RemoteMacs()
+    assert r.apply("b", Advert(True, frozenset({M1, M2})), set()) is None
+    assert r.changes({}) == ([], [])                         # b's fast path is not up: nothing installed
+    assert r.changes({"b": IP_B}) == ([(M1, IP_B), (M2, IP_B)], [])
+    assert r.changes({"b": IP_B}) == ([], [])                 # idempotent
+    assert r.apply("b", Advert(False, frozenset({M3}), frozenset({M1})), set()) is None
+    assert r.claims["b"] == {M2, M3}
+    assert r.changes({"b": IP_B}) == ([(M3, IP_B)], [(M1, IP_B)])
+    assert r.changes({}) == ([], [(M2, IP_B), (M3, IP_B)])   # path down or grace over: all go
+    r.drop_peer("b")
+    assert r.total == 0 and r.owners == {} and r.claims == {}
+
+
+def test_a_change_needs_a_full_list_first():
+    r = RemoteMacs()
+    assert r.apply("b", Advert(False, frozenset({M1})), set()) == "fdb_no_base"
+    assert r.refused["fdb_no_base"] == 1 and "b" not in r.claims
+
+
+def test_our_macs_are_never_taken_and_a_peer_cannot_steal_anothers():
+    r = RemoteMacs()
+    assert r.apply("b", Advert(True, frozenset({M1, M2})), {M2}) is None
+    assert r.claims["b"] == {M1} and r.refused["fdb_ours"] == 1
+    assert r.apply("c", Advert(True, frozenset({M1, M3})), set()) is None     # M1 is b's: first claim wins
+    assert r.changes({"b": IP_B, "c": IP_C}) == ([(M1, IP_B), (M3, IP_C)], [])
+    # M1 became local to us meanwhile (a container moved here): its entry goes.
+    assert r.changes({"b": IP_B, "c": IP_C}, forbidden={M1}) == ([], [(M1, IP_B)])
+    # b withdraws M1 (the container moved to c): c's claim takes over.
+    r.apply("b", Advert(False, frozenset(), frozenset({M1})), set())
+    assert r.changes({"b": IP_B, "c": IP_C}) == ([(M1, IP_C)], [])
+
+
+def test_per_peer_and_total_caps():
+    r = RemoteMacs(per_peer=3, total=4)
+    many = frozenset({M1, M2, M3, M4})
+    assert r.apply("b", Advert(True, many), set()) == "fdb_too_many" and "b" not in r.claims
+    assert r.apply("b", Advert(True, frozenset({M1, M2, M3})), set()) is None
+    assert r.apply("b", Advert(False, frozenset({M4})), set()) == "fdb_too_many"   # a diff past the cap
+    assert r.claims["b"] == {M1, M2, M3}
+    assert r.apply("c", Advert(True, frozenset({"0a:00:00:00:03:01", "0a:00:00:00:03:02"})), set()) == "fdb_total"
+    assert r.apply("c", Advert(True, frozenset({"0a:00:00:00:03:01"})), set()) is None
+    assert r.total == 4 and r.refused == {"fdb_too_many": 2, "fdb_total": 1}
+    r.drop_peer("b")
+    assert r.total == 1
+
+
+def test_flushed_entries_are_installed_again():
+    r = RemoteMacs()
+    r.apply("b", Advert(True, frozenset({M1})), set())
+    assert r.changes({"b": IP_B}) == ([(M1, IP_B)], [])
+    r.forget_ip(IP_B)   # the path went down and came back: the flush took the entry
+    assert r.dirty and r.changes({"b": IP_B}) == ([(M1, IP_B)], [])
+
+
+def test_advertiser_full_on_new_connection_then_diffs_then_anti_entropy():
+    a = Advertiser()
+    assert fdbsync.decode(a.due("b", 1, frozenset({M1}), 0.0)) == Advert(True, frozenset({M1}))
+    assert a.due("b", 1, frozenset({M1}), 1.0) is None
+    assert fdbsync.decode(a.due("b", 1, frozenset({M2}), 2.0)) == Advert(False, frozenset({M2}), frozenset({M1}))
+    assert a.due("b", 1, frozenset({M2}), 3.0) is None
+    assert fdbsync.decode(a.due("b", 2, frozenset({M2}), 4.0)).full          # reconnected
+    assert a.due("b", 2, frozenset({M2}), 4.0 + fdbsync.FULL_EVERY - 0.1) is None
+    assert fdbsync.decode(a.due("b", 2, frozenset({M2}), 4.0 + fdbsync.FULL_EVERY)).full
+    a.retain([])
+    assert a.sent == {}
+
+
+def test_hostile_adverts_through_the_dataplane_are_counted_and_status_still_works():
+    dp = Dataplane(DataplaneConfig(), "02:00:00:00:00:0a")
+    try:
+        dp.bridge_mac = M4
+        dp.decider.set_candidates({"b": (IP_B, "02:aa:00:00:00:02")})
+        dp.on_datapath_message("b", fdb({"full": True, "add": ["01:00:5e:00:00:01"]}))
+        dp.on_datapath_message("b", fdb({"full": False, "add": [M1]}))
+        dp.on_datapath_message("b", b"{" * (fdbsync.MAX_ADVERT_BYTES + 1))
+        # Our bridge's MAC and the peer's own VXLAN MAC (heartbeats) are refused, M1 taken.
+        dp.on_datapath_message("b", fdbsync.encode_full({M1, M4, "02:aa:00:00:00:02"}))
+        assert dp.remote_macs.claims == {"b": {M1}}
+        drops = dp.drop_counts()
+        assert {k: drops[k] for k in ("fdb_bad_mac", "fdb_no_base", "fdb_too_big", "fdb_ours")} == \
+            {"fdb_bad_mac": 1, "fdb_no_base": 1, "fdb_too_big": 1, "fdb_ours": 2}
+        dp.on_datapath_message("b", fastdp.status_message(True))
+        assert dp.decider.paths["b"].remote_ok
+    finally:
+        dp._netlink.shutdown(wait=False)
+
+
+def test_without_fastdp_adverts_are_refused():
+    dp = Dataplane(DataplaneConfig(encrypted=True), "02:00:00:00:00:0a")
+    try:
+        dp.on_datapath_message("b", fdbsync.encode_full({M1}))
+        assert dp.remote_macs.claims == {} and dp.drop_counts()["fdb_no_fastdp"] == 1
+    finally:
+        dp._netlink.shutdown(wait=False)
+
+
+def test_decode_is_fast_enough_for_a_full_list():
+    body = fdbsync.encode_full({f"02:00:00:00:{i >> 8:02x}:{i & 255:02x}" for i in range(fdbsync.MAX_PEER_MACS)})
+    assert len(body) < fdbsync.MAX_ADVERT_BYTES
+    t0 = time.perf_counter()
+    assert len(fdbsync.decode(body).add) == fdbsync.MAX_PEER_MACS
+    assert time.perf_counter() - t0 < 0.5
