@@ -1,6 +1,7 @@
 """The overlay data plane across namespace hosts: fastdp, sleeve, encrypted sleeve, multi-hop,
 re-routing, fast-path fallback, encryption on the wire, replay, large frames."""
 
+import re
 import subprocess
 import time
 
@@ -273,3 +274,38 @@ def test_underlay_outsider_cannot_inject_into_vxlan_or_sleeve(lab_factory):
     wait_ping(c1, "10.0.0.2")
     sent, received = transfer(c1, c2, "10.0.0.2", size=1 << 20)
     assert sent == received
+
+
+def vxlan_fdb(h) -> set[tuple[str, str]]:
+    """(mac, dst) of the VXLAN device's own FDB entries on host h."""
+    out = h.exec("bridge", "fdb", "show", "dev", "vxlan-6784").stdout
+    return {(m, d) for m, d in re.findall(r"^([0-9a-f:]{17}) dst (\S+) self", out, re.M)}
+
+
+def test_unicast_between_two_hosts_is_not_flooded_to_a_third(lab_factory):
+    """Static FDB entries from the peers' adverts: h1 -> h2 unicast goes to h2 only. Before them, the
+    VXLAN device (learning off) sent every frame through the default entries, one copy per peer."""
+    lab = lab_factory(3)
+    h1, h2, h3 = lab.hosts
+    names = launch_chain(lab.hosts)
+    wait_for(lambda: full_mesh(lab.hosts, names), 15, what="full mesh")
+    c1 = container(lab, h1, "c1", "10.0.0.1/24")
+    c2 = container(lab, h2, "c2", "10.0.0.2/24")
+    wait_for(lambda: all(set(datapaths(h).values()) == {"fastdp"} for h in lab.hosts), 10, what="fastdp everywhere")
+    mac2 = subprocess.run(["ip", "netns", "exec", c2, "cat", "/sys/class/net/ethwe/address"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    wait_for(lambda: (mac2, h2.ip) in vxlan_fdb(h1), 10, what="h1's static FDB entry for c2")
+    assert not any(m == mac2 for m, d in vxlan_fdb(h1) if d != h2.ip)
+    wait_ping(c1, "10.0.0.2")
+    # Count what reaches h3 from h1 on the VXLAN port (heartbeats only, 2 a second, if nothing floods).
+    subprocess.run(["ip", "netns", "exec", h3.netns, "nft", "-f", "-"], check=True, text=True, input=(
+        "table inet fdbcount {\n counter seen {}\n chain input {\n  type filter hook input priority -20;\n"
+        f"  ip saddr {h1.ip} udp dport 6784 counter name seen\n }}\n}}\n"))
+    t0 = time.monotonic()
+    sent, received = transfer(c1, c2, "10.0.0.2", size=4 << 20)
+    took = time.monotonic() - t0
+    assert sent == received
+    out = h3.exec("nft", "list", "counter", "inet", "fdbcount", "seen").stdout
+    seen = int(re.search(r"packets (\d+)", out).group(1))
+    print(f"VXLAN packets from h1 at h3 during a 4 MB h1->h2 transfer ({took:.2f}s): {seen}")
+    assert seen <= 3 * took + 10, out   # 4 MB is ~3000 frames: a flood would show them all

@@ -10,8 +10,6 @@ import signal
 import subprocess
 import time
 
-import pytest
-
 from .conftest import wait_for
 from .helpers import full_mesh, launch_chain, report
 from .overlay import container, wait_ping
@@ -78,19 +76,20 @@ def two_hosts(lab_factory, *flags):
     return lab, names, c1
 
 
-@pytest.mark.xfail(strict=True, reason="the surviving peer tears its side of the fast path down when the TCP "
-                   "connection to the dead router closes (Dataplane.sync: decider.set_candidates -> _path_down "
-                   "flushes the VXLAN FDB towards it, _update_filter drops its IP from the nft source filter), so "
-                   "replies stop; needs a grace period for a peer whose connection just ended")
 def test_fast_path_keeps_forwarding_while_the_router_is_dead(lab_factory):
+    """The survivor keeps the dead peer's VXLAN FDB entries and source-filter membership for a grace period."""
     lab, names, c1 = two_hosts(lab_factory)
     wait_for(lambda: {c.get("datapath") for c in report(lab.host(1))["connections"]
                       if c["state"] == "established"} == {"fastdp"}, 10, what="fastdp")
-    count = 50   # 5 s of pings; the router dies after 1 s
+    count = 90   # 9 s of pings; the router dies after 1 s and is relaunched 4 s later
     ping = ping_log(c1, "10.0.0.2", count)
     time.sleep(1.0)
     pid = kill9(lab.host(1))
     killed = time.time()
+    time.sleep(4.0)
+    # The relaunched router keeps its VXLAN FDB and source filter until its connections are back.
+    lab.host(1).weave("launch", "--nickname", "h1", lab.host(2).ip)
+    relaunched = time.time()
     out, _ = ping.communicate(timeout=30)
     assert dead(pid)
     got = replies(out)
@@ -99,6 +98,9 @@ def test_fast_path_keeps_forwarding_while_the_router_is_dead(lab_factory):
     print(f"fast path, router killed: {len(got)}/{count} replies, {len(after)} after the kill, {lost} lost")
     assert lost <= 3, out
     assert after and after[-1] - killed >= 3.0, out   # replies kept coming for seconds with no router
+    assert [t for t in after if t > relaunched], out
+    wait_for(lambda: {c.get("datapath") for c in report(lab.host(1))["connections"]
+                      if c["state"] == "established"} == {"fastdp"}, 10, what="fastdp after the relaunch")
 
 
 def test_sleeve_traffic_back_soon_after_relaunch(lab_factory):

@@ -264,3 +264,50 @@ def test_mac_table_lru_cap_and_concurrent_learn_expire():
     for th in threads:
         th.join()
     assert not errors and len(t) <= 64 and t.evictions > 0
+
+
+def test_a_data_plane_that_keeps_dying_ends_the_router_with_status_70_and_one_line(tmp_path, caplog):
+    """The real ticker of a Router: the TAP goes away, every restarted thread dies at once, and the router
+    stops in order with exit status 70: one critical line, no traceback, no 'Task exception was never
+    retrieved' (a SystemExit escaping the ticker task used to leave exactly that)."""
+    import asyncio
+    import gc
+    import ipaddress
+
+    from weavenet.router.config import RouterConfig
+    from weavenet.router.ipam_service import IpamService
+    from weavenet.router.paths import Paths
+    from weavenet.router.runtime import Router
+
+    paths = Paths(tmp_path / "run", tmp_path / "data")
+    paths.datadir.mkdir()
+    router = Router(RouterConfig(fastdp=False, nickname="a"), paths)
+    r = Rig(None)
+    router.dataplane.engine = r.eng
+    router.mesh = router._make_mesh()
+    router.ipam = IpamService(router.mesh, tmp_path / "ipam.json", ipaddress.IPv4Network("10.32.0.0/12"), None,
+                              seed=True, on_claim_refused=lambda *a: None)
+
+    async def main() -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(router._ticker())
+        r.tap_engine.close()
+        await asyncio.wait_for(router._stop.wait(), 10)
+        await asyncio.sleep(0)
+        return task
+
+    try:
+        with caplog.at_level(logging.INFO):
+            task = asyncio.run(main())
+            gc.collect()
+        assert task.done() and not task.cancelled() and task.exception() is None
+        assert router.exit_status == dpmod.EXIT_DATAPATH
+        # Each death is logged where it happens (with its traceback: a thread death is a bug); the exit
+        # adds exactly one line and no traceback.
+        exit_lines = [rec for rec in caplog.records if rec.levelno >= logging.ERROR
+                      and not rec.getMessage().startswith("datapath thread")]
+        assert [rec.getMessage()[:18] for rec in exit_lines] == ["data plane failed:"], caplog.text
+        assert not any(rec.exc_info for rec in caplog.records if rec.name != "weavenet.datapath")
+        assert "never retrieved" not in caplog.text
+    finally:
+        r.close()
+        router.dataplane._netlink.shutdown(wait=False)
