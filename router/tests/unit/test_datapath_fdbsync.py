@@ -159,3 +159,73 @@ def test_decode_is_fast_enough_for_a_full_list():
     t0 = time.perf_counter()
     assert len(fdbsync.decode(body).add) == fdbsync.MAX_PEER_MACS
     assert time.perf_counter() - t0 < 0.5
+
+
+class Recorder:
+    """Stands in for the netlink thread (the unit tests have no VXLAN device): what would be changed."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple]] = []
+
+    def __call__(self, fn, *args) -> None:
+        self.calls.append((fn.__name__, args))
+
+    def take(self) -> list[tuple[str, tuple]]:
+        out, self.calls = self.calls, []
+        return out
+
+
+def test_a_peer_whose_connection_ended_keeps_its_fast_path_state_for_the_grace_period():
+    import socket
+
+    from weavenet.datapath.engine import Engine
+    from weavenet.datapath.macs import MacTable
+    from weavenet.router import dataplane as dpmod
+
+    from .meshsim import SimNet, full_mesh
+
+    net = SimNet()
+    a, b = net.add(1), net.add(2)
+    a.identity.features["fastdp"], b.identity.features["fastdp"] = "02:aa:00:00:00:01", "02:aa:00:00:00:02"
+    net.run(net.addr_of(a), a.connect([net.addr_of(b)], net.now))
+    net.until(lambda: full_mesh(net), 10)
+    dp = Dataplane(DataplaneConfig(), a.identity.name)
+    tap, tap_engine = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    hb, hb_peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    dp.engine = Engine(a.identity.name, tap_engine.fileno(), 0, MacTable(), vnet_hdr=False, bind="127.0.0.1")
+    dp._nl = nl = Recorder()
+    dp._hb_sock, dp.vxlan_mac, dp._filter_peers = hb, "02:aa:00:00:00:01", frozenset()
+    dp._local_read = frozenset({M1})
+    try:
+        b_name, b_ip = b.identity.name, "192.0.2.2"
+        first = dp.sync(a, net.now)
+        assert any(fdbsync.encode_full({M1}) in getattr(x, "data", b"") for x in first)   # our MACs, to b
+        assert (b_name, b_ip) in [(n, p.ip) for n, p in dp.decider.paths.items()]
+        dp.decider.heard(b_name, net.now)
+        dp.on_datapath_message(b_name, fastdp.status_message(True))
+        dp.on_datapath_message(b_name, fdbsync.encode_full({M3}))
+        dp.sync(a, net.now)
+        assert dp.decider.active() == {b_name}
+        calls = nl.take()
+        assert ("fdb_append", ("vxlan-6784", fastdp.ZERO_MAC, b_ip)) in calls
+        assert ("fdb_apply", ("vxlan-6784", [(M3, b_ip)], [])) in calls
+        assert ("set_peers", ({b_ip},)) in calls
+        # b's router is killed: the connection ends, its kernel still forwards. Nothing is flushed.
+        net.kill(b)
+        dp.sync(a, net.now)
+        assert dp.decider.paths == {} and b_ip in dp._grace
+        assert not [c for c in nl.take() if c[0] in ("fdb_flush_dst", "set_peers", "fdb_apply")]
+        assert dp.remote_macs.claims == {b_name: {M3}}
+        dp.sync(a, net.now + dpmod.GRACE - 1)
+        assert not [c for c in nl.take() if c[0] in ("fdb_flush_dst", "set_peers")]
+        # The grace period is over: flushed as a path going down would be; out of the source filter.
+        dp.sync(a, net.now + dpmod.GRACE + 0.1)
+        calls = nl.take()
+        assert ("fdb_flush_dst", ("vxlan-6784", b_ip)) in calls and ("set_peers", (set(),)) in calls
+        dp.sync(a, net.now + dpmod.GRACE + 0.2)
+        assert dp._grace == {} and dp.remote_macs.claims == {}   # its claims are forgotten too
+    finally:
+        dp.engine.stop()
+        for s in (tap, tap_engine, hb, hb_peer):
+            s.close()
+        dp._netlink.shutdown(wait=False)

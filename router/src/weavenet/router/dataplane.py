@@ -35,6 +35,11 @@ LOCAL_READ = 1.0          # seconds between reads of the bridge's local MACs (ad
 GRACE = 60.0
 
 
+def _v4(ip: str) -> str:
+    """An IPv4 peer accepted on a dual-stack socket shows as ::ffff:a.b.c.d: one spelling everywhere."""
+    return ip[7:] if ip.startswith("::ffff:") else ip
+
+
 def remove_links() -> None:
     """`weave reset`: the bridge and the VXLAN device outlive `weave stop` (as weave's do); reset
     removes them. Containers keep their ethwe, cut off, until they are attached again (which
@@ -187,7 +192,7 @@ class Dataplane:
                 for c in conns.values():
                     mac = c.remote.features.get("fastdp") if c.remote else None
                     if mac and c.session is None and c.remote_ip:
-                        cands[c.remote.name] = (c.remote_ip, mac)
+                        cands[c.remote.name] = (_v4(c.remote_ip), mac)
                 for name, gone in self.decider.set_candidates(cands).items():
                     self._path_gone(name, gone, now)
             if now >= self._next_hb:
@@ -205,7 +210,7 @@ class Dataplane:
             changed |= bool(up or down)
             actions += self._sync_fdb(mesh, conns, now)
         self._expire_grace(mesh, now)
-        self._update_filter({c.remote_ip for c in conns.values() if c.remote is not None and c.remote_ip}
+        self._update_filter({_v4(c.remote_ip) for c in conns.values() if c.remote is not None and c.remote_ip}
                             | set(self._grace))
         if changed:
             links = {c.remote.name: self._links[cid] for cid, c in conns.items() if c.remote is not None}
@@ -256,7 +261,7 @@ class Dataplane:
         return drops
 
     def _update_filter(self, ips: set[str]) -> None:
-        peers = frozenset(ip[7:] if ip.startswith("::ffff:") else ip for ip in ips)
+        peers = frozenset(ips)
         if self._filter_peers is not None and peers != self._filter_peers:
             self._filter_peers = peers
             self._nl(udpfilter.set_peers, set(peers))
@@ -378,8 +383,8 @@ class Dataplane:
                     for p in self.decider.paths.values():
                         if p.ip == ip:
                             p.hb_installed = False   # flushed with the rest: heartbeats need it back
-                log.info("fast-path state towards %s%s dropped after its grace period", ip,
-                         f" ({name})" if name else "")
+                log.info("data-plane state towards %s%s (source filter%s) dropped after its grace period", ip,
+                         f" ({name})" if name else "", ", VXLAN FDB" if self.fastdp else "")
 
     def _path_up(self, name: str) -> None:
         p = self.decider.paths[name]
