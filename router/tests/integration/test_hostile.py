@@ -177,7 +177,7 @@ def test_members_keep_working_under_a_hostile_host(lab_factory, mode):
     # Both members' routers are alive, their data path healthy, and the drops were counted.
     for h in (h1, h2):
         r = report(h)
-        assert r["dataplane"].get("health", {}).get("ok", True), r["dataplane"]
+        assert r["dataplane"]["health"] == "healthy", r["dataplane"]
     metrics = h1.exec("python3", "-c", "import urllib.request;print(urllib.request.urlopen("
                       "'http://127.0.0.1:6784/metrics',timeout=5).read().decode())").stdout
     dropped = sum(float(ln.split()[-1]) for ln in metrics.splitlines()
