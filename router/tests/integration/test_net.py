@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from weavenet import net
+from weavenet.net import bridge
 from weavenet.net.arp import gratuitous_arp_frame
 from weavenet.net.netns import run_in_netns
 
@@ -261,8 +262,9 @@ def test_fdb_append_delete_flush(weave):
         weave.run(net.fdb_append, "weave", ZERO, "192.0.2.1")
 
 
-def test_vxlan_between_two_hosts_and_flush_of_learned_entries(make_ns):
-    """Two hosts on an underlay veth, a container on each: ping over VXLAN, then forget a peer."""
+def test_vxlan_static_entries_between_two_hosts_and_flush(make_ns):
+    """Two hosts on an underlay veth, a container on each: the VXLAN device learns nothing (a frame's
+    outer source proves nothing), the router's static entries carry unicast; flushing a peer cuts it."""
     a, b = make_ns("a"), make_ns("b")
     sh("ip", "link", "add", "u0", "netns", a.name, "type", "veth", "peer", "name", "u0", "netns", b.name)
     for ns, ip in ((a, "192.0.2.1/24"), (b, "192.0.2.2/24")):
@@ -270,18 +272,21 @@ def test_vxlan_between_two_hosts_and_flush_of_learned_entries(make_ns):
         ns.sh("ip", "link", "set", "u0", "up")
         ns.run(net.ensure_bridge)
         ns.run(net.ensure_vxlan)
+        assert "nolearning" in ns.sh("ip", "-d", "link", "show", "vxlan-6784")
     a.run(net.fdb_append, "vxlan-6784", ZERO, "192.0.2.2")
     b.run(net.fdb_append, "vxlan-6784", ZERO, "192.0.2.1")
     ca, cb = make_ns("ca"), make_ns("cb")
-    a.run(net.attach, ca.path, ["10.0.0.1/24"])
+    mac_a = a.run(net.attach, ca.path, ["10.0.0.1/24"])["mac"]
     mac_b = b.run(net.attach, cb.path, ["10.0.0.2/24"])["mac"]
 
-    assert ping(cb, "10.0.0.1") and ping(ca, "10.0.0.2")
-    # a's VXLAN device learned cb's MAC from the outer source address.
+    assert ping(cb, "10.0.0.1") and ping(ca, "10.0.0.2")  # unknown unicast floods to the default entry
+    assert (mac_b, "192.0.2.2") not in a.run(net.fdb_entries, "vxlan-6784")  # nothing learned
+    # What each router advertises: the MACs its bridge learned on local ports.
+    assert mac_b in b.run(bridge.local_macs, "weave", ["vxlan-6784"], 100)
+    a.run(bridge.fdb_apply, "vxlan-6784", [(mac_b, "192.0.2.2")], [])
+    b.run(bridge.fdb_apply, "vxlan-6784", [(mac_a, "192.0.2.1")], [])
     assert (mac_b, "192.0.2.2") in a.run(net.fdb_entries, "vxlan-6784")
-    # Cut b off first (and let in-flight packets land) so that nothing re-teaches a meanwhile.
-    assert b.run(net.fdb_flush_dst, "vxlan-6784", "192.0.2.1") >= 1
-    time.sleep(0.3)
+    assert ping(ca, "10.0.0.2")
     assert a.run(net.fdb_flush_dst, "vxlan-6784", "192.0.2.2") >= 2
     assert [e for e in a.run(net.fdb_entries, "vxlan-6784") if e[1] == "192.0.2.2"] == []
     assert not ping(ca, "10.0.0.2", timeout=1.0)
