@@ -12,11 +12,11 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from weavenet.dns import RecordStore, answer
-from weavenet.dns.store import MAX_RECORDS_PER_ORIGIN
 from weavenet.ipam import Allocator, Ring
 from weavenet.ipam.ring import MAX_RING_ENTRIES
 from weavenet.mesh.errors import ProtocolError
+from weavenet.nameserver import RecordStore, answer
+from weavenet.nameserver.store import MAX_RECORDS_PER_ORIGIN
 
 NET = ipaddress.IPv4Network("10.32.0.0/24")
 PEERS = [f"02:00:00:00:00:0{i}" for i in range(1, 5)]

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from weavenet.api.client import APIError, Client
 from weavenet.api.server import MAX_BODY, make_app, make_runner, write_token
-from weavenet.router.paths import Paths
+from weavenet.weaver.paths import Paths
 
 TOKEN = "t" * 43
 

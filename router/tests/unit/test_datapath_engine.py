@@ -16,8 +16,8 @@ from weavenet.datapath.engine import Engine, PeerLink, View
 from weavenet.datapath.forward import Forwarder
 from weavenet.datapath.macs import MacTable
 from weavenet.mesh.routes import RouteTable
-from weavenet.router import dataplane as dpmod
-from weavenet.router.dataplane import Dataplane, DataplaneConfig
+from weavenet.weaver import dataplane as dpmod
+from weavenet.weaver.dataplane import Dataplane, DataplaneConfig
 
 A, B, C = "02:00:00:00:00:0a", "02:00:00:00:00:0b", "02:00:00:00:00:0c"
 KEY = bytes(range(32))
@@ -274,10 +274,10 @@ def test_a_data_plane_that_keeps_dying_ends_the_router_with_status_70_and_one_li
     import gc
     import ipaddress
 
-    from weavenet.router.config import RouterConfig
-    from weavenet.router.ipam_service import IpamService
-    from weavenet.router.paths import Paths
-    from weavenet.router.runtime import Router
+    from weavenet.weaver.app import Router
+    from weavenet.weaver.config import RouterConfig
+    from weavenet.weaver.ipam_service import IpamService
+    from weavenet.weaver.paths import Paths
 
     paths = Paths(tmp_path / "run", tmp_path / "data")
     paths.datadir.mkdir()

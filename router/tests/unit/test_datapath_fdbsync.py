@@ -8,7 +8,7 @@ import pytest
 
 from weavenet.datapath import fastdp, fdbsync
 from weavenet.datapath.fdbsync import Advert, AdvertError, Advertiser, RemoteMacs
-from weavenet.router.dataplane import Dataplane, DataplaneConfig
+from weavenet.weaver.dataplane import Dataplane, DataplaneConfig
 
 M1, M2, M3, M4 = "02:00:00:00:01:01", "02:00:00:00:01:02", "0a:00:00:00:02:01", "0a:00:00:00:02:02"
 IP_B, IP_C = "192.0.2.2", "192.0.2.3"
@@ -180,7 +180,7 @@ def test_a_peer_whose_connection_ended_keeps_its_fast_path_state_for_the_grace_p
 
     from weavenet.datapath.engine import Engine
     from weavenet.datapath.macs import MacTable
-    from weavenet.router import dataplane as dpmod
+    from weavenet.weaver import dataplane as dpmod
 
     from .meshsim import SimNet, full_mesh
 

@@ -9,7 +9,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from weavenet.dns import RecordStore, answer
+from weavenet.nameserver import RecordStore, answer
 
 US = "02:00:00:00:00:01"
 

@@ -1,6 +1,6 @@
 """resolv.conf parsing for upstream servers, and the file containers get."""
 
-from weavenet.dns import container_resolv_conf, parse_resolv_conf
+from weavenet.nameserver import container_resolv_conf, parse_resolv_conf
 
 HOST = """
 # generated

@@ -2,7 +2,7 @@
 
 import random
 
-from weavenet.dns import RecordStore
+from weavenet.nameserver import RecordStore
 
 NAMES = [f"02:00:00:00:02:{i:02x}" for i in range(1, 6)]
 

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from weavenet.dns import RecordStore, qualify
 from weavenet.mesh.errors import ProtocolError
+from weavenet.nameserver import RecordStore, qualify
 
 A, B, C = "02:00:00:00:00:0a", "02:00:00:00:00:0b", "02:00:00:00:00:0c"
 

@@ -14,12 +14,12 @@ import dns.message
 import dns.rcode
 import pytest
 
-from weavenet.dns.store import MAX_RECORDS_PER_ORIGIN
 from weavenet.ipam.allocator import DONATE_EVERY
 from weavenet.ipam.ring import MAX_VERSION_JUMP
-from weavenet.router import dns_service
-from weavenet.router.dns_service import MAX_FORWARDS, DnsService, _Server
-from weavenet.router.ipam_service import IpamService
+from weavenet.nameserver.store import MAX_RECORDS_PER_ORIGIN
+from weavenet.weaver import dns_service
+from weavenet.weaver.dns_service import MAX_FORWARDS, DnsService, _Server
+from weavenet.weaver.ipam_service import IpamService
 
 from .meshsim import SimNet, full_mesh
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import random
 
-from weavenet.dns import RecordStore
 from weavenet.ipam import Allocated, Allocator, GossipChanged, SendTo
+from weavenet.nameserver import RecordStore
 
 from .meshsim import SimNet
 

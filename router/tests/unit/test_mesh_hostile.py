@@ -492,7 +492,7 @@ def test_protocol_error_metric_labels_are_bounded():
 
 # --- the runtime ticker: one failing subsystem does not stop the others ---------------------------------
 def test_ticker_isolates_failing_subsystems(caplog):
-    from weavenet.router.runtime import Router
+    from weavenet.weaver.app import Router
 
     net, a, _ = pair()
     ticks = {"ipam": 0, "dns": 0}
@@ -516,7 +516,7 @@ def test_ticker_isolates_failing_subsystems(caplog):
         task = asyncio.get_running_loop().create_task(r._ticker())
         await asyncio.sleep(0.55)
         task.cancel()
-    with caplog.at_level(logging.ERROR, "weavenet.router"):
+    with caplog.at_level(logging.ERROR, "weavenet.weaver"):
         asyncio.run(run())
     assert ticks["ipam"] >= 3 and ticks["dns"] >= 3
     failures = [rec for rec in caplog.records if "dataplane tick failed" in rec.getMessage()]

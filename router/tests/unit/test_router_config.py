@@ -1,6 +1,6 @@
 import pytest
 
-from weavenet.router.config import RouterConfig
+from weavenet.weaver.config import RouterConfig
 
 
 def test_defaults_validate_and_public_view_hides_the_password():

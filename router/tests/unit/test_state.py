@@ -16,13 +16,13 @@ import pytest
 from weavenet.ipam import Allocator
 from weavenet.mesh.core import Mesh, MeshConfig
 from weavenet.mesh.handshake import LocalIdentity
-from weavenet.router import state
-from weavenet.router.attachments import Attachments, Record
-from weavenet.router.config import RouterConfig
-from weavenet.router.ipam_service import IpamService
-from weavenet.router.paths import Paths
-from weavenet.router.runtime import Router
-from weavenet.router.state import StateError
+from weavenet.weaver import state
+from weavenet.weaver.app import Router
+from weavenet.weaver.attachments import Attachments, Record
+from weavenet.weaver.config import RouterConfig
+from weavenet.weaver.ipam_service import IpamService
+from weavenet.weaver.paths import Paths
+from weavenet.weaver.state import StateError
 
 NAME = "02:00:00:00:00:01"
 RANGE = ipaddress.IPv4Network("10.32.0.0/12")

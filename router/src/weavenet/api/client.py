@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..router.paths import Paths
+    from ..weaver.paths import Paths
 
 
 class RouterNotRunning(Exception):

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 if TYPE_CHECKING:
-    from ..router.runtime import Router
+    from ..weaver.app import Router
 
 STATES = ("established", "pending", "retrying", "failed")
 # Every reason the data plane counts (datapath/engine.py, sleeve.py, forward.py, the nft source filter).

@@ -26,7 +26,7 @@ from . import format as fmt
 from .metrics import make_registry, render
 
 if TYPE_CHECKING:
-    from ..router.runtime import Router
+    from ..weaver.app import Router
 
 log = logging.getLogger("weavenet.api")
 ROUTER_KEY = web.AppKey("router", object)

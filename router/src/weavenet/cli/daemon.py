@@ -9,7 +9,7 @@ import sys
 import time
 
 from ..api.client import APIError, Client, RouterNotRunning
-from ..router.paths import Paths
+from ..weaver.paths import Paths
 
 START_TIMEOUT = 30.0
 

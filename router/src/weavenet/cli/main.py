@@ -14,8 +14,8 @@ from .. import __version__
 from ..api import format as fmt
 from ..api.client import APIError, Client, RouterNotRunning
 from ..ipam.spec import Allocate, Explicit, parse_address_spec
-from ..router.config import RouterConfig, password_from_env
-from ..router.paths import Paths
+from ..weaver.config import RouterConfig, password_from_env
+from ..weaver.paths import Paths
 from . import daemon
 
 
@@ -139,7 +139,7 @@ def _check_range(cfg: RouterConfig) -> None:
 
 def run_router(cfg: RouterConfig, paths: Paths) -> int:
     from ..api.server import start_api
-    from ..router.runtime import Router
+    from ..weaver.app import Router
 
     logging.basicConfig(level=os.environ.get("WEAVE_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -190,7 +190,7 @@ def dispatch(args: argparse.Namespace, paths: Paths) -> int:
         if cmd == "reset":
             for f in paths.persisted_files():
                 f.unlink(missing_ok=True)
-            from ..router.dataplane import remove_links
+            from ..weaver.dataplane import remove_links
 
             remove_links()
         if not was and cmd == "stop":

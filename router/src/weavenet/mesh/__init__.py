@@ -1,5 +1,5 @@
 """Mesh control plane: handshake, framing, crypto, topology gossip and routes.
 
 Everything in this package is free of I/O: objects take bytes/events and return bytes/actions.
-The asyncio adapter lives in :mod:`weavenet.router`.
+The asyncio adapter lives in :mod:`weavenet.weaver`.
 """

@@ -14,12 +14,12 @@ import socket
 import time
 from pathlib import Path
 
-from ..dns import RecordStore, answer, parse_resolv_conf
-from ..dns.server import servfail
 from ..mesh.core import Action, Mesh
 from ..mesh.errors import ProtocolError
+from ..nameserver import RecordStore, answer, parse_resolv_conf
+from ..nameserver.answer import servfail
 
-log = logging.getLogger("weavenet.dns")
+log = logging.getLogger("weavenet.nameserver")
 
 CHANNEL = "dns"
 DNS_ADDRESS = "169.254.53.53"   # on the weave bridge of every host; containers route it via ethwe

@@ -13,9 +13,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from ..dns.store import qualify
 from ..ipam.spec import Allocate, Explicit, parse_address_spec
 from ..mesh.core import Action
+from ..nameserver.store import qualify
 from .attachments import Attachments, Record
 from .dns_service import DnsService
 from .ipam_service import IpamService

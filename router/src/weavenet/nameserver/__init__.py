@@ -16,8 +16,8 @@ die/destroy events call `remove_container(id, now)`. With each UDP query call `a
 bytes back, forward upstream on None (a bounded number at once: SERVFAIL beyond), drop on b"".
 """
 
+from .answer import answer
 from .resolvconf import container_resolv_conf, parse_resolv_conf
-from .server import answer
 from .store import DEFAULT_DOMAIN, Record, RecordStore, qualify
 
 __all__ = ["DEFAULT_DOMAIN", "Record", "RecordStore", "answer", "container_resolv_conf", "parse_resolv_conf",

@@ -1,4 +1,5 @@
-"""asyncio adapter: sockets and timers around the sans-I/O Mesh. No protocol logic lives here."""
+"""The router process: builds the mesh, data plane, IPAM, DNS and workloads, runs the ticker, executes the
+mesh's actions. Peer sockets are in ``peer_transport``; no protocol logic lives here."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import os
 import random
 import secrets
 import signal
-import socket
 import time
 
 from .. import __version__
@@ -24,46 +24,14 @@ from .dns_service import DNS_ADDRESS, DnsService
 from .docker_events import EventWatcher
 from .ipam_service import IpamService
 from .paths import Paths
+from .peer_transport import PeerProtocol
 from .state import check_all, load_or_create_peer_name, load_targets, save_targets
 from .workloads import Workloads
 
-log = logging.getLogger("weavenet.router")
+log = logging.getLogger("weavenet.weaver")
 
 TICK = 0.1  # routes are recomputed at most one tick after a change (≤ 100 ms)
 DIAL_TIMEOUT = 5.0
-
-
-class PeerProtocol(asyncio.Protocol):
-    def __init__(self, router: Router, conn_id: int | None = None) -> None:
-        self.router = router
-        self.conn_id = conn_id
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        ip, port = transport.get_extra_info("peername")[:2]
-        mesh, now = self.router.mesh, time.monotonic()
-        if self.conn_id is None:
-            self.conn_id, actions = mesh.accept(ip, port, now)
-        else:
-            actions = mesh.dial_succeeded(self.conn_id, ip, now)
-        self.router.transports[self.conn_id] = transport
-        self.router.execute(actions)
-
-    def data_received(self, data: bytes) -> None:
-        assert self.conn_id is not None
-        self.router.execute(self.router.mesh.data_received(self.conn_id, data, time.monotonic()))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.conn_id is None:
-            return
-        self.router.transports.pop(self.conn_id, None)
-        reason = f"connection lost: {exc}" if exc else "connection closed by peer"
-        self.router.execute(self.router.mesh.connection_lost(self.conn_id, reason, time.monotonic()))
 
 
 class Router:

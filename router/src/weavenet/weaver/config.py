@@ -7,9 +7,9 @@ import os
 import socket
 from dataclasses import dataclass, field
 
-from ..dns.store import normalise_domain
 from ..ipam.spec import parse_cidr
 from ..mesh.names import DEFAULT_PORT, normalise_address, parse_peer_name
+from ..nameserver.store import normalise_domain
 
 
 @dataclass
