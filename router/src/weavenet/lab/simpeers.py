@@ -1,0 +1,230 @@
+"""Many simulated peers in one process, for measuring what one real router pays per peer.
+
+Each simulated peer is a real sans-I/O ``Mesh`` with its own identity (name, uid, password), its own
+listening address and real TCP: the router under test does the real handshake, heartbeats and gossip
+with every one of them. The peers do not connect to each other (that would cost the sim process
+O(N²) connections): the router sees a star, so its topology holds N small entries instead of a full
+mesh's N entries of N connections each. Discovery is off in the simulated peers.
+
+Run as a child process (``python -m weavenet.lab.simpeers``) in a namespace that owns the addresses;
+it takes commands on stdin and answers with one JSON object per line on stdout:
+
+    {"event": "ready", "peers": [{"name": ..., "address": ...}, ...]}   once every peer listens
+    stats             -> {"event": "stats", "bytes_in": .., "bytes_out": .., "established": .., "cpu_s": ..}
+    silence I         -> peer I stops reading, writing and ticking, its sockets stay open (a frozen host)
+    close I           -> peer I closes its connections and its listener (a stopped router)
+    quit
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from ..mesh.core import Action, Close, Dial, Mesh, MeshConfig, Send
+from ..mesh.crypto import password_digest
+from ..mesh.handshake import LocalIdentity
+from ..mesh.names import format_address
+
+TICK = 0.1          # as the router's ticker
+DIAL_TIMEOUT = 5.0
+
+
+def sim_name(i: int) -> str:
+    """Peer names of the simulation: locally administered MACs, distinct per index."""
+    return f"5e:00:00:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}"
+
+
+@dataclass
+class SimPeer:
+    index: int
+    ip: str
+    port: int
+    mesh: Mesh
+    state: str = "running"          # running | silent | closed
+    transports: dict[int, asyncio.Transport] = field(default_factory=dict)
+    server: asyncio.base_events.Server | None = None
+
+
+class SimProtocol(asyncio.Protocol):
+    def __init__(self, sim: SimPeers, peer: SimPeer, conn_id: int | None = None) -> None:
+        self.sim, self.peer, self.conn_id = sim, peer, conn_id
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        if self.peer.state != "running":
+            transport.abort()
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        ip, port = transport.get_extra_info("peername")[:2]
+        now = time.monotonic()
+        if self.conn_id is None:
+            self.conn_id, actions = self.peer.mesh.accept(ip, port, now)
+        else:
+            actions = self.peer.mesh.dial_succeeded(self.conn_id, ip, now)
+        self.peer.transports[self.conn_id] = transport
+        self.sim.execute(self.peer, actions)
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer.state != "running" or self.conn_id is None:
+            return
+        self.sim.bytes_in += len(data)
+        self.sim.execute(self.peer, self.peer.mesh.data_received(self.conn_id, data, time.monotonic()))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.conn_id is None or self.peer.state != "running":
+            return
+        self.peer.transports.pop(self.conn_id, None)
+        self.sim.execute(self.peer, self.peer.mesh.connection_lost(self.conn_id, "connection closed", time.monotonic()))
+
+
+class SimPeers:
+    """``ips[i]`` is peer i's address (listening on ``port``); peers in ``dialers`` dial the router."""
+
+    def __init__(self, ips: list[str], port: int, router: str, dialers: set[int], password: str | None,
+                 seed: int = 1) -> None:
+        self.router, self.dialers = router, dialers
+        digest = password_digest(password) if password else None
+        rng = random.Random(seed)
+        incarnation = time.time_ns() // 1_000_000
+        self.peers = []
+        for i, ip in enumerate(ips):
+            ident = LocalIdentity(sim_name(i + 1), f"sim{i + 1}", rng.getrandbits(63), port)
+            cfg = MeshConfig(password_hash=digest, discovery=False)
+            self.peers.append(SimPeer(i, ip, port, Mesh(ident, incarnation, cfg, random.Random(rng.random()))))
+        self.bytes_in = self.bytes_out = 0
+        self._tasks: set[asyncio.Task] = set()
+
+    def execute(self, peer: SimPeer, actions: list[Action]) -> None:
+        if peer.state != "running":
+            return
+        for a in actions:
+            if isinstance(a, Send):
+                t = peer.transports.get(a.conn_id)
+                if t is not None and not t.is_closing():
+                    self.bytes_out += len(a.data)
+                    t.write(a.data)
+            elif isinstance(a, Close):
+                t = peer.transports.pop(a.conn_id, None)
+                if t is not None:
+                    t.close()
+            elif isinstance(a, Dial):
+                task = asyncio.get_running_loop().create_task(self._dial(peer, a))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _dial(self, peer: SimPeer, a: Dial) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(loop.create_connection(lambda: SimProtocol(self, peer, a.conn_id), a.host,
+                                                          a.port, local_addr=(peer.ip, 0)), DIAL_TIMEOUT)
+        except (TimeoutError, OSError) as e:
+            self.execute(peer, peer.mesh.dial_failed(a.conn_id, str(e) or "timed out", time.monotonic()))
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        for p in self.peers:
+            p.server = await loop.create_server(lambda p=p: SimProtocol(self, p), host=p.ip, port=p.port,
+                                                reuse_address=True, backlog=64)
+        for p in self.peers:
+            if p.index in self.dialers:
+                self.execute(p, p.mesh.connect([self.router], now))
+        task = loop.create_task(self._ticker())
+        self._tasks.add(task)
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            now = time.monotonic()
+            for p in self.peers:
+                if p.state == "running":
+                    self.execute(p, p.mesh.tick(now))
+
+    def stats(self) -> dict:
+        established = sum(1 for p in self.peers if p.state == "running"
+                          and any(c.state == "established" for c in p.mesh.live_connections()))
+        t = os.times()
+        return {"event": "stats", "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
+                "established": established, "cpu_s": round(t.user + t.system, 3),
+                "gossip_received": sum(p.mesh.counters["gossip_received"] for p in self.peers)}
+
+    def silence(self, i: int) -> None:
+        """A frozen host: nothing is read or sent any more, but no socket is closed either."""
+        p = self.peers[i]
+        p.state = "silent"
+        for t in p.transports.values():
+            t.pause_reading()
+        if p.server is not None:
+            p.server.close()
+
+    def close(self, i: int) -> None:
+        p = self.peers[i]
+        self.execute(p, p.mesh.shutdown())
+        p.state = "closed"
+        for t in p.transports.values():
+            t.close()
+        if p.server is not None:
+            p.server.close()
+
+    def command(self, line: str) -> dict | None:
+        words = line.split()
+        if not words:
+            return None
+        if words[0] == "stats":
+            return self.stats()
+        if words[0] in ("silence", "close") and len(words) == 2:
+            (self.silence if words[0] == "silence" else self.close)(int(words[1]))
+            return {"event": "done", "at": time.monotonic()}
+        return {"event": "error", "error": f"unknown command {line.strip()!r}"}
+
+
+def _emit(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+async def _main(args: argparse.Namespace) -> None:
+    ips = args.ips.split(",")
+    dialers = set(range(0, len(ips), 2)) if args.dial == "half" else set(range(len(ips))) if args.dial == "all" \
+        else set()
+    sim = SimPeers(ips, args.port, args.router, dialers, os.environ.get("WEAVE_PASSWORD") or None)
+    await sim.start()
+    _emit({"event": "ready", "peers": [{"name": p.mesh.identity.name, "address": format_address(p.ip, p.port)}
+                                       for p in sim.peers]})
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[str] = asyncio.Queue()
+
+    def read_stdin() -> None:  # commands arrive on a thread; the peers are only touched on the loop
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(lines.put_nowait, line)
+        loop.call_soon_threadsafe(lines.put_nowait, "quit")
+    threading.Thread(target=read_stdin, daemon=True).start()
+    while (line := await lines.get()).strip() != "quit":
+        reply = sim.command(line)
+        if reply is not None:
+            _emit(reply)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="simulated mesh peers (see the module docstring)")
+    p.add_argument("--ips", required=True, help="comma-separated addresses, one per peer")
+    p.add_argument("--port", type=int, default=6783)
+    p.add_argument("--router", required=True, help="host:port of the router under test")
+    p.add_argument("--dial", choices=("none", "half", "all"), default="half",
+                   help="which peers dial the router (the others wait to be dialled)")
+    asyncio.run(_main(p.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
