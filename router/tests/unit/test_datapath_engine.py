@@ -272,21 +272,23 @@ def test_a_data_plane_that_keeps_dying_ends_the_router_with_status_70_and_one_li
     retrieved' (a SystemExit escaping the ticker task used to leave exactly that)."""
     import asyncio
     import gc
-    import ipaddress
 
-    from weavenet.weaver.app import Router
+    from weavenet.weaver.app import build_router
     from weavenet.weaver.config import RouterConfig
-    from weavenet.weaver.ipam_service import IpamService
+    from weavenet.weaver.dataplane import Dataplane, DataplaneConfig
     from weavenet.weaver.paths import Paths
+
+    class SetUp(Dataplane):   # the Rig made the TAP and the engine: nothing left to create
+        def setup(self) -> None:
+            pass
 
     paths = Paths(tmp_path / "run", tmp_path / "data")
     paths.datadir.mkdir()
-    router = Router(RouterConfig(fastdp=False, nickname="a"), paths)
+    cfg = RouterConfig(fastdp=False, nickname="a", name="02:00:00:00:00:0a", dns=False)
+    dataplane = SetUp(DataplaneConfig(fastdp=False), cfg.name)
     r = Rig(None)
-    router.dataplane.engine = r.eng
-    router.mesh = router._make_mesh()
-    router.ipam = IpamService(router.mesh, tmp_path / "ipam.json", ipaddress.IPv4Network("10.32.0.0/12"), None,
-                              seed=True, on_claim_refused=lambda *a: None)
+    dataplane.engine = r.eng
+    router = asyncio.run(build_router(cfg, paths, dataplane=dataplane))
 
     async def main() -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(router._ticker())

@@ -510,7 +510,7 @@ def test_ticker_isolates_failing_subsystems(caplog):
             return []
     r = Router.__new__(Router)
     r.mesh, r.dataplane, r.ipam, r.dns = a, Broken(), Counting("ipam"), Counting("dns")
-    r.transports, r._tasks = {}, set()
+    r.transports, r._tasks, r.clock = {}, set(), time.monotonic
 
     async def run():
         task = asyncio.get_running_loop().create_task(r._ticker())

@@ -3,6 +3,7 @@ line naming it and the way out, through the loaders the router really uses, with
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 import json
@@ -17,7 +18,7 @@ from weavenet.ipam import Allocator
 from weavenet.mesh.core import Mesh, MeshConfig
 from weavenet.mesh.handshake import LocalIdentity
 from weavenet.weaver import state
-from weavenet.weaver.app import Router
+from weavenet.weaver.app import build_router
 from weavenet.weaver.attachments import Attachments, Record
 from weavenet.weaver.config import RouterConfig
 from weavenet.weaver.ipam_service import IpamService
@@ -150,7 +151,7 @@ LOADERS = {
 def test_corrupt_file_is_one_line_naming_it_and_nothing_is_touched(paths, attr, kind, text):
     before = write_all(paths, attr, text)
     path = getattr(paths, attr)
-    for load in (LOADERS[attr], state.check_all, lambda p: Router(RouterConfig(), p)):
+    for load in (LOADERS[attr], state.check_all, lambda p: asyncio.run(build_router(RouterConfig(), p))):
         with pytest.raises(StateError) as e:
             load(paths)
         msg = str(e.value)
@@ -163,7 +164,7 @@ def test_router_checks_every_file_before_writing_its_peer_name(paths):
     """--name would rewrite peer-name; a corrupt IPAM file must stop the launch before that."""
     before = write_all(paths, "ipam_file", "{")
     with pytest.raises(StateError, match="ipam.json is corrupt"):
-        Router(RouterConfig(name="02:00:00:00:00:09"), paths)
+        asyncio.run(build_router(RouterConfig(name="02:00:00:00:00:09"), paths))
     assert hashes(paths) == before
 
 

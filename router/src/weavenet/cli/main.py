@@ -139,15 +139,15 @@ def _check_range(cfg: RouterConfig) -> None:
 
 def run_router(cfg: RouterConfig, paths: Paths) -> int:
     from ..api.server import start_api
-    from ..weaver.app import Router
+    from ..weaver.app import build_router
 
     logging.basicConfig(level=os.environ.get("WEAVE_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     async def main() -> int:
         paths.rundir.mkdir(parents=True, exist_ok=True)
-        router = Router(cfg, paths)
         try:
+            router = await build_router(cfg, paths)
             await router.start()
         except OSError as e:
             raise SystemExit(f"weave: cannot listen on port {cfg.port}: {e.strerror or e}") from None

@@ -1,5 +1,7 @@
-"""The router process: builds the mesh, data plane, IPAM, DNS and workloads, runs the ticker, executes the
-mesh's actions. Peer sockets are in ``peer_transport``; no protocol logic lives here."""
+"""The router process: ``build_router`` makes every part (mesh, data plane, IPAM, DNS, attachments,
+workloads) in one go from its dependencies; ``Router.start`` then does the I/O (listen, reconcile, threads)
+and runs the ticker; ``execute`` carries out the mesh's actions. Peer sockets are in ``peer_transport``; no
+protocol logic lives here. Who owns which state, on which thread: docs/architecture.md."""
 
 from __future__ import annotations
 
@@ -11,13 +13,15 @@ import random
 import secrets
 import signal
 import time
+from collections.abc import Callable
 
 from .. import __version__
+from ..containers.client import Docker
 from ..mesh.core import Action, Close, Dial, Mesh, MeshConfig, Send, Throttle
 from ..mesh.crypto import password_digest
 from ..mesh.handshake import LocalIdentity
 from ..net.expose import ensure_service_address
-from .attachments import Attachments
+from .attachments import EXPOSE_KEY, Attachments
 from .config import RouterConfig
 from .dataplane import BRIDGE, Dataplane, DataplaneConfig
 from .dns_service import DNS_ADDRESS, DnsService
@@ -34,21 +38,62 @@ TICK = 0.1  # routes are recomputed at most one tick after a change (≤ 100 ms)
 DIAL_TIMEOUT = 5.0
 
 
+async def build_router(config: RouterConfig, paths: Paths, *, dataplane: Dataplane | None = None,
+                       attachments: Attachments | None = None, docker: Docker | None = None,
+                       clock: Callable[[], float] = time.monotonic, serve_dns: bool = True) -> Router:
+    """A Router with every part built; the defaults are the real ones (root, the kernel, Docker).
+
+    Tests pass a data plane and attachments that need no root, and ``serve_dns=False`` (the DNS server
+    binds a link-local address on the bridge): names are still stored and gossiped."""
+    check_all(paths)   # every state file readable before anything (files, links, rules) is changed
+    name = load_or_create_peer_name(paths, config.name)
+    if dataplane is None:
+        dataplane = Dataplane(DataplaneConfig(config.port, config.mtu, config.fastdp,
+                                              encrypted=bool(config.password)), name)
+    # Before the mesh: its handshake advertises the VXLAN device's MAC (features()). Needs root.
+    await asyncio.to_thread(dataplane.setup)
+    docker = docker or Docker()
+    if attachments is None:
+        attachments = Attachments(paths.attachments_file, BRIDGE, config.mtu, dataplane.uplinks(), docker=docker,
+                                  service=DNS_ADDRESS if config.dns else None)
+    mcfg = MeshConfig(password_hash=password_digest(config.password) if config.password else None,
+                      conn_limit=config.conn_limit, discovery=config.discovery, max_peers=config.max_peers)
+    identity = LocalIdentity(name=name, nickname=config.nickname, uid=secrets.randbits(63), port=config.port,
+                             features=dataplane.features())
+    mesh = Mesh(identity, incarnation=time.time_ns() // 1_000_000, config=mcfg, rng=random.Random())
+    return Router(config, paths, mesh=mesh, dataplane=dataplane, attachments=attachments,
+                  events=EventWatcher(docker, attachments.on_event, attachments.request_reconcile),
+                  clock=clock, serve_dns=serve_dns)
+
+
 class Router:
-    def __init__(self, config: RouterConfig, paths: Paths) -> None:
+    """Everything here runs on the asyncio loop. Built whole (see ``build_router``); ``start``/``wait_stopped``
+    do the I/O."""
+
+    def __init__(self, config: RouterConfig, paths: Paths, *, mesh: Mesh, dataplane: Dataplane,
+                 attachments: Attachments, events: EventWatcher, clock: Callable[[], float] = time.monotonic,
+                 serve_dns: bool = True) -> None:
         self.config = config
         self.paths = paths
+        self.clock = clock
         self.started = time.time()
-        check_all(paths)   # every state file readable before anything (files, links, rules) is changed
-        self.name = load_or_create_peer_name(paths, config.name)
-        self.dataplane = Dataplane(DataplaneConfig(config.port, config.mtu, config.fastdp,
-                                                   encrypted=bool(config.password)), self.name)
-        self.mesh: Mesh
-        self.attachments: Attachments
-        self.ipam: IpamService
-        self.dns: DnsService | None = None
-        self.workloads: Workloads
-        self._events: EventWatcher | None = None
+        self.name = mesh.identity.name
+        self.dataplane = dataplane
+        self.mesh = mesh
+        mesh.on_datapath_message = dataplane.on_datapath_message
+        mesh.on_app_message = self._on_app
+        self.peers = config.peers or load_targets(paths)
+        # Launched with no peers at all (the first host of the chain): this router may create the ring.
+        self.ipam = IpamService(mesh, paths.ipam_file, ipaddress.IPv4Network(config.ipalloc_range),
+                                ipaddress.IPv4Network(config.ipalloc_default_subnet)
+                                if config.ipalloc_default_subnet else None,
+                                seed=not self.peers, on_claim_refused=self._claim_refused)
+        self.dns = DnsService(mesh, config.dns_domain, config.dns_ttl, config.dns_upstream, BRIDGE) \
+            if config.dns else None
+        self.attachments = attachments
+        self.workloads = Workloads(attachments, self.ipam, self.dns, self.execute, clock)
+        self._events = events
+        self._serve_dns = serve_dns
         self.transports: dict[int, asyncio.Transport] = {}
         self._server: asyncio.base_events.Server | None = None
         self._stop = asyncio.Event()
@@ -78,20 +123,20 @@ class Router:
                                    DIAL_TIMEOUT)
         except (TimeoutError, OSError) as e:
             reason = "connection timed out" if isinstance(e, asyncio.TimeoutError) else (e.strerror or str(e))
-            self.execute(self.mesh.dial_failed(a.conn_id, reason.lower(), time.monotonic()))
+            self.execute(self.mesh.dial_failed(a.conn_id, reason.lower(), self.clock()))
 
     # --- operator commands (called by the API) ---------------------------------------------------
     def connect(self, peers: list[str], replace: bool) -> list[str]:
-        self.execute(self.mesh.connect(peers, time.monotonic(), replace=replace))
+        self.execute(self.mesh.connect(peers, self.clock(), replace=replace))
         self._save_targets()
         return self.mesh.connmaker.explicit()
 
     def forget(self, peers: list[str]) -> list[str]:
-        self.execute(self.mesh.forget(peers, time.monotonic()))
+        self.execute(self.mesh.forget(peers, self.clock()))
         self._save_targets()
         return self.mesh.connmaker.explicit()
 
-    # netlink, Docker and nft calls block: they run in worker threads.
+    # netlink, Docker and nft calls block: the Attachments actor's thread runs them, we await it.
     async def attach(self, target: str, specs: list[str]) -> dict:
         return await self.workloads.attach(target, specs)
 
@@ -99,7 +144,7 @@ class Router:
         return await self.workloads.detach(target, cidrs)
 
     def rmpeer(self, peer: str) -> int:
-        n, actions = self.ipam.rmpeer(peer, time.monotonic())
+        n, actions = self.ipam.rmpeer(peer, self.clock())
         self.execute(actions)
         if self.dns is not None:
             self.dns.peer_gone(peer)
@@ -110,7 +155,7 @@ class Router:
         return self.ipam.status_text(nicks)
 
     def _on_app(self, channel: str, src: str, payload: bytes) -> list[Action]:
-        now = time.monotonic()
+        now = self.clock()
         if channel == "ipam":
             return self.ipam.on_message(src, payload, now)
         if channel == "dns" and self.dns is not None:
@@ -118,13 +163,15 @@ class Router:
         return []  # a channel of a newer version, or DNS while ours is off
 
     async def expose(self, cidrs: list[str], hide: bool = False) -> dict:
-        return await asyncio.to_thread(self.attachments.expose, cidrs, hide)
+        return await self.attachments.expose(cidrs, hide)
 
     def ps(self) -> list[dict]:
-        rows = self.attachments.ps()
-        if self.attachments.exposed:
-            rows.insert(0, {"id": "weave:expose", "name": "weave:expose", "mac": self.dataplane.bridge_mac or "",
-                            "cidrs": list(self.attachments.exposed), "running": True})
+        """From the attachments' last snapshot: never waits for an attach in progress."""
+        snap = self.attachments.snapshot
+        rows = snap.ps()
+        if snap.exposed:
+            rows.insert(0, {"id": EXPOSE_KEY, "name": EXPOSE_KEY, "mac": self.dataplane.bridge_mac or "",
+                            "cidrs": list(snap.exposed), "running": True})
         return rows
 
     def _save_targets(self) -> None:
@@ -134,7 +181,7 @@ class Router:
             log.warning("cannot persist targets: %s", e)
 
     def report(self) -> dict:
-        now = time.monotonic()
+        now = self.clock()
         r = self.mesh.report(now)
         for c in r["connections"]:
             if c["state"] == "established" and c.get("name"):
@@ -142,8 +189,9 @@ class Router:
         dp = self.dataplane.report(now)
         r["macs"] = dp.pop("macs")
         r["dataplane"] = dp
-        r["containers"] = self.attachments.ps()
-        r["exposed"] = list(self.attachments.exposed)
+        snap = self.attachments.snapshot   # a snapshot: an attach in progress never blocks the report
+        r["containers"] = snap.ps()
+        r["exposed"] = list(snap.exposed)
         r["config"] = self.config.public()
         r["ipam"] = self.ipam.report()
         if self.dns is not None:
@@ -156,51 +204,27 @@ class Router:
         r["uptime_s"] = round(time.time() - self.started, 1)
         return {"version": __version__, "router": r}
 
-    # --- lifecycle -------------------------------------------------------------------------------
-    def _make_mesh(self) -> Mesh:
-        cfg = self.config
-        identity = LocalIdentity(name=self.name, nickname=cfg.nickname, uid=secrets.randbits(63), port=cfg.port,
-                                 features=self.dataplane.features())
-        mcfg = MeshConfig(password_hash=password_digest(cfg.password) if cfg.password else None,
-                          conn_limit=cfg.conn_limit, discovery=cfg.discovery, max_peers=cfg.max_peers)
-        mesh = Mesh(identity, incarnation=time.time_ns() // 1_000_000, config=mcfg, rng=random.Random())
-        mesh.on_datapath_message = self.dataplane.on_datapath_message
-        return mesh
-
+    # --- lifecycle ------------------------------------------------------------------------------------
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         cfg = self.config
-        await asyncio.to_thread(self.dataplane.setup)  # needs root; raises with a clear reason
-        if cfg.dns:
+        if self.dns is not None and self._serve_dns:
             await asyncio.to_thread(ensure_service_address, DNS_ADDRESS, BRIDGE)
-        self.mesh = self._make_mesh()
-        self.mesh.on_app_message = self._on_app
-        peers = cfg.peers or load_targets(self.paths)
-        # Launched with no peers at all (the first host of the chain): this router may create the ring.
-        self.ipam = IpamService(self.mesh, self.paths.ipam_file, ipaddress.IPv4Network(cfg.ipalloc_range),
-                                ipaddress.IPv4Network(cfg.ipalloc_default_subnet) if cfg.ipalloc_default_subnet
-                                else None, seed=not peers, on_claim_refused=self._claim_refused)
-        if cfg.dns:
-            self.dns = DnsService(self.mesh, cfg.dns_domain, cfg.dns_ttl, cfg.dns_upstream, BRIDGE)
             try:
                 await self.dns.start()
             except OSError as e:  # e.g. a local resolver holding *:53 without SO_REUSEADDR
                 log.error("weaveDNS cannot listen on %s:53 (%s): names are still gossiped, but containers on "
                           "this host get no answers", DNS_ADDRESS, e.strerror or e)
-        self.attachments = Attachments(self.paths.attachments_file, BRIDGE, cfg.mtu, self.dataplane.uplinks(),
-                                       service=DNS_ADDRESS if cfg.dns else None)
-        self.workloads = Workloads(self.attachments, self.ipam, self.dns, self.execute, loop)
-        await asyncio.to_thread(self.attachments.reconcile)
+        self.attachments.start(self.workloads.on_record)
+        await self.attachments.reconcile()
         self.workloads.forget_stale_leases()
         # The watcher reconciles again once subscribed: the first pass (above) puts the rules and
         # netns attachments in place even without Docker, the second covers events missed in between.
-        self._events = EventWatcher(self.attachments.docker, self.attachments.on_event,
-                                    self.attachments.reconcile)
         self._events.start()
         self._server = await loop.create_server(lambda: PeerProtocol(self), host=None, port=cfg.port,
                                                 reuse_address=True)
-        if peers:
-            self.connect(peers, replace=True)
+        if self.peers:
+            self.connect(self.peers, replace=True)
         else:
             self._save_targets()
         log.info("router %s(%s) listening on port %d, encryption %s, discovery %s", self.mesh.identity.name,
@@ -233,7 +257,7 @@ class Router:
         throttle = Throttle()
         while True:
             await asyncio.sleep(TICK)
-            now = time.monotonic()
+            now = self.clock()
             for name, step in steps:
                 try:
                     self.execute(step(now))
@@ -258,9 +282,9 @@ class Router:
             self._server.close()
         for t in list(self._tasks):
             t.cancel()
-        if self._events is not None:
-            self._events.stop()
+        self._events.stop()
         if self.dns is not None:
             self.dns.stop()
         await asyncio.sleep(0.05)  # let transports flush their CLOSING messages
+        await asyncio.to_thread(self.attachments.close)   # the operation in progress ends first
         self.dataplane.stop(asyncio.get_running_loop())

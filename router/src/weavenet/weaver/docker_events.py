@@ -1,4 +1,5 @@
-"""Follows the Docker engine's container events on a thread and hands them to the attachments.
+"""Follows the Docker engine's container events on its own thread (``weave-docker-events``) and queues
+them onto the Attachments actor, which owns what they change (thread map: docs/architecture.md).
 
 Docker may be absent, start later, or restart: the watcher keeps trying (quietly) and, each time it
 (re)connects, asks for a reconcile, since events sent while it was away are lost.

@@ -1,10 +1,11 @@
-"""asyncio adapter for peer TCP connections: moves bytes between sockets and the sans-I/O Mesh."""
+"""asyncio adapter for peer TCP connections: moves bytes between sockets and the sans-I/O Mesh.
+
+On the loop only (the mesh is the loop's; thread map: docs/architecture.md)."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ class PeerProtocol(asyncio.Protocol):
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         ip, port = transport.get_extra_info("peername")[:2]
-        mesh, now = self.router.mesh, time.monotonic()
+        mesh, now = self.router.mesh, self.router.clock()
         if self.conn_id is None:
             self.conn_id, actions = mesh.accept(ip, port, now)
         else:
@@ -34,11 +35,11 @@ class PeerProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         assert self.conn_id is not None
-        self.router.execute(self.router.mesh.data_received(self.conn_id, data, time.monotonic()))
+        self.router.execute(self.router.mesh.data_received(self.conn_id, data, self.router.clock()))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.conn_id is None:
             return
         self.router.transports.pop(self.conn_id, None)
         reason = f"connection lost: {exc}" if exc else "connection closed by peer"
-        self.router.execute(self.router.mesh.connection_lost(self.conn_id, reason, time.monotonic()))
+        self.router.execute(self.router.mesh.connection_lost(self.conn_id, reason, self.router.clock()))

@@ -1,13 +1,12 @@
 """Containers on this router, end to end: addresses from IPAM, the plumbing (Attachments), names in
 weaveDNS, and what happens to all three when a container stops, restarts or goes away.
 
-Runs on the event loop; the blocking parts (netlink, Docker, nft) go to worker threads, and the
-attachment records report back through a listener that hops onto the loop.
+Runs on the event loop; the blocking parts (netlink, Docker, nft) are the Attachments actor's, awaited
+here; its changes come back on the loop (``on_record``). The thread map: docs/architecture.md.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 import time
@@ -16,7 +15,7 @@ from collections.abc import Callable
 from ..ipam.spec import Allocate, Explicit, parse_address_spec
 from ..mesh.core import Action
 from ..nameserver.store import qualify
-from .attachments import Attachments, Record
+from .attachments import Attachments, Row
 from .dns_service import DnsService
 from .ipam_service import IpamService
 
@@ -29,26 +28,25 @@ def _ips(cidrs: list[str]) -> list[str]:
 
 class Workloads:
     def __init__(self, attachments: Attachments, ipam: IpamService, dns: DnsService | None,
-                 execute: Callable[[list[Action]], None], loop: asyncio.AbstractEventLoop) -> None:
+                 execute: Callable[[list[Action]], None], clock: Callable[[], float] = time.monotonic) -> None:
         self.attachments = attachments
         self.ipam = ipam
         self.dns = dns
         self.execute = execute
-        self.loop = loop
-        attachments.listener = self._from_thread
+        self.clock = clock
 
     # --- attach / detach with addresses from IPAM ------------------------------------------------------
     async def attach(self, target: str, specs: list[str]) -> dict:
         """Addresses: explicit CIDRs (claimed in IPAM when inside its range), `net:CIDR`, `net:default`;
         none at all means `net:default`. Fresh leases are given back if the attach fails."""
         wanted = [parse_address_spec(s) for s in specs] or [Allocate(None)]
-        key = await asyncio.to_thread(self.attachments.key_of, target)
+        key = await self.attachments.key_of(target)
         cidrs: list[str] = []
         fresh: list[str] = []        # leases this call created: given back if it fails
         allocated: list[str] = []    # addresses IPAM chose (reported to the caller)
         try:
             for spec in wanted:
-                now = time.monotonic()
+                now = self.clock()
                 if isinstance(spec, Explicit):
                     cidr = str(spec.interface)
                     if self.ipam.owned(cidr):
@@ -63,22 +61,20 @@ class Workloads:
                         fresh.append(cidr)
                         allocated.append(cidr)
                 cidrs.append(cidr)
-            result = await asyncio.to_thread(self.attachments.attach, target, cidrs)
+            result = await self.attachments.attach(target, cidrs)
         except BaseException:
             for c in fresh:
-                self.execute(self.ipam.release(key, c, time.monotonic()))
+                self.execute(self.ipam.release(key, c, self.clock()))
             raise
         return {**result, "allocated": allocated}
 
     async def detach(self, target: str, cidrs: list[str] | None) -> dict:
-        return await asyncio.to_thread(self.attachments.detach, target, cidrs)
+        return await self.attachments.detach(target, cidrs)
 
     # --- lifecycle: leases and names follow the records ------------------------------------------------
-    def _from_thread(self, event: str, rec: Record, cidrs: list[str]) -> None:
-        self.loop.call_soon_threadsafe(self.on_record, event, rec, list(cidrs))
-
-    def on_record(self, event: str, rec: Record, cidrs: list[str]) -> None:
-        now = time.monotonic()
+    def on_record(self, event: str, rec: Row, cidrs: list[str]) -> None:
+        """On the loop: the Attachments actor changed a record (see Attachments for the events)."""
+        now = self.clock()
         actions: list[Action] = []
         if event == "attached":
             for c in cidrs:   # explicit addresses, and leases re-learnt after a restart
@@ -102,7 +98,7 @@ class Workloads:
                 actions += self.ipam.release(rec.key, None, now)
         self.execute(actions)
 
-    def names(self, rec: Record, cidrs: list[str]) -> list[tuple[str, str]]:
+    def names(self, rec: Row, cidrs: list[str]) -> list[tuple[str, str]]:
         """(name, ip) pairs: the container's own hostname when it lies in the domain, plus dns-add's."""
         out = []
         host = self._own_name(rec)
@@ -112,7 +108,7 @@ class Workloads:
         out += [(n, ip) for n, ip in rec.dns if ip in ips]
         return out
 
-    def _own_name(self, rec: Record) -> str | None:
+    def _own_name(self, rec: Row) -> str | None:
         """The container's own hostname, fully qualified, if it lies in the weaveDNS domain."""
         host = rec.fqdn.lower().rstrip(".") + "."
         return host if self.dns is not None and host.endswith("." + self.dns.domain) else None
@@ -120,9 +116,10 @@ class Workloads:
     def forget_stale_leases(self) -> None:
         """IPAM allocations of containers that have no record any more (e.g. a crash between the
         allocation and the attach) are released."""
-        now = time.monotonic()
+        now = self.clock()
+        attached = self.attachments.snapshot.keys()
         for cid in list(self.ipam.alloc.allocations()):
-            if cid not in self.attachments.records:
+            if cid not in attached:
                 self.execute(self.ipam.release(cid, None, now))
 
     # --- weave dns-add / dns-remove / dns-lookup --------------------------------------------------------
@@ -133,7 +130,7 @@ class Workloads:
 
     async def dns_add(self, target: str, ips: list[str], fqdn: str | None) -> dict:
         dns = self._dns()
-        rec = await asyncio.to_thread(self.attachments.record, target)
+        rec = await self.attachments.record(target)
         name = self._name_for(rec, fqdn)
         have = set(_ips(rec.cidrs))
         wanted = [str(ipaddress.IPv4Address(ip)) for ip in ips] if ips else sorted(have)
@@ -145,24 +142,24 @@ class Workloads:
         for ip in wanted:
             if [name, ip] not in entries:
                 entries.append([name, ip])
-            self.execute(dns.add(name, ip, rec.key, time.monotonic()))
-        await asyncio.to_thread(self.attachments.set_dns, rec.key, entries)
+            self.execute(dns.add(name, ip, rec.key, self.clock()))
+        await self.attachments.set_dns(rec.key, entries)
         return {"name": name, "addresses": wanted}
 
     async def dns_remove(self, target: str, ips: list[str], fqdn: str | None) -> dict:
         dns = self._dns()
-        rec = await asyncio.to_thread(self.attachments.record, target)
+        rec = await self.attachments.record(target)
         name = qualify(fqdn, dns.domain) if fqdn else None
         addrs = [str(ipaddress.IPv4Address(ip)) for ip in ips] or [None]
         before = len(dns.store.container_names(rec.key))
         for ip in addrs:
-            self.execute(dns.remove(rec.key, time.monotonic(), address=ip, name=name))
+            self.execute(dns.remove(rec.key, self.clock(), address=ip, name=name))
         removed = before - len(dns.store.container_names(rec.key))
         entries = [e for e in rec.dns if not ((name is None or e[0] == name) and (addrs == [None] or e[1] in addrs))]
-        await asyncio.to_thread(self.attachments.set_dns, rec.key, entries)
+        await self.attachments.set_dns(rec.key, entries)
         return {"removed": removed}
 
-    def _name_for(self, rec: Record, fqdn: str | None) -> str:
+    def _name_for(self, rec: Row, fqdn: str | None) -> str:
         dns = self._dns()
         if fqdn:
             name = qualify(fqdn, dns.domain)
