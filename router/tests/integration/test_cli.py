@@ -12,11 +12,11 @@ def test_bad_input_is_one_clear_line(lab_factory):
     cases = {
         ("frobnicate",): "invalid choice",
         ("launch", "not a host!"): "bad peer address",
-        ("launch", "--port", "70000"): "invalid port 70000",
+        ("launch", "--port", "70000"): "invalid --port 70000",
         ("launch", "--port", "x"): "invalid int value",
         ("launch", "192.0.2.9:0"): "port 0 out of range",
         ("launch", "--name", "zz:zz"): "invalid peer name",
-        ("launch", "--conn-limit", "0"): "invalid connection limit",
+        ("launch", "--conn-limit", "0"): "invalid --conn-limit 0",
         ("status",): "weave router is not running (no socket at",
         ("connect", "192.0.2.9"): "weave router is not running",
     }

@@ -14,7 +14,8 @@ from .. import __version__
 from ..api import format as fmt
 from ..api.client import APIError, Client, RouterNotRunning
 from ..ipam.spec import Allocate, Explicit, parse_address_spec
-from ..weaver.config import RouterConfig, password_from_env
+from ..weaver import settings
+from ..weaver.config import SETTINGS, RouterConfig
 from ..weaver.paths import Paths
 from . import daemon
 
@@ -30,34 +31,22 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _add_router_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--password", help="encrypt the mesh (or set WEAVE_PASSWORD)")
-    p.add_argument("--nickname", help="name shown for this peer (default: hostname)")
-    p.add_argument("--name", help="peer name, MAC-style (default: generated once and persisted)")
-    p.add_argument("--port", type=int, default=6783, help="TCP port for peer connections (default 6783)")
-    p.add_argument("--api-port", type=int, default=6784, help="127.0.0.1 port of the HTTP API (0: off)")
-    p.add_argument("--conn-limit", type=int, default=100, help="maximum number of connections (default 100)")
-    p.add_argument("--max-peers", type=int, default=1000,
-                   help="peers the topology may hold; gossip beyond it is refused (default 1000)")
-    p.add_argument("--no-discovery", action="store_true", help="do not connect to peers learned by gossip")
-    p.add_argument("--mtu", type=int, default=1376, help="overlay MTU (default 1376)")
-    p.add_argument("--no-fastdp", action="store_true", help="never use the kernel VXLAN fast path")
-    p.add_argument("--ipalloc-range", default="10.32.0.0/12", metavar="CIDR",
-                   help="range IPAM allocates from (default 10.32.0.0/12)")
-    p.add_argument("--ipalloc-default-subnet", metavar="CIDR", help="subnet for net:default (default: the range)")
-    p.add_argument("--dns-domain", default="weave.local.", help="domain weaveDNS answers for (default weave.local.)")
-    p.add_argument("--dns-ttl", type=int, default=1, help="TTL of weaveDNS answers in seconds (default 1)")
-    p.add_argument("--dns-upstream", action="append", default=[], metavar="IP",
-                   help="resolver for other names (repeatable; default: the host's /etc/resolv.conf)")
-    p.add_argument("--no-dns", action="store_true", help="do not run weaveDNS")
-    p.add_argument("peers", nargs="*", metavar="PEER", help="host[:port] of peers to connect to")
+def _add_router_flags(p: argparse.ArgumentParser, launch: bool) -> None:
+    p.add_argument("--config", metavar="FILE",
+                   help="JSON object of settings (keys as in `weave report` config, plus peers, password, name); "
+                        "flags given too override it; with a password it must be mode 0600")
+    if launch:
+        p.add_argument("--dry-run", action="store_true",
+                       help="only check the settings and print as JSON which differ from the running router's "
+                            "and whether it needs a restart")
+    settings.add_flags(p, SETTINGS)
 
 
 def build_parser() -> Parser:
     p = Parser(prog="weave", description="weavenet: overlay network for Docker hosts")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=Parser)
-    _add_router_flags(sub.add_parser("launch", help="start the router in the background"))
-    _add_router_flags(sub.add_parser("router", help="run the router in the foreground"))
+    _add_router_flags(sub.add_parser("launch", help="start the router in the background"), launch=True)
+    _add_router_flags(sub.add_parser("router", help="run the router in the foreground"), launch=False)
     sub.add_parser("stop", help="stop the router")
     sub.add_parser("reset", help="stop the router, delete its persisted state and the weave bridge")
     st = sub.add_parser("status", help="show the router's status")
@@ -95,36 +84,43 @@ def build_parser() -> Parser:
     return p
 
 
-def _config_from(args: argparse.Namespace) -> RouterConfig:
-    cfg = RouterConfig(peers=list(args.peers), password=password_from_env(args.password), name=args.name,
-                       port=args.port, api_port=args.api_port, conn_limit=args.conn_limit, max_peers=args.max_peers,
-                       discovery=not args.no_discovery, mtu=args.mtu, fastdp=not args.no_fastdp,
-                       ipalloc_range=args.ipalloc_range, ipalloc_default_subnet=args.ipalloc_default_subnet,
-                       dns=not args.no_dns, dns_domain=args.dns_domain, dns_ttl=args.dns_ttl,
-                       dns_upstream=list(args.dns_upstream))
-    if args.nickname is not None:
-        cfg.nickname = args.nickname
+def _config_from(args: argparse.Namespace) -> tuple[RouterConfig, set[str]]:
+    """The settings of `--config FILE`, overridden by flags; the password from --password, the file or
+    WEAVE_PASSWORD (in that order). Also returns the names of the settings given."""
+    values = settings.read_config_file(args.config, SETTINGS) if args.config else {}
+    values.update(settings.given_flags(args, SETTINGS))
+    if values.get("password") is None and os.environ.get("WEAVE_PASSWORD"):
+        values["password"] = os.environ["WEAVE_PASSWORD"]
+    cfg = RouterConfig(**values)
     cfg.validate()
-    return cfg
+    return cfg, set(values)
 
 
-def _router_argv(args: argparse.Namespace, cfg: RouterConfig) -> list[str]:
-    argv = ["--nickname", cfg.nickname, "--port", str(cfg.port), "--api-port", str(cfg.api_port),
-            "--conn-limit", str(cfg.conn_limit), "--max-peers", str(cfg.max_peers), "--mtu", str(cfg.mtu)]
-    if cfg.name:
-        argv += ["--name", cfg.name]
-    if not cfg.discovery:
-        argv.append("--no-discovery")
-    if not cfg.fastdp:
-        argv.append("--no-fastdp")
-    argv += ["--ipalloc-range", cfg.ipalloc_range, "--dns-domain", cfg.dns_domain, "--dns-ttl", str(cfg.dns_ttl)]
-    if cfg.ipalloc_default_subnet:
-        argv += ["--ipalloc-default-subnet", cfg.ipalloc_default_subnet]
-    for u in cfg.dns_upstream:
-        argv += ["--dns-upstream", u]
-    if not cfg.dns:
-        argv.append("--no-dns")
-    return argv + cfg.peers
+def _router_argv(cfg: RouterConfig) -> list[str]:
+    return settings.router_argv(cfg.values(), SETTINGS)
+
+
+def dry_run(cfg: RouterConfig, given: set[str], paths: Paths) -> dict:
+    """What `weave launch` with these settings would change: the JSON of `weave launch --dry-run`."""
+    out: dict = {"running": False, "differ": [], "restart": False, "config": cfg.public(),
+                 "peers": cfg.peers if "peers" in given else None}
+    if daemon.running_pid(paths) is None:
+        return out
+    client = _client(paths)
+    router = client.report()["router"]
+    current = dict(router.get("config") or {})
+    current.setdefault("name", router.get("name"))
+    matches = None
+    if cfg.password is not None and current.get("encrypted"):
+        try:  # constant-time on the router; the report carries nothing to compare offline
+            matches = client.json("POST", "/password/check", {"password": cfg.password}).get("matches") is True
+        except APIError as e:
+            if e.status != 404:  # 404: a router that predates the check; assumed the same password
+                raise
+    targets = [t for t in router.get("targets") or [] if isinstance(t, str)]
+    differ = settings.differences(SETTINGS, cfg.values(), given, current, targets, matches)
+    out.update(running=True, differ=differ, restart=settings.needs_restart(SETTINGS, differ))
+    return out
 
 
 def _check_range(cfg: RouterConfig) -> None:
@@ -177,10 +173,13 @@ def dispatch(args: argparse.Namespace, paths: Paths) -> int:
     if cmd == "version":
         print(f"weave {__version__}")
     elif cmd == "launch":
-        cfg = _config_from(args)  # the router checks the range against host routes: its error comes back here
-        print(daemon.launch(paths, _router_argv(args, cfg), cfg.password))
+        cfg, given = _config_from(args)  # the router checks the range against host routes: its error comes back
+        if args.dry_run:
+            print(json.dumps(dry_run(cfg, given, paths), indent=2))
+            return 0
+        print(daemon.launch(paths, _router_argv(cfg), cfg.password))
     elif cmd == "router":
-        cfg = _config_from(args)
+        cfg, _ = _config_from(args)
         if daemon.running_pid(paths) is not None:
             raise RuntimeError(f"weave router is already running (pid {daemon.running_pid(paths)})")
         _check_range(cfg)

@@ -1,81 +1,95 @@
-"""Router settings, shared by `weave launch` and `weave router`."""
+"""Router settings, shared by `weave launch` and `weave router`: each field's Setting (weaver/settings.py)
+says how it is given, checked, shown and compared; nothing else lists them."""
 
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from ..ipam.spec import parse_cidr
 from ..mesh.names import DEFAULT_PORT, normalise_address, parse_peer_name
 from ..nameserver.store import normalise_domain
+from .settings import Setting, setting, settings_of
+
+
+def _nickname(v: str) -> str:
+    if not v or len(v) > 64 or any(c.isspace() for c in v):
+        raise ValueError("1-64 characters, no spaces")
+    return v
+
+
+def _password(v: str) -> str:
+    if v == "":
+        raise ValueError("empty password: omit --password to run unencrypted")
+    return v
+
+
+def _domain(v: str) -> str:
+    try:
+        return normalise_domain(v)
+    except ValueError:
+        raise ValueError("expected a domain name such as weave.local.") from None
+
+
+def _ip(v: str) -> str:
+    try:
+        return str(ipaddress.ip_address(v))
+    except ValueError:
+        raise ValueError("expected an IP address") from None
 
 
 @dataclass
 class RouterConfig:
-    peers: list[str] = field(default_factory=list)
-    password: str | None = None
-    nickname: str = field(default_factory=socket.gethostname)
-    name: str | None = None
-    port: int = DEFAULT_PORT
-    api_port: int = 6784
-    conn_limit: int = 100
-    max_peers: int = 1000  # peers a topology may hold (and entries one gossip message may carry)
-    discovery: bool = True
-    mtu: int = 1376
-    fastdp: bool = True
-    ipalloc_range: str = "10.32.0.0/12"
-    ipalloc_default_subnet: str | None = None
-    dns: bool = True
-    dns_domain: str = "weave.local."
-    dns_ttl: int = 1
-    dns_upstream: list[str] = field(default_factory=list)  # default: the host's resolv.conf
+    peers: list[str] = setting(list, help="host[:port] of peers to connect to", check=normalise_address,
+                               positional=True, public=False, restart=False)
+    password: str | None = setting(None, help="encrypt the mesh (or set WEAVE_PASSWORD)", check=_password,
+                                   secret=True, public=False)
+    nickname: str = setting(socket.gethostname, help="name shown for this peer", check=_nickname,
+                            default_text="default: the host name")
+    name: str | None = setting(None, help="peer name, MAC-style", check=parse_peer_name, public=False,
+                               default_text="default: generated once and persisted")
+    port: int = setting(DEFAULT_PORT, help="TCP (and sleeve UDP) port for peer connections", lo=1, hi=65535)
+    api_port: int = setting(6784, help="127.0.0.1 port of the HTTP API, 0 = none", lo=0, hi=65535)
+    conn_limit: int = setting(100, help="maximum number of connections", lo=1, hi=100_000)
+    # peers a topology may hold (and entries one gossip message may carry)
+    max_peers: int = setting(1000, help="peers the topology may hold; gossip beyond it is refused", lo=2, hi=100_000)
+    discovery: bool = setting(True, help="connect to peers learned by gossip")
+    mtu: int = setting(1376, help="overlay MTU", lo=576, hi=9000)
+    fastdp: bool = setting(True, help="use the kernel VXLAN fast path between unencrypted peers")
+    ipalloc_range: str = setting("10.32.0.0/12", help="range IPAM allocates from", metavar="CIDR",
+                                 check=lambda v: str(parse_cidr(v, "--ipalloc-range")))
+    ipalloc_default_subnet: str | None = setting(
+        None, help="subnet for net:default", metavar="CIDR", default_text="default: the range",
+        check=lambda v: str(parse_cidr(v, "--ipalloc-default-subnet")))
+    dns: bool = setting(True, help="run weaveDNS")
+    dns_domain: str = setting("weave.local.", help="domain weaveDNS answers for", check=_domain)
+    dns_ttl: int = setting(1, help="TTL of weaveDNS answers in seconds", lo=0, hi=86400)
+    dns_upstream: list[str] = setting(list, help="resolver for other names (repeatable)", metavar="IP", check=_ip,
+                                      default_text="default: the host's /etc/resolv.conf")
 
     def validate(self) -> None:
-        """Raise ValueError with a one-line reason; normalises peers and name in place."""
-        if not 1 <= self.port <= 65535:
-            raise ValueError(f"invalid port {self.port}: must be 1-65535")
-        if not 0 <= self.api_port <= 65535:
-            raise ValueError(f"invalid API port {self.api_port}: must be 0-65535 (0 disables)")
-        if self.conn_limit < 1:
-            raise ValueError(f"invalid connection limit {self.conn_limit}: must be at least 1")
-        if not 2 <= self.max_peers <= 100_000:
-            raise ValueError(f"invalid max peers {self.max_peers}: must be 2-100000")
-        if self.name:
-            self.name = parse_peer_name(self.name)
-        if not self.nickname or len(self.nickname) > 64 or any(c.isspace() for c in self.nickname):
-            raise ValueError(f"invalid nickname {self.nickname!r}: 1-64 characters, no spaces")
-        if not 576 <= self.mtu <= 9000:
-            raise ValueError(f"invalid MTU {self.mtu}: must be 576-9000")
-        if self.password == "":
-            raise ValueError("empty password: omit --password to run unencrypted")
-        self.peers = [normalise_address(p) for p in self.peers]
-        rng = parse_cidr(self.ipalloc_range, "--ipalloc-range")
-        self.ipalloc_range = str(rng)
-        if self.ipalloc_default_subnet is not None:
-            sub = parse_cidr(self.ipalloc_default_subnet, "--ipalloc-default-subnet")
-            if not sub.subnet_of(rng):
-                raise ValueError(f"--ipalloc-default-subnet {sub} is not inside --ipalloc-range {rng}")
-            self.ipalloc_default_subnet = str(sub)
-        self.dns_domain = normalise_domain(self.dns_domain)
-        if not 0 <= self.dns_ttl <= 86400:
-            raise ValueError(f"invalid --dns-ttl {self.dns_ttl}: must be 0-86400 seconds")
-        for u in self.dns_upstream:
-            try:
-                ipaddress.ip_address(u)
-            except ValueError:
-                raise ValueError(f"invalid --dns-upstream {u!r}: expected an IP address") from None
+        """Raise ValueError with a one-line reason naming the flag; normalises every value in place."""
+        for s in SETTINGS:
+            setattr(self, s.name, s.normalise(getattr(self, s.name)))
+        for s in SETTINGS:
+            if getattr(self, s.name) is None and s.default is not None:
+                raise ValueError(f"missing {s.flag}")
+        sub = self.ipalloc_default_subnet
+        if sub is not None and not ipaddress.ip_network(sub).subnet_of(ipaddress.ip_network(self.ipalloc_range)):
+            raise ValueError(f"--ipalloc-default-subnet {sub} is not inside --ipalloc-range {self.ipalloc_range}")
+
+    def values(self) -> dict[str, Any]:
+        return {s.name: getattr(self, s.name) for s in SETTINGS}
 
     def public(self) -> dict:
-        """Settings for `weave report` (the Ansible module compares them). Never the password, nor a hash
-        of it (crackable offline): only whether there is one. POST /password/check compares a candidate."""
-        return {"nickname": self.nickname, "port": self.port, "conn_limit": self.conn_limit,
-                "discovery": self.discovery, "mtu": self.mtu, "fastdp": self.fastdp,
-                "encrypted": self.password is not None, "ipalloc_range": self.ipalloc_range,
-                "ipalloc_default_subnet": self.ipalloc_default_subnet or self.ipalloc_range,
-                "dns": self.dns, "dns_domain": self.dns_domain, "dns_ttl": self.dns_ttl}
+        """Settings for `weave report` (the dry run compares them). Never the password, nor a hash of it
+        (crackable offline): only whether there is one. POST /password/check compares a candidate."""
+        out = {s.name: getattr(self, s.name) for s in SETTINGS if s.public}
+        out["encrypted"] = self.password is not None
+        out["ipalloc_default_subnet"] = self.ipalloc_default_subnet or self.ipalloc_range
+        return out
 
 
-def password_from_env(explicit: str | None) -> str | None:
-    return explicit if explicit is not None else (os.environ.get("WEAVE_PASSWORD") or None)
+SETTINGS: tuple[Setting, ...] = settings_of(RouterConfig)
