@@ -2,20 +2,18 @@
 # Copyright: weavenet developers
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
 """Shared code of the weavenet.mesh modules: run the router's `weave` CLI, read `weave report`,
-and the pure desired-versus-current comparisons (unit-tested without a router)."""
+and the pure desired-versus-current comparisons (unit-tested without a router). Router settings are not
+compared here: `weave launch --config FILE --dry-run` does it with the router's own schema."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
 import os
+import stat
+import tempfile
 
 DEFAULT_WEAVE_BIN = "/opt/weavenet/venv/bin/weave"
-DEFAULT_PORT = 6783
-
-# weave_router settings that need a restart when they differ; compared only when the user set them.
-RESTART_SETTINGS = ("nickname", "conn_limit", "discovery", "mtu", "fastdp", "port",
-                    "ipalloc_range", "ipalloc_default_subnet", "dns", "dns_domain", "dns_ttl")
 
 COMMON_ARGS = dict(
     weave_bin=dict(type="path", default=DEFAULT_WEAVE_BIN),
@@ -28,32 +26,9 @@ class WeaveError(Exception):
     """A failure worth one line in fail_json."""
 
 
-def normalize_peer(peer, default_port=DEFAULT_PORT):
-    """'192.0.2.1' -> '192.0.2.1:6783'; 'host:7000' stays; '[fe80::1]:6783' stays; a bare IPv6 gets brackets."""
-    peer = str(peer).strip()
-    if not peer:
-        raise WeaveError("empty peer address")
-    if peer.startswith("["):
-        if "]:" in peer:
-            return peer
-        return "%s:%d" % (peer, default_port)
-    if peer.count(":") > 1:  # bare IPv6
-        return "[%s]:%d" % (peer, default_port)
-    if ":" in peer:
-        host, port = peer.rsplit(":", 1)
-        if not port.isdigit() or not 0 < int(port) < 65536:
-            raise WeaveError("invalid port in peer address %r" % peer)
-        return "%s:%d" % (host, int(port))
-    return "%s:%d" % (peer, default_port)
-
-
 def _normalized_unique(normalize, items):
     """Each item normalized, in order, the first of equal ones kept."""
     return list(dict.fromkeys(normalize(i) for i in items or []))
-
-
-def normalize_peers(peers):
-    return _normalized_unique(normalize_peer, peers)
 
 
 def normalize_cidr(cidr):
@@ -126,60 +101,6 @@ def address_plan(desired, current, exclusive):
     return to_add, (unclaimed if exclusive else [])
 
 
-def running_config(router):
-    """The running router's settings: router.config when the router reports it, else the older top-level keys."""
-    cfg = dict(router.get("config") or {})
-    dp = router.get("dataplane") or {}
-    fallbacks = {
-        "nickname": router.get("nickname"),
-        "conn_limit": router.get("conn_limit"),
-        "discovery": router.get("discovery"),
-        "mtu": dp.get("mtu"),
-        "fastdp": dp.get("fastdp"),
-        "port": router.get("port"),
-        "encrypted": router.get("encryption"),
-    }
-    for key, value in fallbacks.items():
-        if cfg.get(key) is None and value is not None:
-            cfg[key] = value
-    return cfg
-
-
-def router_settings_diff(desired, current, password=None, password_matches=None):
-    """Settings that differ and need a restart: a list of names (sorted, stable).
-
-    desired: the module's settings (None = not managed); current: running_config(); password: the desired
-    password or None (= unencrypted); password_matches: what the running router answered to
-    WeaveClient.password_matches() (None = it cannot tell: assumed unchanged).
-    """
-    changed = []
-    for key in RESTART_SETTINGS:
-        want = desired.get(key)
-        if want is None or key not in current:  # unset, or a router too old to report it
-            continue
-        have = current.get(key)
-        if have is None or _canonical(key, want) != _canonical(key, have):
-            changed.append(key)
-    want_encrypted = bool(password)
-    have_encrypted = bool(current.get("encrypted"))
-    if want_encrypted != have_encrypted:
-        changed.append("encryption")
-    elif want_encrypted and password_matches is False:
-        changed.append("password")
-    return changed
-
-
-def _canonical(key, value):
-    if key == "dns_domain":
-        return str(value).rstrip(".").lower() + "."
-    if key in ("ipalloc_range", "ipalloc_default_subnet"):
-        try:
-            return str(ipaddress.ip_network(str(value), strict=False))
-        except ValueError:
-            return value
-    return value
-
-
 def peers_plan(desired, current):
     """How to turn the router's explicit targets `current` into `desired` (both normalized lists).
 
@@ -212,32 +133,40 @@ def find_container(containers, ident):
     return None
 
 
-def launch_args(settings, peers):
-    """`weave launch` arguments (never the password: that goes in the environment)."""
-    argv = []
-    if settings.get("nickname") is not None:
-        argv += ["--nickname", settings["nickname"]]
-    if settings.get("port") is not None:
-        argv += ["--port", str(settings["port"])]
-    if settings.get("conn_limit") is not None:
-        argv += ["--conn-limit", str(settings["conn_limit"])]
-    if settings.get("mtu") is not None:
-        argv += ["--mtu", str(settings["mtu"])]
-    if settings.get("discovery") is False:
-        argv.append("--no-discovery")
-    if settings.get("fastdp") is False:
-        argv.append("--no-fastdp")
-    if settings.get("ipalloc_range"):
-        argv += ["--ipalloc-range", settings["ipalloc_range"]]
-    if settings.get("ipalloc_default_subnet"):
-        argv += ["--ipalloc-default-subnet", settings["ipalloc_default_subnet"]]
-    if settings.get("dns") is False:
-        argv.append("--no-dns")
-    if settings.get("dns_domain"):
-        argv += ["--dns-domain", settings["dns_domain"]]
-    if settings.get("dns_ttl") is not None:
-        argv += ["--dns-ttl", str(settings["dns_ttl"])]
-    return argv + list(peers or [])
+def config_json(config):
+    """The text of a `weave launch --config` file (stable, so an unchanged file is not rewritten)."""
+    return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+
+def write_private_file(path, text):
+    """Write `text` to `path` atomically, mode 0600 from the start (it may hold the password).
+    Returns False when the file already had exactly this text and mode."""
+    try:
+        st = os.stat(path)
+        with open(path) as f:
+            if f.read() == text and stat.S_IMODE(st.st_mode) == 0o600:
+                return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".weave-config.")
+    try:
+        with os.fdopen(fd, "w") as f:  # mkstemp creates it 0600
+            f.write(text)
+        os.rename(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return True
+
+
+def private_file_differs(path, text):
+    """Whether write_private_file(path, text) would change anything (for check mode)."""
+    try:
+        with open(path) as f:
+            return f.read() != text or stat.S_IMODE(os.stat(path).st_mode) != 0o600
+    except (OSError, UnicodeDecodeError):
+        return True
 
 
 class WeaveClient(object):
@@ -277,23 +206,22 @@ class WeaveClient(object):
             raise WeaveError("weave %s failed: %s" % (args[0], msg[-1] if msg else "exit status %d" % rc))
         return rc, out, err
 
-    def password_matches(self, password):
-        """Whether the running router's password is `password` (`weave password-check`, authenticated with
-        the router's API token; the password goes in the environment only). None when the router is too old
-        to tell."""
-        rc, out, err = self.run(["password-check"], extra_env={"WEAVE_PASSWORD": password}, check=False)
-        if rc != 0:
-            msg = (err or out or "").strip().splitlines()
-            if msg and ("cannot check passwords" in msg[-1] or "invalid choice" in msg[-1]):
-                return None
-            raise WeaveError("weave password-check failed: %s" % (msg[-1] if msg else "exit status %d" % rc))
+    def dry_run(self, config_path):
+        """`weave launch --config FILE --dry-run`: the router package checks the settings (a bad one fails
+        here with its one-line reason) and says which differ from the running router's and whether that
+        needs a restart. Returns its JSON: running, differ, restart, config, peers (normalised, or None)."""
+        rc, out, err = self.run(["launch", "--config", config_path, "--dry-run"])
         try:
             data = json.loads(out)
         except ValueError:
             data = None
-        if not isinstance(data, dict) or not isinstance(data.get("matches"), bool):
-            raise WeaveError("weave password-check printed something unexpected")
-        return data["matches"]
+        ok = (isinstance(data, dict) and isinstance(data.get("running"), bool) and isinstance(data.get("restart"), bool)
+              and isinstance(data.get("differ"), list) and all(isinstance(d, str) for d in data["differ"])
+              and isinstance(data.get("config"), dict)
+              and (data.get("peers") is None or isinstance(data["peers"], list)))
+        if not ok:
+            raise WeaveError("weave launch --dry-run printed something unexpected")
+        return data
 
     def report(self):
         """The `weave report` JSON, or None when the router is not running."""

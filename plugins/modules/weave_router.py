@@ -12,15 +12,18 @@ short_description: Launch, reconfigure, stop or reset the weavenet router on a h
 version_added: "0.1.0"
 description:
   - Manages the weavenet router of the managed host through its C(weave) command and C(weave report).
+  - The settings are not checked or compared here. The module writes them to a 0600 JSON file and runs
+    C(weave launch --config FILE --dry-run), which validates them with the router's own schema (a bad value
+    fails with the router's one-line reason) and says which differ from the running router and whether that
+    needs a restart. The setting options, their ranges and docs are generated from that schema.
   - Idempotent. A running router whose settings match is left alone; when only the peer list differs the
-    targets are changed with C(weave connect --replace) or C(weave forget), without a restart; when a setting
-    that needs a restart differs (nickname, port, connection limit, MTU, fast path, discovery, IPAM range,
-    DNS settings, encryption or password) the router is stopped and launched again.
+    targets are changed with C(weave connect --replace) or C(weave forget), without a restart; when another
+    setting, the encryption or the password differs the router is stopped and launched again.
   - Settings left unset are not compared, and the router's defaults apply when it is launched.
-  - The password is handed to the router in the environment (never on a command line) and never appears in
-    the module's output, diff or logs. A changed password is detected by asking the running router whether
-    it is the same (C(weave password-check), the router's authenticated C(POST /password/check); the report
-    carries no hash of it); a router too old to answer is assumed to have it.
+  - The password goes in the 0600 file (never on a command line) and never appears in the module's output,
+    diff or logs. A changed password is detected by the dry run asking the running router whether it is the
+    same (its authenticated, constant-time C(POST /password/check); the report carries no hash of it); a
+    router too old to answer is assumed to have it.
   - The C(weave) command authenticates to the router's local API with the token the router writes at start
     (C($WEAVE_RUNDIR/api-token), mode 0600), so the module needs root (or the router's user).
 author:
@@ -42,50 +45,19 @@ options:
         targets it had before).
     type: list
     elements: str
-  password:
-    description:
-      - Encrypt the mesh with this password. When not given, the router runs unencrypted.
-    type: str
-  nickname:
-    description: The name shown for this peer (the router's default is the host name).
-    type: str
-  port:
-    description: TCP (and sleeve UDP) port for peer connections.
-    type: int
-  conn_limit:
-    description: Maximum number of connections.
-    type: int
-  fastdp:
-    description: Use the kernel VXLAN fast path between unencrypted peers.
-    type: bool
-  mtu:
-    description: Overlay MTU.
-    type: int
-  discovery:
-    description: Connect to peers learned from gossip (so a chain launch ends in a full mesh).
-    type: bool
-  ipalloc_range:
-    description: The range the router's IPAM allocates from (C(--ipalloc-range); the router's default 10.32.0.0/12).
-    type: str
-  ipalloc_default_subnet:
-    description: The subnet of C(net:default) allocations (C(--ipalloc-default-subnet); default the whole range).
-    type: str
-  dns:
-    description: Run weaveDNS (C(false) is C(--no-dns)).
-    type: bool
-  dns_domain:
-    description: The domain weaveDNS answers for (C(--dns-domain); the router's default C(weave.local.)).
-    type: str
-  dns_ttl:
-    description: TTL of weaveDNS answers in seconds (C(--dns-ttl)).
-    type: int
   systemd_unit:
     description:
       - Start, stop and restart the router through this systemd unit instead of C(weave launch) and C(weave stop).
-      - The unit must launch the router with the same settings (the C(weavenet.mesh.router) role writes both).
+      - The unit must run C(weave launch --config) on O(config_file) (the C(weavenet.mesh.router) role writes it so).
     type: str
+  config_file:
+    description:
+      - Keep the settings (and peers and password) in this JSON file, mode 0600, as C(weave launch --config) reads
+        them; rewritten when they change. Needed with O(systemd_unit), whose unit launches the router from it.
+    type: path
 extends_documentation_fragment:
   - weavenet.mesh.weave
+  - weavenet.mesh.weave_router_settings
 notes:
   - Needs root on the managed host (the router creates a bridge and devices).
 seealso:
@@ -174,15 +146,16 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.weavenet.mesh.plugins.module_utils.weave_client import (
     COMMON_ARGS,
-    RESTART_SETTINGS,
     WeaveClient,
     WeaveError,
-    launch_args,
-    normalize_peers,
+    config_json,
     peers_plan,
-    router_settings_diff,
-    running_config,
+    private_file_differs,
+    write_private_file,
 )
+from ansible_collections.weavenet.mesh.plugins.module_utils.weave_settings import ROUTER_SETTINGS
+
+SHOWN = [k for k, s in ROUTER_SETTINGS.items() if s["public"]]  # in the report's config: what diff mode shows
 
 
 def _summary(report):
@@ -204,10 +177,9 @@ def _state_view(report, present):
     if report is None:
         return dict(state="stopped" if present else "absent")
     r = report["router"]
-    cfg = running_config(r)
-    view = dict(state="started", targets=sorted(normalize_peers(r.get("targets") or [])),
-                encrypted=bool(cfg.get("encrypted")))
-    for key in RESTART_SETTINGS:
+    cfg = r.get("config") or {}
+    view = dict(state="started", targets=sorted(r.get("targets") or []), encrypted=bool(cfg.get("encrypted")))
+    for key in SHOWN:
         if cfg.get(key) is not None:
             view[key] = cfg[key]
     return view
@@ -218,9 +190,15 @@ class RouterManager(object):
         self.module = module
         self.client = client
         p = module.params
-        self.settings = dict((k, p.get(k)) for k in RESTART_SETTINGS)
-        self.password = p.get("password") or None
-        self.peers = None if p.get("peers") is None else normalize_peers(p["peers"])
+        # the settings given (password included), as `weave launch --config` reads them
+        self.config = dict((k, p[k]) for k in ROUTER_SETTINGS if p.get(k) not in (None, ""))
+        self.password = self.config.get("password")
+        self.peers = None if p.get("peers") is None else list(p["peers"])
+        if self.peers is not None:
+            self.config["peers"] = self.peers
+        self.config_text = config_json(self.config)
+        self.config_file = p.get("config_file")
+        self.plan = None
         self.actions = []
         self.restart_reasons = []
         self.changed = False
@@ -231,21 +209,35 @@ class RouterManager(object):
         if not self.module.check_mode:
             func()
 
+    def dry_run(self):
+        """The router's verdict on these settings (also in check mode: it changes nothing)."""
+        path = os.path.join(self.module.tmpdir, "weave-config.json")
+        write_private_file(path, self.config_text)
+        self.plan = self.client.dry_run(path)
+        if self.plan["peers"] is not None:
+            self.peers = self.plan["peers"]  # normalised by the router
+        return self.plan
+
     # --- mutations ---------------------------------------------------------------------------------
-    def _launch(self, peers):
+    def _sync_config_file(self):
+        if self.config_file and private_file_differs(self.config_file, self.config_text):
+            self.do("write " + self.config_file, lambda: write_private_file(self.config_file, self.config_text))
+
+    def _launch(self):
         unit = self.module.params.get("systemd_unit")
         if unit:
             self._systemctl("start", unit)
-            if peers:
-                self.client.run(["connect", "--replace"] + peers)
-            return
-        env = {"WEAVE_PASSWORD": self.password} if self.password else None
-        self.client.run(["launch"] + launch_args(self.settings, peers), extra_env=env)
+        else:
+            self.client.run(["launch", "--config", os.path.join(self.module.tmpdir, "weave-config.json")])
         if self.peers == []:  # launched without peers, it reconnects to its old targets: forget them
             report = self.client.report()
             old = list((report or {}).get("router", {}).get("targets") or [])
             if old:
                 self.client.run(["forget"] + old)
+
+    def _launch_action(self):
+        self._sync_config_file()
+        self.do("launch" + ("" if not self.peers else " " + " ".join(self.peers)), self._launch)
 
     def _stop(self):
         unit = self.module.params.get("systemd_unit")
@@ -271,26 +263,19 @@ class RouterManager(object):
 
     # --- states ------------------------------------------------------------------------------------
     def started(self, report):
-        if report is None:
-            peers = self.peers or []
-            self.do("launch" + ("" if not peers else " " + " ".join(peers)), lambda: self._launch(peers))
+        plan = self.dry_run()
+        if report is None or not plan["running"]:
+            self._launch_action()
             return
-        router = report["router"]
-        current = running_config(router)
-        matches = None
-        if self.password and current.get("encrypted"):  # the only case where the password itself matters
-            matches = self.client.password_matches(self.password)
-        reasons = router_settings_diff(self.settings, current, self.password, matches)
-        if reasons:
-            self.restart_reasons = reasons
-            # with peers unmanaged, relaunch with the targets the router had
-            peers = self.peers if self.peers is not None else list(router.get("targets") or [])
+        if plan["restart"]:
+            self.restart_reasons = [d for d in plan["differ"] if d != "peers"]
             self.do("stop", self._stop)
-            self.do("launch" + ("" if not peers else " " + " ".join(peers)), lambda: self._launch(peers))
+            self._launch_action()
             return
-        if self.peers is None:
+        self._sync_config_file()
+        if "peers" not in plan["differ"]:
             return
-        how, peers = peers_plan(self.peers, normalize_peers(router.get("targets") or []))
+        how, peers = peers_plan(self.peers, list(report["router"].get("targets") or []))
         if how == "replace":
             self.do("connect --replace " + " ".join(peers), lambda: self.client.run(["connect", "--replace"] + peers))
         elif how == "forget":
@@ -315,50 +300,44 @@ class RouterManager(object):
         state = self.module.params["state"]
         if state != "started":
             return dict(state=state)
-        after = dict(before_view) if before_view.get("state") == "started" and not self.restart_reasons else {}
+        restarted = before_view.get("state") != "started" or bool(self.restart_reasons)
+        after = {} if restarted else dict(before_view)
         after["state"] = "started"
         if self.peers is not None:
             after["targets"] = sorted(self.peers)
         elif "targets" not in after:
             after["targets"] = sorted(before_view.get("targets") or [])
-        for key in RESTART_SETTINGS:
-            if self.settings.get(key) is not None and (key in self.restart_reasons or key not in after):
-                after[key] = self.settings[key]
-            elif self.restart_reasons and key in before_view:
-                after[key] = before_view[key]
+        cfg = (self.plan or {}).get("config") or {}
+        for key in SHOWN:  # after a (re)launch: what the router runs with; else only the given ones change
+            if key in cfg and (restarted or key in self.config):
+                after[key] = cfg[key]
         after["encrypted"] = bool(self.password)
         if "password" in self.restart_reasons:
             after["password_changed"] = True
         return after
 
 
-def main():
-    argument_spec = dict(
+def argument_spec():
+    spec = dict(
         state=dict(type="str", default="started", choices=["started", "stopped", "absent"]),
         peers=dict(type="list", elements="str"),
-        password=dict(type="str", no_log=True),
-        nickname=dict(type="str"),
-        port=dict(type="int"),
-        conn_limit=dict(type="int"),
-        fastdp=dict(type="bool"),
-        mtu=dict(type="int"),
-        discovery=dict(type="bool"),
-        ipalloc_range=dict(type="str"),
-        ipalloc_default_subnet=dict(type="str"),
-        dns=dict(type="bool"),
-        dns_domain=dict(type="str"),
-        dns_ttl=dict(type="int"),
         systemd_unit=dict(type="str"),
+        config_file=dict(type="path"),
     )
-    argument_spec.update(COMMON_ARGS)
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    p = module.params
-    for key in ("conn_limit", "mtu", "port"):
-        if p.get(key) is not None and p[key] <= 0:
-            module.fail_json(msg="%s must be a positive number, got %d" % (key, p[key]))
-    if p.get("mtu") is not None and not 576 <= p["mtu"] <= 65535:
-        module.fail_json(msg="mtu must be between 576 and 65535, got %d" % p["mtu"])
+    for name, s in ROUTER_SETTINGS.items():
+        spec[name] = dict(type=s["type"])
+        if s["type"] == "list":
+            spec[name]["elements"] = "str"
+        if s["secret"]:
+            spec[name]["no_log"] = True
+    spec.update(COMMON_ARGS)
+    return spec
 
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
+                           required_by=dict(systemd_unit=["config_file"]))
+    p = module.params
     client = WeaveClient(module)
     try:
         client.check_installed()

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -13,38 +14,14 @@ from ansible_collections.weavenet.mesh.plugins.module_utils.weave_client import 
     WeaveError,
     address_plan,
     cidrs_plan,
+    config_json,
     find_container,
-    launch_args,
     normalize_addresses,
     normalize_cidr,
-    normalize_peer,
-    normalize_peers,
     peers_plan,
-    router_settings_diff,
-    running_config,
+    private_file_differs,
+    write_private_file,
 )
-
-
-@pytest.mark.parametrize("given,want", [
-    ("192.0.2.1", "192.0.2.1:6783"),
-    ("192.0.2.1:7000", "192.0.2.1:7000"),
-    (" host-a ", "host-a:6783"),
-    ("fe80::1", "[fe80::1]:6783"),
-    ("[fe80::1]", "[fe80::1]:6783"),
-    ("[fe80::1]:7000", "[fe80::1]:7000"),
-])
-def test_normalize_peer(given, want):
-    assert normalize_peer(given) == want
-
-
-@pytest.mark.parametrize("bad", ["", "host:port", "host:0", "host:70000"])
-def test_normalize_peer_rejects(bad):
-    with pytest.raises(WeaveError):
-        normalize_peer(bad)
-
-
-def test_normalize_peers_dedups_and_keeps_order():
-    assert normalize_peers(["b", "a:6783", "a"]) == ["b:6783", "a:6783"]
 
 
 def test_normalize_cidr():
@@ -67,66 +44,40 @@ class RunModule(object):
         return self.answer
 
 
-def test_password_matches_passes_the_password_in_the_environment_only():
-    m = RunModule(0, json.dumps({"matches": True}) + "\n")
-    assert WeaveClient(m).password_matches("s3cret") is True
+PLAN = {"running": True, "differ": ["mtu"], "restart": True, "config": {"mtu": 1400}, "peers": None}
+
+
+def test_dry_run_runs_launch_with_the_config_file_and_no_password_in_the_environment():
+    m = RunModule(0, json.dumps(PLAN))
+    assert WeaveClient(m).dry_run("/tmp/x/weave-config.json") == PLAN
     (argv, env), = m.calls
-    assert argv == ["/x/weave", "password-check"] and "s3cret" not in " ".join(argv)
-    assert env == {"WEAVE_RUNDIR": "/run/w1", "WEAVE_PASSWORD": "s3cret"}
-    assert WeaveClient(RunModule(0, '{"matches": false}')).password_matches("x") is False
-
-
-@pytest.mark.parametrize("rc, out, err, want", [
-    (1, "", "weave: the running router cannot check passwords (it predates /password/check; restart it)", None),
-    (2, "", "weave: argument COMMAND: invalid choice: 'password-check' (choose from ...)", None),
-])
-def test_password_matches_none_when_the_router_cannot_tell(rc, out, err, want):
-    assert WeaveClient(RunModule(rc, out, err)).password_matches("pw") is want
+    assert argv == ["/x/weave", "launch", "--config", "/tmp/x/weave-config.json", "--dry-run"]
+    assert env == {"WEAVE_RUNDIR": "/run/w1", "WEAVE_PASSWORD": ""}
 
 
 @pytest.mark.parametrize("rc, out, err, says", [
-    (1, "", "weave: cannot read API token /run/w1/api-token (is the router running, are you root?)", "API token"),
+    (1, "", "weave: invalid --mtu 70000: must be 576-9000", "invalid --mtu 70000: must be 576-9000"),
     (0, "yes", "", "unexpected"),
-    (0, '{"matches": "yes"}', "", "unexpected"),
+    (0, json.dumps(dict(PLAN, differ="mtu")), "", "unexpected"),
+    (0, json.dumps(dict(PLAN, restart=None)), "", "unexpected"),
 ])
-def test_password_matches_failures_are_one_line(rc, out, err, says):
+def test_dry_run_failures_are_one_line(rc, out, err, says):
     with pytest.raises(WeaveError, match=says):
-        WeaveClient(RunModule(rc, out, err)).password_matches("pw")
+        WeaveClient(RunModule(rc, out, err)).dry_run("/f")
 
 
-REPORT_OLD = {"nickname": "h1", "conn_limit": 100, "discovery": True, "port": 6783, "encryption": True,
-              "dataplane": {"mtu": 1376, "fastdp": True}}
-CONFIG = {"nickname": "h1", "port": 6783, "conn_limit": 100, "discovery": True, "mtu": 1376, "fastdp": True,
-          "encrypted": True}
-
-
-def test_running_config_prefers_config_and_falls_back():
-    assert running_config({"config": CONFIG, "nickname": "other"})["nickname"] == "h1"
-    cfg = running_config(REPORT_OLD)
-    assert cfg == {"nickname": "h1", "conn_limit": 100, "discovery": True, "mtu": 1376, "fastdp": True,
-                   "port": 6783, "encrypted": True}
-
-
-def test_same_settings_no_restart():
-    desired = {"nickname": "h1", "conn_limit": 100, "discovery": True, "mtu": 1376, "fastdp": True, "port": 6783}
-    assert router_settings_diff(desired, CONFIG, "pw") == []
-
-
-def test_unset_settings_are_not_compared():
-    assert router_settings_diff({"mtu": None, "nickname": None}, CONFIG, "pw") == []
-
-
-def test_changed_settings_need_restart():
-    assert router_settings_diff({"mtu": 1400, "fastdp": False}, CONFIG, "pw") == ["mtu", "fastdp"]
-
-
-def test_encryption_and_password_changes():
-    assert router_settings_diff({}, CONFIG, None) == ["encryption"]
-    assert router_settings_diff({}, dict(CONFIG, encrypted=False), "pw") == ["encryption"]
-    assert router_settings_diff({}, CONFIG, "other", password_matches=False) == ["password"]
-    assert router_settings_diff({}, CONFIG, "pw", password_matches=True) == []
-    # a router that cannot tell (password_matches None): assumed to have the same password
-    assert router_settings_diff({}, CONFIG, "other") == []
+def test_config_file_is_private_and_rewritten_only_when_it_changes(tmp_path):
+    path = str(tmp_path / "config.json")
+    text = config_json({"password": "s3cret", "mtu": 1400, "peers": ["192.0.2.1"]})
+    assert json.loads(text) == {"password": "s3cret", "mtu": 1400, "peers": ["192.0.2.1"]}
+    assert private_file_differs(path, text)
+    assert write_private_file(path, text) is True
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+    assert not private_file_differs(path, text) and write_private_file(path, text) is False
+    os.chmod(path, 0o644)  # a readable file is rewritten private, even with the same text
+    assert private_file_differs(path, text) and write_private_file(path, text) is True
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+    assert os.listdir(str(tmp_path)) == ["config.json"]
 
 
 def test_peers_plan():
@@ -150,14 +101,6 @@ def test_find_container_by_name_or_id():
     assert find_container(cs, "db")["id"] == "99"
     assert find_container(cs, "abc") is None
     assert find_container(cs, "nope") is None
-
-
-def test_launch_args_never_carry_the_password():
-    argv = launch_args({"nickname": "h2", "conn_limit": 10, "mtu": 1400, "discovery": False, "fastdp": False,
-                        "port": 6783}, ["192.0.2.11:6783"])
-    assert argv == ["--nickname", "h2", "--port", "6783", "--conn-limit", "10", "--mtu", "1400",
-                    "--no-discovery", "--no-fastdp", "192.0.2.11:6783"]
-    assert launch_args({}, []) == []
 
 
 def test_normalize_addresses():
@@ -184,15 +127,3 @@ def test_address_plan_keeps_allocations():
     assert address_plan(["net:10.10.0.0/24"], ["10.0.0.7/24"], False) == (["net:10.10.0.0/24"], [])
     # two allocations in one subnet need two addresses
     assert address_plan(["net:10.0.0.0/24", "net:10.0.0.0/24"], ["10.0.0.7/24"], True) == (["net:10.0.0.0/24"], [])
-
-
-def test_ipam_and_dns_settings():
-    cfg = dict(CONFIG, ipalloc_range="10.32.0.0/12", ipalloc_default_subnet="10.32.0.0/12", dns=True,
-               dns_domain="weave.local.", dns_ttl=1)
-    same = {"ipalloc_range": "10.32.0.0/12", "dns_domain": "weave.local", "dns": True, "dns_ttl": 1}
-    assert router_settings_diff(same, cfg, "pw") == []
-    assert router_settings_diff({"ipalloc_range": "10.0.0.0/8", "dns": False}, cfg, "pw") == ["ipalloc_range", "dns"]
-    # a router that does not report a setting: not compared (no restart on every run)
-    assert router_settings_diff({"ipalloc_range": "10.0.0.0/8"}, CONFIG, "pw") == []
-    assert launch_args({"ipalloc_range": "10.0.0.0/8", "dns": False, "dns_domain": "mesh.", "dns_ttl": 5}, []) == [
-        "--ipalloc-range", "10.0.0.0/8", "--no-dns", "--dns-domain", "mesh.", "--dns-ttl", "5"]
