@@ -44,8 +44,8 @@ def _ip(v: str) -> str:
 class RouterConfig:
     peers: list[str] = setting(list, help="host[:port] of peers to connect to", check=normalise_address,
                                positional=True, public=False, restart=False)
-    password: str | None = setting(None, help="encrypt the mesh (or set WEAVE_PASSWORD)", check=_password,
-                                   secret=True, public=False)
+    password: str | None = setting(None, help="encrypt the mesh with this password (or set WEAVE_PASSWORD)",
+                                   check=_password, secret=True, public=False)
     nickname: str = setting(socket.gethostname, help="name shown for this peer", check=_nickname,
                             default_text="default: the host name")
     name: str | None = setting(None, help="peer name, MAC-style", check=parse_peer_name, public=False,
@@ -66,7 +66,7 @@ class RouterConfig:
     dns: bool = setting(True, help="run weaveDNS")
     dns_domain: str = setting("weave.local.", help="domain weaveDNS answers for", check=_domain)
     dns_ttl: int = setting(1, help="TTL of weaveDNS answers in seconds", lo=0, hi=86400)
-    dns_upstream: list[str] = setting(list, help="resolver for other names (repeatable)", metavar="IP", check=_ip,
+    dns_upstream: list[str] = setting(list, help="resolver for other names, one per flag", metavar="IP", check=_ip,
                                       default_text="default: the host's /etc/resolv.conf")
 
     def validate(self) -> None:

@@ -174,10 +174,11 @@ def read_config_file(path: str, settings: Sequence[Setting]) -> dict[str, Any]:
         fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
     except OSError as e:
         raise ValueError(f"cannot read --config {path}: {e.strerror}") from None
-    with os.fdopen(fd, "rb") as f:  # checks and reads the same file (no race with a rename)
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise ValueError(f"--config {path} is not a regular file")
+    st = os.fstat(fd)  # checks and reads the same file (no race with a rename)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise ValueError(f"--config {path} is not a regular file")
+    with os.fdopen(fd, "rb") as f:
         raw = f.read(MAX_CONFIG_BYTES + 1)
     if len(raw) > MAX_CONFIG_BYTES:
         raise ValueError(f"--config {path} is larger than {MAX_CONFIG_BYTES} bytes")
