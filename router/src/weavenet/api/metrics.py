@@ -1,4 +1,6 @@
-"""Prometheus metrics, read from the mesh core at scrape time (nothing to keep in sync)."""
+"""Prometheus metrics, read at scrape time (nothing to keep in sync), on the loop: the mesh (the loop's own),
+the engine's counters and the attachments' snapshot via ``Router.report`` — never a lock another thread
+holds across Docker or netlink calls (docs/architecture.md)."""
 
 from __future__ import annotations
 
