@@ -161,7 +161,7 @@ def test_build_router_makes_every_part_at_once(tmp_path):
                                attachments=att, docker=FakeDocker(), serve_dns=False)  # type: ignore[arg-type]
         assert r.mesh.identity.name == r.name == NAMES["a"] == paths.peer_name_file.read_text().strip()
         assert r.workloads.attachments is att and r.workloads.ipam is r.ipam and r.workloads.dns is r.dns
-        assert r.dns is not None and r.ipam.mesh is r.mesh and r.dns.mesh is r.mesh
+        assert r.dns is not None and r.dns.domain == "weave.local."
         assert r.ps() == [] and r.report()["router"]["containers"] == []   # answers before start()
         att.close()
     asyncio.run(main())

@@ -111,13 +111,25 @@ class FakeDataplane:
     def stop(self, loop) -> None:
         pass
 
-    def sync(self, mesh, now: float) -> list:
+    def sync(self, *args) -> list:   # (now), or (mesh, now) before the mesh emitted events
         self.synced += 1
         if self.fail_sync:
             raise ValueError("bad fastdp MAC")   # like the bug that once stopped every tick
         return []
 
     def on_datapath_message(self, peer: str, body: bytes) -> None:
+        pass
+
+    def on_connection_up(self, ev) -> None:
+        pass
+
+    def on_connection_down(self, ev) -> None:
+        pass
+
+    def on_routes(self, routes) -> None:
+        pass
+
+    def on_peers(self, known) -> None:
         pass
 
     def connection_info(self, peer: str) -> dict:
