@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, settings
 
 settings.register_profile("ci", max_examples=int(os.environ.get("WEAVE_FUZZ_EXAMPLES", "150")), deadline=None,
                           suppress_health_check=[HealthCheck.too_slow], derandomize=False)
-settings.register_profile("long", max_examples=int(os.environ.get("WEAVE_FUZZ_EXAMPLES", "5000")), deadline=None,
+settings.register_profile("long", max_examples=int(os.environ.get("WEAVE_FUZZ_EXAMPLES", "1000")), deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
