@@ -154,7 +154,6 @@ def _pair() -> tuple[Mesh, Mesh, int, int]:
                            st.lists(json_scalars, min_size=4, max_size=4), st.binary(max_size=10))))
 def test_data_received_never_raises(kind, body):
     a, b, aid, bid = _pair()
-    a.on_app_message = lambda *x: []
     actions = a.data_received(aid, b.conns[bid].channel.encode(kind, body), 1000.5)
     if any(isinstance(x, Close) for x in actions):
         assert aid not in a.conns and sum(a.protocol_errors.values()) + a.counters["internal_errors"] >= 1

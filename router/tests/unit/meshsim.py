@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 from weavenet.mesh.core import Close, Dial, Mesh, MeshConfig, Send
 from weavenet.mesh.crypto import password_digest
+from weavenet.mesh.events import EVENT_TYPES
 from weavenet.mesh.handshake import LocalIdentity
 
 
@@ -18,6 +20,11 @@ class SimNet:
         self.queue: list[tuple[str, object]] = []
         self.cut: set[frozenset[str]] = set()   # address pairs whose traffic is silently dropped
         self.down: set[str] = set()
+        # address -> what turns its mesh's outputs (actions and events) into actions: a dispatcher. Without
+        # one, events are dropped.
+        self.hooks: dict[str, Callable[[list], list]] = {}
+        self.recording: set[str] = set()        # addresses whose events are kept, in order, in `events`
+        self.events: dict[str, list] = {}
 
     def add(self, index: int, password: str | None = None, discovery: bool = True, name: str | None = None) -> Mesh:
         addr = f"192.0.2.{index}:6783"
@@ -32,8 +39,14 @@ class SimNet:
         return next(a for a, x in self.meshes.items() if x is m)
 
     def run(self, addr: str, actions: list) -> None:
+        if addr in self.recording:
+            self.events.setdefault(addr, []).extend(a for a in actions if isinstance(a, EVENT_TYPES))
+        hook = self.hooks.get(addr)
+        if hook is not None:
+            actions = hook(list(actions))
         for a in actions:
-            self.queue.append((addr, a))
+            if not isinstance(a, EVENT_TYPES):
+                self.queue.append((addr, a))
 
     def _deliver(self) -> None:
         while self.queue:

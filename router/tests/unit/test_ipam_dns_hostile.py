@@ -8,6 +8,7 @@ import asyncio
 import ipaddress
 import json
 import os
+import random
 import socket
 
 import dns.message
@@ -16,9 +17,11 @@ import pytest
 
 from weavenet.ipam.allocator import DONATE_EVERY
 from weavenet.ipam.ring import MAX_VERSION_JUMP
+from weavenet.mesh.gossip import Gossiper
 from weavenet.nameserver.store import MAX_RECORDS_PER_ORIGIN
 from weavenet.weaver import dns_service
 from weavenet.weaver.dns_service import MAX_FORWARDS, DnsService, _Server
+from weavenet.weaver.events import Dispatcher
 from weavenet.weaver.ipam_service import IpamService
 
 from .meshsim import SimNet, full_mesh
@@ -28,7 +31,8 @@ GHOST = "02:00:00:00:0e:0e"  # a peer that does not exist
 
 
 class Node:
-    """One router: a mesh core with the real IPAM and DNS services on its application channels."""
+    """One router: a mesh core with the real IPAM and DNS services on the real gossip layer, the real
+    dispatcher handing them the mesh's events."""
 
     def __init__(self, net: SimNet, index: int, tmp_path, seed: bool) -> None:
         self.net = net
@@ -37,18 +41,16 @@ class Node:
         self.ipam = IpamService(self.mesh, tmp_path / f"ipam-{index}.json", RANGE, None, seed=seed,
                                 on_claim_refused=lambda *a: None)
         self.dns = DnsService(self.mesh, "weave.local", 1, [], "none")
-        self.mesh.on_app_message = self.on_app
+        self.dispatch = Dispatcher(self.mesh, Gossiper(random.Random(index)), None, self.ipam, self.dns)
+        net.hooks[self.addr] = lambda outputs: self.dispatch.run(outputs, net.now)
 
     @property
     def addr(self) -> str:
         return self.net.addr_of(self.mesh)
 
-    def on_app(self, channel: str, src: str, payload: bytes) -> list:
-        svc = self.ipam if channel == "ipam" else self.dns
-        return svc.on_message(src, payload, self.net.now)
-
     def tick(self) -> None:
-        self.net.run(self.addr, self.ipam.tick(self.net.now) + self.dns.tick(self.net.now))
+        now = self.net.now
+        self.net.run(self.addr, self.ipam.tick(now) + self.dns.tick(now) + self.dispatch.gossip.tick(now))
 
     def send(self, channel: str, payload: object, dest: str | None = None) -> None:
         """Send through our mesh as this router: the receiver's mesh authenticates us as the sender."""
@@ -226,7 +228,7 @@ def test_records_per_origin_are_capped(three):
     inc = c.dns.store.incarnation
     recs = [[f"n{i}.weave.local.", "10.32.0.5", f"c{i}", c.name, inc, i + 1, 0]
             for i in range(MAX_RECORDS_PER_ORIGIN + 50)]
-    b.dns.on_message(c.name, json.dumps(dns_gossip(c.name, {}, recs)).encode(), b.net.now)
+    b.dns.merge(c.name, json.dumps(dns_gossip(c.name, {}, recs)).encode(), b.net.now)
     assert len(b.dns.store.records) == MAX_RECORDS_PER_ORIGIN
     assert b.dns.refused()["origin_full"] == 50
     assert b.dns.store.lookup(f"n{MAX_RECORDS_PER_ORIGIN - 1}.weave.local.") == ["10.32.0.5"]
@@ -257,7 +259,7 @@ BAD_DNS = [
 def test_dns_gossip_of_wrong_types_is_a_counted_drop(three):
     _, b, c = three
     for data in BAD_DNS:
-        assert b.dns.on_message(c.name, data, b.net.now) == []
+        assert b.dns.merge(c.name, data, b.net.now) is None
     assert b.dns.refused() == {"malformed": len(BAD_DNS)}
     assert b.dns.store.records == {}
 

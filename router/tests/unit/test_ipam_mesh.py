@@ -3,27 +3,34 @@ would do it: the seed's chain launch, concurrent allocations on every host, name
 
 from __future__ import annotations
 
+import ipaddress
 import random
 
-from weavenet.ipam import Allocated, Allocator, GossipChanged, SendTo
-from weavenet.nameserver import RecordStore
+from weavenet.mesh.gossip import Gossiper
+from weavenet.weaver.dns_service import DnsService
+from weavenet.weaver.events import Dispatcher
+from weavenet.weaver.ipam_service import IpamService
 
 from .meshsim import SimNet
 
+RANGE = ipaddress.IPv4Network("10.32.0.0/12")
+
 
 class Host:
-    """The glue an adapter needs: actions of the cores become mesh sends, app messages feed the cores."""
+    """A mesh core with the real IPAM and DNS services, plugged in by the real dispatcher and gossip layer."""
 
-    def __init__(self, net: SimNet, index: int, peers: list[Host]) -> None:
+    def __init__(self, net: SimNet, index: int, peers: list[Host], tmp_path) -> None:
         self.net = net
         self.mesh = net.add(index)
         self.name = self.mesh.identity.name
-        self.alloc = Allocator(self.name, seed=not peers, rng=random.Random(index))
-        self.dns = RecordStore(self.name, incarnation=index)
-        self.done: dict[str, str] = {}
-        self._neighbours: set[str] = set()
-        self._reachable: set[str] = set()
-        self.mesh.on_app_message = self.on_app
+        self.ipam = IpamService(self.mesh, tmp_path / f"ipam-{index}.json", RANGE, None, seed=not peers,
+                                on_claim_refused=lambda *a: None)
+        self.alloc = self.ipam.alloc
+        self.dns_service = DnsService(self.mesh, "weave.local", 1, [], "none")
+        self.dns = self.dns_service.store
+        self.dispatch = Dispatcher(self.mesh, Gossiper(random.Random(index)), None, self.ipam, self.dns_service)
+        net.hooks[self.addr] = lambda outputs: self.dispatch.run(outputs, net.now)
+        self.cids: set[str] = set()
         if peers:
             net.run(self.addr, self.mesh.connect([peers[-1].addr], net.now))
 
@@ -31,47 +38,21 @@ class Host:
     def addr(self) -> str:
         return self.net.addr_of(self.mesh)
 
-    def execute(self, actions) -> list:
-        out = []
-        for a in actions:
-            if isinstance(a, SendTo):
-                out += self.mesh.send_app("ipam", a.data, a.peer)
-            elif isinstance(a, GossipChanged):
-                out += self.mesh.send_app("ipam", self.alloc.encode_gossip())
-            elif isinstance(a, Allocated):
-                self.done[a.container_id] = str(a.address)
-        return out
-
-    def on_app(self, channel: str, src: str, payload: bytes) -> list:
-        now = self.net.now
-        if channel == "ipam":
-            return self.execute(self.alloc.receive(payload, now, src))
-        changed = self.dns.merge(payload, now, src)
-        return self.mesh.send_app("dns", self.dns.encode_gossip(changed)) if changed else []
+    @property
+    def done(self) -> dict[str, str]:
+        return {c: str(a[0]) for c in self.cids if (a := self.alloc.lookup(c))}
 
     def tick(self) -> None:
-        routes = self.mesh.routes.unicast
-        neighbours = self.mesh.routes.neighbours()
-        reachable = set(routes)
-        actions = []
-        if (neighbours, reachable) != (self._neighbours, self._reachable):
-            new = neighbours - self._neighbours
-            self._neighbours, self._reachable = neighbours, reachable
-            actions += self.execute(self.alloc.peers_changed(neighbours, reachable, self.net.now))
-            for p in new:  # DNS: everything to each new neighbour
-                actions += self.mesh.send_app("dns", self.dns.encode_gossip(), p)
-        actions += self.execute(self.alloc.tick(self.net.now))
-        self.net.run(self.addr, actions)
+        now = self.net.now
+        self.net.run(self.addr, self.ipam.tick(now) + self.dns_service.tick(now) + self.dispatch.gossip.tick(now))
 
     def allocate(self, cid: str) -> None:
-        addr, actions = self.alloc.allocate(cid, None, self.net.now)
-        if addr is not None:
-            self.done[cid] = str(addr)
-        self.net.run(self.addr, self.execute(actions))
+        self.cids.add(cid)
+        _, actions = self.alloc.allocate(cid, None, self.net.now)
+        self.net.run(self.addr, self.ipam._execute(actions))
 
     def add_name(self, name: str, address: str, cid: str) -> None:
-        changed = self.dns.add(name, address, cid, self.net.now)
-        self.net.run(self.addr, self.mesh.send_app("dns", self.dns.encode_gossip(changed)))
+        self.net.run(self.addr, self.dns_service.add(name, address, cid, self.net.now))
 
 
 def step(net: SimNet, hosts: list[Host]) -> None:
@@ -88,11 +69,11 @@ def until(net: SimNet, hosts: list[Host], cond, timeout: float) -> float:
     return net.now - start
 
 
-def test_chain_launch_then_twenty_concurrent_allocations_per_host_and_dns_across_hosts():
+def test_chain_launch_then_twenty_concurrent_allocations_per_host_and_dns_across_hosts(tmp_path):
     net = SimNet(3)
     hosts: list[Host] = []
     for i in range(1, 4):  # A; B given A; C given B
-        hosts.append(Host(net, i, hosts))
+        hosts.append(Host(net, i, hosts, tmp_path))
         step(net, hosts)
     until(net, hosts, lambda: all(len(h.mesh.routes.unicast) == 2 for h in hosts), 30)
     for i in range(20):
@@ -106,5 +87,5 @@ def test_chain_launch_then_twenty_concurrent_allocations_per_host_and_dns_across
     c.add_name("web", c.done[f"{c.name}-c0"].split("/")[0], f"{c.name}-c0")
     until(net, hosts, lambda: a.dns.lookup("web.weave.local."), 5)
     assert a.dns.lookup("web.weave.local.") == [c.done[f"{c.name}-c0"].split("/")[0]]
-    c.net.run(c.addr, c.mesh.send_app("dns", c.dns.encode_gossip(c.dns.remove_container(f"{c.name}-c0", net.now))))
+    c.net.run(c.addr, c.dns_service.remove(f"{c.name}-c0", net.now))
     until(net, hosts, lambda: not a.dns.lookup("web.weave.local."), 5)

@@ -8,6 +8,8 @@ import random
 import pytest
 
 from weavenet.ipam import Allocated, Allocator, AllocFailed, ClaimRefused, GossipChanged, RingConflict, SendTo
+from weavenet.ipam.allocator import GOSSIP_INTERVAL
+from weavenet.mesh.gossip import Gossiper, GossipSend
 
 RANGE = ipaddress.IPv4Network("10.32.0.0/12")
 
@@ -16,8 +18,22 @@ def name(i: int) -> str:
     return f"02:00:00:00:01:{i:02x}"
 
 
+class Ring:
+    """An allocator as a channel of the gossip layer (messages themselves are delivered by the Sim)."""
+
+    def __init__(self, nodes: dict[str, Allocator], name: str) -> None:
+        self.nodes, self.name = nodes, name   # (looked up each time: a test may restart the router)
+
+    def full_state(self) -> bytes:
+        return self.nodes[self.name].encode_gossip()
+
+    def merge(self, src: str, payload: bytes, now: float) -> None:
+        raise AssertionError("the Sim delivers to Allocator.receive")
+
+
 class Sim:
-    """Routers joined by links; messages are delivered in a (seeded) random order, time in 0.1 s steps."""
+    """Routers joined by links; messages are delivered in a (seeded) random order, time in 0.1 s steps.
+    Each router's real gossip layer sends its ring to new neighbours and, now and then, to a random one."""
 
     def __init__(self, seed: int = 0, network: ipaddress.IPv4Network = RANGE, loss: float = 0.0) -> None:
         self.rng = random.Random(seed)
@@ -25,6 +41,7 @@ class Sim:
         self.network = network
         self.now = 0.0
         self.nodes: dict[str, Allocator] = {}
+        self.gossip: dict[str, Gossiper] = {}
         self.links: set[frozenset[str]] = set()
         self.queue: list[tuple[str, str, bytes]] = []  # (src, dst, data)
         self.done: dict[tuple[str, str], ipaddress.IPv4Interface] = {}  # (router, container) -> address
@@ -34,6 +51,8 @@ class Sim:
     def add(self, i: int, peers: list[int] = (), **kw) -> Allocator:
         a = Allocator(name(i), self.network, seed=not peers, rng=random.Random(i), **kw)
         self.nodes[a.us] = a
+        self.gossip[a.us] = g = Gossiper(random.Random(i))
+        g.register("ipam", Ring(self.nodes, a.us), GOSSIP_INTERVAL)
         for p in peers:
             self.links.add(frozenset((a.us, name(p))))
         self.topology_changed()
@@ -53,6 +72,7 @@ class Sim:
 
     def topology_changed(self) -> None:
         for n, a in self.nodes.items():
+            self.apply(n, self.gossip[n].neighbours_changed(frozenset(self.neighbours(n)), self.now))
             self.apply(n, a.peers_changed(self.neighbours(n), self.component(n), self.now))
 
     def cut(self, x: str, y: str) -> None:
@@ -61,9 +81,10 @@ class Sim:
 
     def apply(self, src: str, actions) -> None:
         for act in actions:
-            if isinstance(act, SendTo):
-                if act.peer in self.component(src):
-                    self.queue.append((src, act.peer, act.data))
+            if isinstance(act, SendTo | GossipSend) and getattr(act, "dest", 0) is not None:
+                peer, data = (act.peer, act.data) if isinstance(act, SendTo) else (act.dest, act.payload)
+                if peer in self.component(src):
+                    self.queue.append((src, peer, data))
             elif isinstance(act, GossipChanged):
                 data = self.nodes[src].encode_gossip()
                 self.queue += [(src, m, data) for m in self.neighbours(src)]
@@ -92,7 +113,7 @@ class Sim:
         self.now += 0.1
         if round(self.now * 10) % 10 == 0:
             for n, a in self.nodes.items():
-                self.apply(n, a.tick(self.now))
+                self.apply(n, a.tick(self.now) + self.gossip[n].tick(self.now))
 
     def run(self, until=None, timeout: float = 60.0) -> float:
         start = self.now

@@ -1,4 +1,9 @@
-"""Application channels over the sans-I/O mesh: neighbour gossip and routed unicast."""
+"""Application channels over the sans-I/O mesh: neighbour gossip and routed unicast, delivered as
+AppMessage events; replies go back through send_app after the mesh returned."""
+
+from collections import deque
+
+from weavenet.mesh.events import AppMessage
 
 from .meshsim import SimNet
 from .test_mesh_sim import launch_chain
@@ -10,12 +15,18 @@ def _chain(n: int):
     net.until(lambda: all(len(m.routes.unicast) == n - 1 for m in meshes), 20)
     got: dict[str, list] = {m.identity.name: [] for m in meshes}
     for m in meshes:
-        def handler(channel, src, payload, me=m.identity.name, mesh=m):
-            got[me].append((channel, src, payload))
-            if payload == b"ping":  # answer from inside the event, routed back to the source
-                return mesh.send_app(channel, b"pong", src)
-            return []
-        m.on_app_message = handler
+        def hook(outputs, me=m.identity.name, mesh=m):
+            queue, actions = deque(outputs), []
+            while queue:
+                x = queue.popleft()
+                if isinstance(x, AppMessage):
+                    got[me].append((x.channel, x.src, x.payload))
+                    if x.payload == b"ping":  # answered after the mesh returned, routed back to the source
+                        queue.extend(mesh.send_app(x.channel, b"pong", x.src))
+                else:
+                    actions.append(x)
+            return actions
+        net.hooks[net.addr_of(m)] = hook
     return net, meshes, got
 
 
@@ -44,5 +55,6 @@ def test_unreachable_destination_and_local_delivery():
     net, meshes, got = _chain(2)
     a = meshes[0]
     assert a.send_app("ipam", b"x", "aa:aa:aa:aa:aa:aa") == []
-    a.send_app("ipam", b"self", a.identity.name)
+    assert a.send_app("ipam", b"self", a.identity.name) == [AppMessage("ipam", a.identity.name, b"self", 0)]
+    net.run(net.addr_of(a), a.send_app("ipam", b"self", a.identity.name))
     assert got[a.identity.name] == [("ipam", a.identity.name, b"self")]

@@ -16,6 +16,7 @@ from weavenet.api.metrics import MeshCollector
 from weavenet.mesh.channel import MsgType, decode_heartbeat, decode_json, encode_heartbeat
 from weavenet.mesh.core import Close, Dial, Mesh, Send
 from weavenet.mesh.errors import ProtocolError
+from weavenet.mesh.events import AppMessage
 from weavenet.mesh.features import validate_features
 from weavenet.mesh.handshake import Handshake, LocalIdentity
 from weavenet.mesh.topology import DAY_MS, MAX_VERSION_JUMP
@@ -222,25 +223,28 @@ def app(channel, src, dest, hops, payload=b"p") -> bytes:
     return json.dumps([channel, src, dest, hops]).encode() + b"\n" + payload
 
 
+def delivered(actions) -> list[AppMessage]:
+    return [x for x in actions if isinstance(x, AppMessage)]
+
+
 def test_app_src_must_be_the_neighbour_for_direct_messages():
     net, a, b = pair()
-    got = []
-    a.on_app_message = lambda ch, src, p: got.append((ch, src, p)) or []
-    assert not closed(inject(net, a, b, MsgType.APP, app("ipam", b.identity.name, "", 0)))
-    assert got == [("ipam", b.identity.name, b"p")]
     ac, _ = conns(a, b)
+    actions = inject(net, a, b, MsgType.APP, app("ipam", b.identity.name, "", 0))
+    assert not closed(actions)
+    assert delivered(actions) == [AppMessage("ipam", b.identity.name, b"p", ac.id)]
     actions = inject(net, a, b, MsgType.APP, app("ipam", "02:00:00:00:00:77", "", 0))  # forged src
-    assert closed(actions, ac.id) and len(got) == 1
+    assert closed(actions, ac.id) and delivered(actions) == []
     assert a.protocol_errors == {b.identity.name: 1}
 
 
 def test_routed_app_src_must_be_a_known_peer():
     net, a, b = pair()
-    got = []
-    a.on_app_message = lambda ch, src, p: got.append(src) or []
-    assert not closed(inject(net, a, b, MsgType.APP, app("dns", b.identity.name, a.identity.name, 5)))
-    assert closed(inject(net, a, b, MsgType.APP, app("dns", "02:00:00:00:00:77", a.identity.name, 5)))
-    assert got == [b.identity.name]
+    got = inject(net, a, b, MsgType.APP, app("dns", b.identity.name, a.identity.name, 5))
+    assert not closed(got)
+    forged = inject(net, a, b, MsgType.APP, app("dns", "02:00:00:00:00:77", a.identity.name, 5))
+    assert closed(forged)
+    assert [x.src for x in delivered(got + forged)] == [b.identity.name]
 
 
 @pytest.mark.parametrize("header", [
@@ -251,30 +255,37 @@ def test_routed_app_src_must_be_a_known_peer():
 def test_bad_app_header_closes_connection(header):
     net, a, b = pair()
     header = [b.identity.name if x == "SRC" else a.identity.name if x == "DEST" else x for x in header]
-    got = []
-    a.on_app_message = lambda *x: got.append(x) or []
-    assert closed(inject(net, a, b, MsgType.APP, json.dumps(header).encode() + b"\npayload"))
-    assert got == []
+    actions = inject(net, a, b, MsgType.APP, json.dumps(header).encode() + b"\npayload")
+    assert closed(actions) and delivered(actions) == []
 
 
 def test_handler_exception_closes_only_that_connection(caplog):
+    from weavenet.mesh.gossip import Gossiper
+    from weavenet.weaver.events import Dispatcher
+
     net, a, b = pair()
 
-    def broken(channel, src, payload):
-        raise KeyError("bug in a handler")
-    a.on_app_message = broken
+    class Broken:
+        def full_state(self) -> None:
+            return None
+
+        def merge(self, src, payload, now):
+            raise KeyError("bug in a handler")
+    gossip = Gossiper()
+    gossip.register("x", Broken())
+    dispatcher = Dispatcher(a, gossip)
     ac, _ = conns(a, b)
-    with caplog.at_level(logging.ERROR, "weavenet.mesh"):
+    with caplog.at_level(logging.ERROR, "weavenet.weaver"):
         for _ in range(3):  # the second and third: connection already gone, nothing raised
-            actions = a.data_received(ac.id, conns(a, b)[1].channel.encode(MsgType.APP, app("x", b.identity.name,
+            outputs = a.data_received(ac.id, conns(a, b)[1].channel.encode(MsgType.APP, app("x", b.identity.name,
                                                                                              "", 0)), net.now)
+            actions = dispatcher.run(outputs, net.now)
             net.run(net.addr_of(a), actions)
             net._deliver()
             if ac.id not in a.conns:
                 break
     assert closed(actions, ac.id) and a.counters["internal_errors"] == 1
     assert len([r for r in caplog.records if r.exc_info]) == 1
-    a.on_app_message = None
     recovers(net, a, b)
 
 

@@ -57,12 +57,14 @@ bump of a third router's entry: that router then reports a `RingConflict` (rule 
 
 **What the adapter does** with `Allocator`: route `SendTo(peer, data)` to that peer by name; on
 `GossipChanged` send `encode_gossip()` to every neighbour (coalesced); feed every IPAM message received
-to `receive(data, now, src)` (a `RingConflict` is a ProtocolError: log it, one line, and stop merging that
-peer's ring); call `peers_changed(connected, reachable, now)` when the topology changes and `tick(now)`
-about once a second; complete waiting callers on `Allocated` / `AllocFailed` (and `cancel` them on the
-caller's own timeout); on `ClaimRefused` warn and detach that address. Persist `to_json()` after every
-call that changed the ring or the allocations, *before* sending its messages (a crash must not forget a
-claim or a donation others already heard of), and restore it with `from_json()` on start.
+to `receive(data, now, src)` (a `RingConflict` is a ProtocolError: log it, one line, and stop merging
+that peer's ring); have the gossip layer (`weavenet.mesh.gossip`) send `encode_gossip()` to each new
+neighbour and, every GOSSIP_INTERVAL or so, to a random one; call `peers_changed(connected, reachable,
+now)` when the topology changes and `tick(now)` about once a second; complete waiting callers on
+`Allocated` / `AllocFailed` (and `cancel` them on the caller's own timeout); on `ClaimRefused` warn and
+detach that address. Persist `to_json()` after every call that changed the ring or the allocations,
+*before* sending its messages (a crash must not forget a claim or a donation others already heard of),
+and restore it with `from_json()` on start.
 """
 
 from .allocator import (
@@ -71,6 +73,7 @@ from .allocator import (
     AllocFailed,
     ClaimRefused,
     GossipChanged,
+    IpamAction,
     SendTo,
 )
 from .ring import Ring, RingConflict
@@ -78,5 +81,5 @@ from .spec import DEFAULT_RANGE, Allocate, Explicit, parse_address_spec, parse_c
 from .status import format_ipam_status
 
 __all__ = ["DEFAULT_RANGE", "AllocFailed", "Allocate", "Allocated", "Allocator", "ClaimRefused", "Explicit",
-           "GossipChanged", "Ring", "RingConflict", "SendTo", "format_ipam_status", "parse_address_spec",
+           "GossipChanged", "IpamAction", "Ring", "RingConflict", "SendTo", "format_ipam_status", "parse_address_spec",
            "parse_cidr"]

@@ -20,7 +20,7 @@ from .wire import decode_message, peer_name, text
 
 REQUEST_RETRY = 2.0     # ask again (another donor if there is one) when a request got no space in this time
 NOSPACE_HOLD = 10.0     # don't ask a peer that said it has no space again for this long
-GOSSIP_INTERVAL = 10.0  # anti-entropy: the whole ring to a random neighbour about this often
+GOSSIP_INTERVAL = 10.0  # anti-entropy: the gossip layer sends the whole ring to a random neighbour this often
 MAX_PEERS = 4096        # bound on per-peer tables between two topology updates
 DONATE_EVERY = 2.0      # one donation (half our largest free run) per requester this often: a flood of requests
                         # cannot drain our space; an honest router asks at most once per REQUEST_RETRY per subnet
@@ -65,11 +65,11 @@ class ClaimRefused:
     reason: str
 
 
-Action = SendTo | GossipChanged | Allocated | AllocFailed | ClaimRefused
+IpamAction = SendTo | GossipChanged | Allocated | AllocFailed | ClaimRefused
 GOSSIP = GossipChanged()
 
 
-def _once(actions: list[Action]) -> list[Action]:
+def _once(actions: list[IpamAction]) -> list[IpamAction]:
     """Each distinct action once (internal steps each say "gossip" when they change the ring)."""
     return list(dict.fromkeys(actions))
 
@@ -101,7 +101,6 @@ class Allocator:
         self._heard: dict[str, bool] = {}            # neighbour -> its `seed` flag, once we got its gossip
         self._asked: dict[Net, tuple[str | None, float]] = {}
         self._nospace: dict[str, tuple[float, tuple]] = {}  # peer -> when it said so, its entries then
-        self._next_gossip: float | None = None
         self._askers: set[str] = set()              # asked us for space before any ring existed
         self._wanted: dict[int, str] = {}           # claimed addresses that another router owns -> container
         self._wanted_asked: dict[int, float] = {}
@@ -110,7 +109,7 @@ class Allocator:
 
     # --- operations -------------------------------------------------------------------------------
     def allocate(self, container_id: str, subnet: Net | None, now: float
-                 ) -> tuple[ipaddress.IPv4Interface | None, list[Action]]:
+                 ) -> tuple[ipaddress.IPv4Interface | None, list[IpamAction]]:
         """The container's address in `subnet` (None: the default subnet); the same one if it has one.
 
         Returns (address, actions), or (None, actions) when space must come from another router first:
@@ -119,7 +118,7 @@ class Allocator:
         have = self._find(container_id, net)
         if have is not None:
             return have, []
-        actions: list[Action] = []
+        actions: list[IpamAction] = []
         if self.ring.empty and self._may_seed():
             actions += self._claim(now)
         got = self._take(container_id, net)
@@ -130,7 +129,7 @@ class Allocator:
         self._pending.setdefault((container_id, net), now)
         return None, _once(actions + self._request(net, now))
 
-    def claim(self, container_id: str, address: ipaddress.IPv4Interface, now: float) -> tuple[str, list[Action]]:
+    def claim(self, container_id: str, address: ipaddress.IPv4Interface, now: float) -> tuple[str, list[IpamAction]]:
         """Record an explicitly given address. Returns "owned" (in our space: reserved), "outside" (not in
         the range: not IPAM's business) or "foreign": recorded, and we ask its owner to hand that one
         address over (so it cannot allocate it too); if the owner has it in use, `ClaimRefused` follows."""
@@ -148,7 +147,7 @@ class Allocator:
         return status, _once(self._refresh_free() + self._chase_claims(now))
 
     def release(self, container_id: str, address: ipaddress.IPv4Address | None = None, now: float = 0.0
-                ) -> tuple[list[ipaddress.IPv4Address], list[Action]]:
+                ) -> tuple[list[ipaddress.IPv4Address], list[IpamAction]]:
         """Free one address of the container, or all of them (and cancel its pending allocations)."""
         if address is None:
             for key in [k for k in self._pending if k[0] == container_id]:
@@ -169,7 +168,7 @@ class Allocator:
         for key in [k for k in self._pending if k[0] == container_id and subnet in (None, k[1])]:
             del self._pending[key]
 
-    def rmpeer(self, peer: str, live: set[str], now: float) -> tuple[int, list[Action]]:
+    def rmpeer(self, peer: str, live: set[str], now: float) -> tuple[int, list[IpamAction]]:
         """Take over the space of a router gone for good; returns how many addresses we got."""
         peer = parse_peer_name(peer)
         if peer == self.us:
@@ -184,9 +183,9 @@ class Allocator:
         return sum(hi - lo for lo, hi in taken), _once([GOSSIP, *self._refresh_free(), *self._retry(now)])
 
     # --- mesh events ------------------------------------------------------------------------------
-    def peers_changed(self, connected: set[str], reachable: set[str], now: float) -> list[Action]:
-        """Call when the neighbours or reachable peers change. New neighbours get our ring at once."""
-        new = set(connected) - self._connected
+    def peers_changed(self, connected: set[str], reachable: set[str], now: float) -> list[IpamAction]:
+        """Call when the neighbours or reachable peers change. (New neighbours get our ring from the gossip
+        layer, with `encode_gossip()`, which also sends it to a random neighbour now and then.)"""
         self._connected, self._reachable = set(connected), set(reachable) | set(connected)
         self._reachable.discard(self.us)
         self._heard = {p: s for p, s in self._heard.items() if p in self._connected}
@@ -194,9 +193,9 @@ class Allocator:
         self._nospace = {p: v for p, v in self._nospace.items() if p in self._reachable}
         self._askers &= self._reachable
         self._donated = {k: v for k, v in self._donated.items() if k[0] in self._reachable}
-        return _once([SendTo(p, self.encode_gossip()) for p in sorted(new)] + self._retry(now))
+        return _once(self._retry(now))
 
-    def receive(self, data: bytes, now: float, src: str | None = None) -> list[Action]:
+    def receive(self, data: bytes, now: float, src: str | None = None) -> list[IpamAction]:
         """A message from another router's allocator (gossip or unicast alike). `src`: the sender the mesh
         authenticated (the adapter always passes it); a message claiming to be from anyone else is
         refused and counted in `refused`. Raises ProtocolError for malformed input, and its subclass
@@ -233,14 +232,9 @@ class Allocator:
             return _once(actions + self._retry(now))
         return []  # unknown kinds: a newer peer's, ignored
 
-    def tick(self, now: float) -> list[Action]:
-        """Call about once a second: retries requests, and sends the ring to a random neighbour now and then."""
-        actions = self._retry(now)
-        if self._next_gossip is None or now >= self._next_gossip:
-            self._next_gossip = now + GOSSIP_INTERVAL * self._rng.uniform(0.5, 1.5)
-            if self._connected:
-                actions.append(SendTo(self._rng.choice(sorted(self._connected)), self.encode_gossip()))
-        return _once(actions)
+    def tick(self, now: float) -> list[IpamAction]:
+        """Call about once a second: retries requests."""
+        return _once(self._retry(now))
 
     def encode_gossip(self) -> bytes:
         return encode_json({"t": "ring", "from": self.us, "seed": self.seed, "ring": self.ring.to_wire()})
@@ -379,7 +373,7 @@ class Allocator:
                 return False
         return True
 
-    def _refresh_free(self) -> list[Action]:
+    def _refresh_free(self) -> list[IpamAction]:
         """Owners publish their free counts in the ring, so others know whom to ask for space."""
         changed = False
         ulo, uhi = usable(self.network)
@@ -397,15 +391,15 @@ class Allocator:
             return False
         return not any(s and p < self.us for p, s in self._heard.items())
 
-    def _claim(self, now: float) -> list[Action]:
+    def _claim(self, now: float) -> list[IpamAction]:
         self.ring.claim_all(self.us, f"{self.us}@{int(now * 1000)}/{self._rng.getrandbits(32):08x}")
-        actions: list[Action] = [GOSSIP, *self._refresh_free()]
+        actions: list[IpamAction] = [GOSSIP, *self._refresh_free()]
         # Those who asked before there was a ring learn of it now rather than on their next retry.
         actions += [SendTo(p, self.encode_gossip()) for p in sorted(self._askers)]
         self._askers.clear()
         return actions
 
-    def _request(self, net: Net, now: float) -> list[Action]:
+    def _request(self, net: Net, now: float) -> list[IpamAction]:
         last = self._asked.get(net)
         if last is not None and now - last[1] < REQUEST_RETRY:
             return []
@@ -442,9 +436,9 @@ class Allocator:
             return ranked[1]
         return ranked[0] if ranked else None
 
-    def _retry(self, now: float) -> list[Action]:
+    def _retry(self, now: float) -> list[IpamAction]:
         """Serve pending allocations from our space; ask for more where that is not enough."""
-        actions: list[Action] = []
+        actions: list[IpamAction] = []
         if self.ring.empty and (self._pending or self._askers) and self._may_seed():
             actions += self._claim(now)
         actions += self._chase_claims(now)
@@ -469,9 +463,9 @@ class Allocator:
             actions += self._request(net, now)
         return actions
 
-    def _chase_claims(self, now: float) -> list[Action]:
+    def _chase_claims(self, now: float) -> list[IpamAction]:
         """Ask the owner of each foreign claim for that one address (a donation of a /32)."""
-        actions: list[Action] = []
+        actions: list[IpamAction] = []
         for a, cid in list(self._wanted.items()):
             owner = self.ring.owner_at(a)
             if self._used.get(a) != cid or owner == self.us:
@@ -483,7 +477,7 @@ class Allocator:
                                                           "ring": True})))
         return actions
 
-    def _refuse(self, reason: str) -> list[Action]:
+    def _refuse(self, reason: str) -> list[IpamAction]:
         self.refused[reason] = self.refused.get(reason, 0) + 1
         return []
 
@@ -498,12 +492,12 @@ class Allocator:
         self._donated[(to, claim)] = (left - 1 if ok else left, now)
         return ok
 
-    def _on_ring(self, sender: str, msg: dict, now: float) -> list[Action]:
+    def _on_ring(self, sender: str, msg: dict, now: float) -> list[IpamAction]:
         if sender in self._heard or len(self._heard) < MAX_PEERS:  # pruned to neighbours on peers_changed
             self._heard[sender] = bool(msg.get("seed"))
         return self._merge(sender, msg) + self._retry(now)  # retry: a new neighbour may allow seeding
 
-    def _merge(self, sender: str, msg: dict) -> list[Action]:
+    def _merge(self, sender: str, msg: dict) -> list[IpamAction]:
         other = Ring.from_wire(msg.get("ring"), self.network)
         had_ring, owned = not self.ring.empty, self._owned_total()
         if not self.ring.merge(other, self.us, self.refused):
@@ -514,7 +508,7 @@ class Allocator:
             self._asked = {n: a for n, a in self._asked.items() if a[0] is not None and a[0] != sender}
         return [GOSSIP, *self._refresh_free()]
 
-    def _on_request(self, sender: str, net: Net, they_have_ring: bool, now: float) -> list[Action]:
+    def _on_request(self, sender: str, net: Net, they_have_ring: bool, now: float) -> list[IpamAction]:
         if not net.subnet_of(self.network):
             return self._refuse("foreign_subnet")
         if sender not in self._reachable:  # space goes only to routers the topology says exist

@@ -10,13 +10,23 @@ from __future__ import annotations
 import logging
 import random
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 
 from .channel import Channel, MsgType, decode_heartbeat, decode_json, encode_heartbeat, encode_json
 from .connmaker import ConnectionMaker
 from .crypto import Session
 from .errors import HandshakeRefused, ProtocolError
+from .events import (
+    SLEEVE_KEYS,
+    AppMessage,
+    ConnectionDown,
+    ConnectionUp,
+    DatapathMessage,
+    Event,
+    PeersChanged,
+    RoutesChanged,
+)
 from .handshake import Handshake, HandshakeDone, LocalIdentity, RemoteHello
 from .names import format_address, parse_peer_address, parse_peer_name
 from .routes import RouteTable
@@ -123,6 +133,7 @@ class Dial:
 
 
 Action = Send | Close | Dial
+Output = Action | Event   # what every entry point returns, in order: actions to execute, events to dispatch
 
 
 def _app_body(channel: str, src: str, dest: str, hops: int, payload: bytes) -> bytes:
@@ -152,6 +163,13 @@ def gossip_bodies(entries, max_bytes: int = MAX_GOSSIP_BODY) -> list[bytes]:
     return bodies
 
 
+class ConnState(StrEnum):
+    CONNECTING = "connecting"
+    HANDSHAKE = "handshake"
+    PENDING = "pending"          # handshake done, our heartbeat not yet echoed
+    ESTABLISHED = "established"
+
+
 @dataclass
 class Conn:
     id: int
@@ -159,7 +177,7 @@ class Conn:
     address: str                     # outbound: the dialled target; inbound: observed ip:port
     remote_ip: str = ""
     created: float = 0.0
-    state: str = "connecting"        # connecting | handshake | pending | established
+    state: ConnState = ConnState.CONNECTING
     handshake: Handshake | None = None
     channel: Channel | None = None
     session: Session | None = None   # keys for the data plane's channels of this connection
@@ -172,7 +190,7 @@ class Conn:
 
     @property
     def live(self) -> bool:
-        return self.state in ("pending", "established")
+        return self.state in (ConnState.PENDING, ConnState.ESTABLISHED)
 
 
 class Mesh:
@@ -209,19 +227,15 @@ class Mesh:
         self._topo_dirty = False
         self._last_tick = 0.0
         self._last_flush = -1e9
-        # The data plane's hook for its per-connection messages (set by the adapter).
-        self.on_datapath_message: Callable[[str, bytes], None] | None = None
-        # Application channels (IPAM, DNS): the adapter's handler gets (channel, source peer, payload)
-        # and returns what to send in reply (built with send_app), so replies stay in this event.
-        self.on_app_message: Callable[[str, str, bytes], list[Action]] | None = None
+        self._peers_seen: tuple[frozenset[str], frozenset[str], frozenset[str]] = (frozenset(),) * 3
         self.counters = {"gossip_sent": 0, "gossip_received": 0, "connections_refused": 0,
                          "preauth_refused": 0, "preauth_evicted": 0, "backoff_refused": 0,
                          "internal_errors": 0, "rate_refused": 0}
 
     # --- operator commands -----------------------------------------------------------------------
-    def connect(self, addresses: list[str], now: float, replace: bool = False) -> list[Action]:
+    def connect(self, addresses: list[str], now: float, replace: bool = False) -> list[Output]:
         normalised = [format_address(*parse_peer_address(a)) for a in addresses]
-        actions: list[Action] = []
+        actions: list[Output] = []
         if replace:
             for addr in self.connmaker.explicit():
                 if addr not in normalised:
@@ -230,7 +244,7 @@ class Mesh:
             self.connmaker.add(addr, explicit=True, now=now)
         return actions + self.tick(now)
 
-    def forget(self, addresses: list[str], now: float) -> list[Action]:
+    def forget(self, addresses: list[str], now: float) -> list[Output]:
         """Stop dialling these targets (existing connections stay up, like weave's forget)."""
         for a in addresses:
             addr = format_address(*parse_peer_address(a))
@@ -239,14 +253,14 @@ class Mesh:
                 self.connmaker.remove(addr)
         return []
 
-    def send_datapath(self, peer: str, body: bytes) -> list[Action]:
+    def send_datapath(self, peer: str, body: bytes) -> list[Output]:
         """A data-plane message to a directly connected peer (dropped if there is no connection)."""
         for c in self.live_connections():
             if c.remote.name == peer and c.channel is not None:
                 return [Send(c.id, c.channel.encode(MsgType.DATAPATH, body))]
         return []
 
-    def send_app(self, channel: str, payload: bytes, dest: str | None = None) -> list[Action]:
+    def send_app(self, channel: str, payload: bytes, dest: str | None = None) -> list[Output]:
         """An application message: to every neighbour (``dest`` None: gossip, which the receivers
         merge and pass on themselves if it taught them something), or routed hop by hop to ``dest``.
         Dropped (no actions) when ``dest`` is unreachable: application protocols retry."""
@@ -258,14 +272,14 @@ class Mesh:
             return self._deliver_app(channel, dest, payload)
         return self._route_app(channel, self.identity.name, dest, self.config.app_max_hops, payload)
 
-    def _route_app(self, channel: str, src: str, dest: str, hops: int, payload: bytes) -> list[Action]:
+    def _route_app(self, channel: str, src: str, dest: str, hops: int, payload: bytes) -> list[Output]:
         hop = self.routes.unicast.get(dest)
         for c in self.live_connections():
             if c.remote.name == hop and c.channel is not None:
                 return [Send(c.id, c.channel.encode(MsgType.APP, _app_body(channel, src, dest, hops, payload)))]
         return []
 
-    def _on_app(self, conn: Conn, body: bytes) -> list[Action]:
+    def _on_app(self, conn: Conn, body: bytes) -> list[Output]:
         head, sep, payload = body.partition(b"\n")
         header = decode_json(head, max_size=1024)
         if not sep or not (isinstance(header, list) and len(header) == 4 and all(isinstance(x, str)
@@ -288,18 +302,27 @@ class Mesh:
             raise ProtocolError(f"routed application message from unknown peer {src}")
         if dest and dest != self.identity.name:
             return self._route_app(channel, src, dest, hops - 1, payload) if hops > 1 else []
-        return self._deliver_app(channel, src, payload)
+        return self._deliver_app(channel, src, payload, conn.id)
 
-    def _deliver_app(self, channel: str, src: str, payload: bytes) -> list[Action]:
-        if self.on_app_message is None:
+    def _deliver_app(self, channel: str, src: str, payload: bytes, conn_id: int = 0) -> list[Output]:
+        return [AppMessage(channel, src, payload, conn_id)]
+
+    def reject(self, conn_id: int, reason: str, now: float, internal: bool = False) -> list[Output]:
+        """A user of an event found what the connection delivered unacceptable (a message that does not
+        parse, or a bug handling it: `internal`): counted against the peer like our own protocol errors,
+        and that connection alone is closed."""
+        conn = self.conns.get(conn_id)
+        if conn is None:
             return []
-        return self.on_app_message(channel, src, payload)
+        if internal:
+            self.counters["internal_errors"] += 1
+        return self._protocol_error(conn, reason, now)
 
     def live_connections(self) -> list[Conn]:
         return [c for c in self.conns.values() if c.live and c.remote is not None]
 
     # --- connection events ----------------------------------------------------------------------
-    def accept(self, remote_ip: str, remote_port: int, now: float) -> tuple[int, list[Action]]:
+    def accept(self, remote_ip: str, remote_port: int, now: float) -> tuple[int, list[Output]]:
         conn = self._new_conn(False, format_address(remote_ip, remote_port), remote_ip, now)
         cfg = self.config
         until = self._backoff.get(remote_ip)
@@ -312,12 +335,13 @@ class Mesh:
             return conn.id, self._fail(conn, "new connections arrive too fast", now, counted=False)
         if self._slots_used(conn) >= cfg.conn_limit:  # dials in progress count too, handshakes do not
             return conn.id, self._fail(conn, f"connection limit {cfg.conn_limit} reached", now)
-        preauth = [c for c in self.conns.values() if c is not conn and not c.outbound and c.state == "handshake"]
+        preauth = [c for c in self.conns.values()
+                   if c is not conn and not c.outbound and c.state == ConnState.HANDSHAKE]
         if sum(1 for c in preauth if c.remote_ip == remote_ip) >= cfg.preauth_per_source:
             self.counters["preauth_refused"] += 1
             return conn.id, self._fail(conn, f"{cfg.preauth_per_source} handshakes from {remote_ip} already "
                                              "in progress", now, counted=False)
-        actions: list[Action] = []
+        actions: list[Output] = []
         if len(preauth) >= cfg.preauth_total:
             # Make room by dropping the oldest: a flood then only shortens everyone's handshake window,
             # and a real peer (one round trip) still gets through.
@@ -329,22 +353,22 @@ class Mesh:
 
     def _slots_used(self, conn: Conn | None = None) -> int:
         """Connections that count against conn_limit: ours (dials) and authenticated ones."""
-        return sum(1 for c in self.conns.values() if c is not conn and (c.outbound or c.state != "handshake"))
+        return sum(1 for c in self.conns.values() if c is not conn and (c.outbound or c.state != ConnState.HANDSHAKE))
 
-    def dial_succeeded(self, conn_id: int, remote_ip: str, now: float) -> list[Action]:
+    def dial_succeeded(self, conn_id: int, remote_ip: str, now: float) -> list[Output]:
         conn = self.conns.get(conn_id)
         if conn is None:
             return [Close(conn_id, "connection no longer wanted")]
         conn.remote_ip = remote_ip
         return self._start_handshake(conn, now)
 
-    def dial_failed(self, conn_id: int, reason: str, now: float) -> list[Action]:
+    def dial_failed(self, conn_id: int, reason: str, now: float) -> list[Output]:
         conn = self.conns.pop(conn_id, None)
         if conn is not None:
             self.connmaker.failed(conn.address, reason, now)
         return []
 
-    def data_received(self, conn_id: int, data: bytes, now: float) -> list[Action]:
+    def data_received(self, conn_id: int, data: bytes, now: float) -> list[Output]:
         conn = self.conns.get(conn_id)
         if conn is None:
             return []
@@ -364,16 +388,16 @@ class Mesh:
                 log.exception("connection %s: internal error handling its data; closing it", conn.address)
             return self._protocol_error(conn, "internal error", now)
 
-    def connection_lost(self, conn_id: int, reason: str, now: float) -> list[Action]:
+    def connection_lost(self, conn_id: int, reason: str, now: float) -> list[Output]:
         conn = self.conns.get(conn_id)
         if conn is None:
             return []
         return self._drop(conn, reason or "connection closed by peer", now, send_close=False)
 
     # --- time ---------------------------------------------------------------------------------
-    def tick(self, now: float) -> list[Action]:
+    def tick(self, now: float) -> list[Output]:
         cfg = self.config
-        actions: list[Action] = []
+        actions: list[Output] = []
         if self._t0 is None:
             self._t0 = now
         # If we ourselves were not scheduled for a while (an overloaded host), the silence we see is
@@ -384,7 +408,7 @@ class Mesh:
             for conn in self.conns.values():
                 conn.last_recv += stalled
         for conn in list(self.conns.values()):
-            if conn.state == "handshake" and now - conn.created > cfg.handshake_timeout:
+            if conn.state == ConnState.HANDSHAKE and now - conn.created > cfg.handshake_timeout:
                 actions += self._fail(conn, "handshake timed out", now)
             elif conn.live:
                 if now - conn.last_recv > cfg.heartbeat_timeout:
@@ -392,7 +416,7 @@ class Mesh:
                 elif now - conn.last_hb >= cfg.heartbeat_interval:
                     actions.append(self._heartbeat(conn, now))
         if self._topo_dirty:
-            self._recompute(now)
+            actions += self._recompute(now)
         if self._gossip_due is not None and now >= self._gossip_due:
             actions += self._flush_gossip(now)
         if self._next_summary is None or now >= self._next_summary:
@@ -400,7 +424,8 @@ class Mesh:
             live = [c for c in self.conns.values() if c.live]
             if live:
                 actions.append(self._send_summary(self._rng.choice(live)))
-        self._gc_unreachable(now)
+        if self._gc_unreachable(now):
+            actions += self._peers_event()
         while self._failed_inbound and now - self._failed_inbound[0][0] >= cfg.failed_inbound_keep:
             self._failed_inbound.popleft()
         self._expire_auth_failures(now)
@@ -414,25 +439,25 @@ class Mesh:
         self.conns[conn.id] = conn
         return conn
 
-    def _start_handshake(self, conn: Conn, now: float) -> list[Action]:
-        conn.state, conn.created = "handshake", now
+    def _start_handshake(self, conn: Conn, now: float) -> list[Output]:
+        conn.state, conn.created = ConnState.HANDSHAKE, now
         conn.handshake = Handshake(self.identity, conn.outbound, self.config.password_hash)
         return [Send(conn.id, conn.handshake.initial_bytes())]
 
-    def _handshake_data(self, conn: Conn, data: bytes, now: float) -> list[Action]:
+    def _handshake_data(self, conn: Conn, data: bytes, now: float) -> list[Output]:
         assert conn.handshake is not None
         out, done = conn.handshake.receive_data(data)
-        actions: list[Action] = [Send(conn.id, out)] if out else []
+        actions: list[Output] = [Send(conn.id, out)] if out else []
         if done is not None:
             actions += self._handshake_done(conn, done, now)
         return actions
 
-    def _handshake_done(self, conn: Conn, done: HandshakeDone, now: float) -> list[Action]:
+    def _handshake_done(self, conn: Conn, done: HandshakeDone, now: float) -> list[Output]:
         remote = done.remote
         conn.handshake, conn.remote = None, remote
         conn.dial_address = conn.address if conn.outbound else format_address(conn.remote_ip, remote.port)
         self._addr_peer[conn.dial_address] = remote.name
-        actions: list[Action] = []
+        actions: list[Output] = []
         for other in list(self.conns.values()):
             if other is conn or not other.live or other.remote is None or other.remote.name != remote.name:
                 continue
@@ -447,7 +472,7 @@ class Mesh:
                 return actions + [Close(conn.id, "duplicate connection")]
         if not conn.outbound and self._slots_used(conn) >= self.config.conn_limit:
             return actions + self._fail(conn, f"connection limit {self.config.conn_limit} reached", now)
-        conn.state, conn.last_recv, conn.last_hb = "pending", now, now
+        conn.state, conn.last_recv, conn.last_hb = ConnState.PENDING, now, now
         conn.channel = Channel(done.session)
         conn.session = done.session
         log.info("connection %s %s %s(%s) established handshake%s", "to" if conn.outbound else "from",
@@ -455,6 +480,9 @@ class Mesh:
         if conn.outbound:
             self.connmaker.connected(conn.address)
         actions.append(self._heartbeat(conn, now))
+        actions.append(ConnectionUp(remote.name, conn.id, conn.remote_ip, remote.port, conn.outbound,
+                                    dict(remote.features),
+                                    done.session.keys_for(SLEEVE_KEYS) if done.session else None))
         self._update_ourself(now)
         # A new neighbour learns what we have that it lacks (it answers our summary); then deltas.
         actions.append(self._send_summary(conn))
@@ -475,9 +503,9 @@ class Mesh:
         return self.identity.name if conn.outbound else conn.remote.name
 
     # --- messages -----------------------------------------------------------------------------
-    def _messages(self, conn: Conn, data: bytes, now: float) -> list[Action]:
+    def _messages(self, conn: Conn, data: bytes, now: float) -> list[Output]:
         assert conn.channel is not None
-        actions: list[Action] = []
+        actions: list[Output] = []
         changed = False
         for kind, body in conn.channel.feed(data):
             conn.last_recv = now
@@ -490,15 +518,15 @@ class Mesh:
                         actions.append(self._heartbeat(conn, now))
                     continue
                 conn.rtt = min(max(0.0, now - echo - held), RTT_MAX)  # the echo is the peer's claim
-                if conn.state == "pending":
-                    conn.state = "established"
+                if conn.state == ConnState.PENDING:
+                    conn.state = ConnState.ESTABLISHED
                     self._update_ourself(now)
                     changed = True
             elif kind == MsgType.GOSSIP:
                 changed |= self._on_gossip(conn, body, now)
             elif kind == MsgType.DATAPATH:
-                if self.on_datapath_message is not None and conn.remote is not None:
-                    self.on_datapath_message(conn.remote.name, body)
+                if conn.remote is not None:
+                    actions.append(DatapathMessage(conn.remote.name, body))
             elif kind == MsgType.SUMMARY:
                 actions += self._on_summary(conn, body)
             elif kind == MsgType.APP:
@@ -538,7 +566,7 @@ class Mesh:
             self._t0 = now
         return self._base_incarnation + int(max(0.0, now - self._t0) * 1000) + DAY_MS
 
-    def _on_summary(self, conn: Conn, body: bytes) -> list[Action]:
+    def _on_summary(self, conn: Conn, body: bytes) -> list[Output]:
         summary = decode_json(body)
         if not isinstance(summary, dict) or len(summary) > self.config.max_peers:
             raise ProtocolError("bad gossip summary")
@@ -574,7 +602,7 @@ class Mesh:
         if self._gossip_due is None or due < self._gossip_due:
             self._gossip_due = due
 
-    def _flush_gossip(self, now: float) -> list[Action]:
+    def _flush_gossip(self, now: float) -> list[Output]:
         """Send queued entries: ours to every neighbour, others' along their owner's broadcast tree,
         so a dense mesh does not receive each update once per neighbour. The periodic summary
         exchange repairs whatever a tree that was still changing missed."""
@@ -601,22 +629,22 @@ class Mesh:
         self._gossip_source.clear()
         self._gossip_due = None
         self._last_flush = now
-        actions: list[Action] = []
+        actions: list[Output] = []
         for cid, entries in per_conn.items():
             actions += self._send_gossip(self.conns[cid], entries)
         return actions
 
-    def _send_gossip(self, conn: Conn, entries: list[PeerEntry]) -> list[Action]:
+    def _send_gossip(self, conn: Conn, entries: list[PeerEntry]) -> list[Output]:
         if not entries or conn.channel is None:
             return []
-        actions: list[Action] = []
+        actions: list[Output] = []
         for body in gossip_bodies(entries):
             self.counters["gossip_sent"] += 1
             actions.append(Send(conn.id, conn.channel.encode(MsgType.GOSSIP, body)))
         return actions
 
     def _update_ourself(self, now: float, urgent: bool = False) -> None:
-        recs = sorted((ConnRecord(c.remote.name, c.dial_address, c.outbound, c.state == "established")
+        recs = sorted((ConnRecord(c.remote.name, c.dial_address, c.outbound, c.state == ConnState.ESTABLISHED)
                        for c in self.live_connections()), key=lambda r: r.name)
         me = self.topology.ourself
         if tuple(recs) == me.connections:
@@ -629,12 +657,14 @@ class Mesh:
         """Routes are recomputed on the next tick (≤ one tick interval), once per burst of gossip."""
         self._topo_dirty = True
 
-    def _recompute(self, now: float) -> None:
+    def _recompute(self, now: float) -> list[Output]:
         self._topo_dirty = False
+        events: list[Output] = []
         adj = self.topology.symmetric_neighbours()
         if adj != self.routes.adj:
             self.routes = RouteTable(adj, self.identity.name)
             self.routes_version += 1
+            events.append(RoutesChanged(self.routes))
         reachable = self.routes.reachable()
         for n in self.topology.peers:
             if n in reachable:
@@ -643,13 +673,25 @@ class Mesh:
                 self._unreachable_since.setdefault(n, now)
         if self.config.discovery:
             self._discover(now)
+        return events + self._peers_event()
 
-    def _gc_unreachable(self, now: float) -> None:
+    def _peers_event(self) -> list[Output]:
+        """PeersChanged when reachable peers, neighbours or known peers differ from the last one said."""
+        routes = self.routes
+        seen = (frozenset(routes.unicast), frozenset(routes.neighbours()),
+                frozenset(self.topology.peers) - {self.identity.name})
+        if seen == self._peers_seen:
+            return []
+        self._peers_seen = seen
+        return [PeersChanged(*seen)]
+
+    def _gc_unreachable(self, now: float) -> bool:
         old = [n for n, t in self._unreachable_since.items() if now - t > self.config.unreachable_gc_after]
         if old:
             for n in old:
                 del self._unreachable_since[n]
             self.topology.garbage_collect(set(self.topology.peers) - set(old))
+        return bool(old)
 
     # --- connection making --------------------------------------------------------------------
     def _connected_names(self) -> set[str]:
@@ -681,8 +723,8 @@ class Mesh:
             if not t.explicit and addr not in wanted and t.state != "connecting":
                 self.connmaker.remove(addr)
 
-    def _dial_due(self, now: float) -> list[Action]:
-        actions: list[Action] = []
+    def _dial_due(self, now: float) -> list[Output]:
+        actions: list[Output] = []
         connected = self._connected_names()
         live_addrs = {c.dial_address for c in self.conns.values() if c.live}
         for t in self.connmaker.targets.values():
@@ -708,7 +750,7 @@ class Mesh:
 
     # --- closing ------------------------------------------------------------------------------
     def _fail(self, conn: Conn, reason: str, now: float, refused: bool = False,
-              counted: bool = True) -> list[Action]:
+              counted: bool = True) -> list[Output]:
         """A connection that never got going: log why (inbound: once a minute per source address, with
         how many were held back), remember it for status, close it."""
         where = f"{'to' if conn.outbound else 'from'} {conn.address}"
@@ -726,7 +768,7 @@ class Mesh:
             self._failed_inbound.append((now, conn.address, reason))
         return [Close(conn.id, reason)]
 
-    def _protocol_error(self, conn: Conn, reason: str, now: float) -> list[Action]:
+    def _protocol_error(self, conn: Conn, reason: str, now: float) -> list[Output]:
         """The remote broke the protocol: count it against it, close the connection (one log line)."""
         key = conn.remote.name if conn.remote is not None else "unknown"
         if key not in self.protocol_errors and len(self.protocol_errors) >= 256:
@@ -768,7 +810,7 @@ class Mesh:
     def _who(self, conn: Conn) -> str:
         return f"{conn.remote.name}({conn.remote.nickname})" if conn.remote else conn.address
 
-    def _drop(self, conn: Conn, reason: str, now: float, send_close: bool = True) -> list[Action]:
+    def _drop(self, conn: Conn, reason: str, now: float, send_close: bool = True) -> list[Output]:
         self.conns.pop(conn.id, None)
         if conn.remote is None:
             if conn.outbound:
@@ -776,22 +818,26 @@ class Mesh:
             return [Close(conn.id, reason)]
         log.info("connection %s %s %s(%s) lost: %s", "to" if conn.outbound else "from", conn.address,
                  conn.remote.name, conn.remote.nickname, reason)
-        actions: list[Action] = []
+        actions: list[Output] = []
         if send_close and conn.channel is not None:
             actions.append(Send(conn.id, conn.channel.encode(MsgType.CLOSING, reason.encode())))
         actions.append(Close(conn.id, reason))
+        if conn.live:   # (always, once it has a remote: a ConnectionUp was returned for it)
+            actions.append(ConnectionDown(conn.remote.name, conn.id, reason))
         if conn.outbound:
             self.connmaker.failed(conn.address, reason, now)
         self._update_ourself(now, urgent=True)
         self._topology_changed(now)
         return actions
 
-    def shutdown(self) -> list[Action]:
-        actions: list[Action] = []
+    def shutdown(self) -> list[Output]:
+        actions: list[Output] = []
         for conn in list(self.conns.values()):
             if conn.channel is not None:
                 actions.append(Send(conn.id, conn.channel.encode(MsgType.CLOSING, b"router shutting down")))
             actions.append(Close(conn.id, "router shutting down"))
+            if conn.live and conn.remote is not None:
+                actions.append(ConnectionDown(conn.remote.name, conn.id, "router shutting down"))
         self.conns.clear()
         return actions
 
@@ -807,7 +853,7 @@ class Mesh:
                                           for c in e.connections]})
         conns = []
         for c in sorted(self.conns.values(), key=lambda c: c.address):
-            state = "established" if c.state == "established" else "pending"
+            state = "established" if c.state == ConnState.ESTABLISHED else "pending"
             info = c.remote and f"{c.remote.name}({c.remote.nickname})" or ""
             conns.append({"address": c.address, "outbound": c.outbound, "state": state, "info": info,
                           "name": c.remote.name if c.remote else None,

@@ -17,8 +17,9 @@ from collections.abc import Callable
 
 from .. import __version__
 from ..containers.client import Docker
-from ..mesh.core import Action, Close, Dial, Mesh, MeshConfig, Send, Throttle
+from ..mesh.core import Close, Dial, Mesh, MeshConfig, Send, Throttle
 from ..mesh.crypto import password_digest
+from ..mesh.gossip import Gossiper
 from ..mesh.handshake import LocalIdentity
 from ..net.expose import ensure_service_address
 from .attachments import EXPOSE_KEY, Attachments
@@ -26,6 +27,7 @@ from .config import RouterConfig
 from .dataplane import BRIDGE, Dataplane, DataplaneConfig
 from .dns_service import DNS_ADDRESS, DnsService
 from .docker_events import EventWatcher
+from .events import Dispatcher
 from .ipam_service import IpamService
 from .paths import Paths
 from .peer_transport import PeerProtocol
@@ -80,8 +82,6 @@ class Router:
         self.name = mesh.identity.name
         self.dataplane = dataplane
         self.mesh = mesh
-        mesh.on_datapath_message = dataplane.on_datapath_message
-        mesh.on_app_message = self._on_app
         self.peers = config.peers or load_targets(paths)
         # Launched with no peers at all (the first host of the chain): this router may create the ring.
         self.ipam = IpamService(mesh, paths.ipam_file, ipaddress.IPv4Network(config.ipalloc_range),
@@ -90,6 +90,8 @@ class Router:
                                 seed=not self.peers, on_claim_refused=self._claim_refused)
         self.dns = DnsService(mesh, config.dns_domain, config.dns_ttl, config.dns_upstream, BRIDGE) \
             if config.dns else None
+        # The mesh's events reach the data plane, IPAM, DNS and the gossip layer through it (see execute).
+        self.dispatch = Dispatcher(mesh, Gossiper(), dataplane, self.ipam, self.dns)
         self.attachments = attachments
         self.workloads = Workloads(attachments, self.ipam, self.dns, self.execute, clock)
         self._events = events
@@ -101,8 +103,10 @@ class Router:
         self.exit_status = 0   # non-zero: the router ends on its own (e.g. 70, the data plane failed)
 
     # --- actions from the core -------------------------------------------------------------------
-    def execute(self, actions: list[Action]) -> None:
-        for a in actions:
+    def execute(self, actions: list) -> None:
+        """Mesh actions, mesh events and the subsystems' send requests: events are dispatched (see
+        weaver/events.py), and every resulting action is carried out here."""
+        for a in self.dispatch.run(actions, self.clock()):
             if isinstance(a, Send):
                 t = self.transports.get(a.conn_id)
                 if t is not None and not t.is_closing():
@@ -153,14 +157,6 @@ class Router:
     def ipam_status(self) -> str:
         nicks = {e.name: e.nickname for e in self.mesh.topology.peers.values()}
         return self.ipam.status_text(nicks)
-
-    def _on_app(self, channel: str, src: str, payload: bytes) -> list[Action]:
-        now = self.clock()
-        if channel == "ipam":
-            return self.ipam.on_message(src, payload, now)
-        if channel == "dns" and self.dns is not None:
-            return self.dns.on_message(src, payload, now)
-        return []  # a channel of a newer version, or DNS while ours is off
 
     async def expose(self, cidrs: list[str], hide: bool = False) -> dict:
         return await self.attachments.expose(cidrs, hide)
@@ -251,7 +247,8 @@ class Router:
         # Each subsystem ticks on its own: one that fails (a bug, input that should have been refused)
         # must not starve the others of their heartbeats and timers. Its traceback: once a minute.
         steps = (("mesh", lambda now: self.mesh.tick(now)),
-                 ("dataplane", lambda now: self.dataplane.sync(self.mesh, now)),
+                 ("dataplane", lambda now: self.dataplane.sync(now)),
+                 ("gossip", lambda now: self.dispatch.gossip.tick(now)),
                  ("ipam", lambda now: self.ipam.tick(now)),
                  ("dns", lambda now: self.dns.tick(now) if self.dns is not None else []))
         throttle = Throttle()

@@ -1,5 +1,8 @@
 """Wires the data plane into the router: bridge, TAP, VXLAN, the sleeve engine, the fast-path
-checker, and attach/detach/expose. Runs on the asyncio loop except the engine's own threads."""
+checker, and attach/detach/expose. Runs on the asyncio loop except the engine's own threads.
+
+It follows the mesh through its events (ConnectionUp/Down, RoutesChanged, PeersChanged's known peers,
+DatapathMessage), handed over by the router's dispatcher; it never reads the mesh's connections."""
 
 from __future__ import annotations
 
@@ -12,7 +15,9 @@ from dataclasses import dataclass
 from ..datapath import fastdp, fdbsync
 from ..datapath.engine import Engine, PeerLink, View
 from ..datapath.macs import MacTable, mac_str
-from ..mesh.core import Mesh, Throttle
+from ..mesh.core import Throttle
+from ..mesh.events import ConnectionDown, ConnectionUp
+from ..mesh.routes import RouteTable
 from ..net import bridge as br
 from ..net import isolation, udpfilter
 from ..net.tap import Tap
@@ -50,6 +55,14 @@ def remove_links() -> None:
     udpfilter.remove()
 
 
+@dataclass(frozen=True)
+class DatapathSend:
+    """A data-plane control message (fast-path status, FDB advert) for a connected peer: the dispatcher
+    sends it with ``Mesh.send_datapath``."""
+    peer: str
+    body: bytes
+
+
 @dataclass
 class DataplaneConfig:
     port: int = 6783
@@ -83,8 +96,10 @@ class Dataplane:
         self.decider = fastdp.FastPathDecider()
         self._hb_sock = None
         self._links: dict[int, PeerLink] = {}     # mesh connection id -> sleeve link
-        self._routes_version = -1
-        self._conn_ids: frozenset[int] = frozenset()
+        self._conns: dict[int, ConnectionUp] = {}  # the mesh's connections that are up, by id
+        self._routes = RouteTable({ourname: []}, ourname)
+        self._known: frozenset[str] | None = None  # peers in the topology (None: not told yet)
+        self._changed = True                       # connections or routes changed since the last sync
         self._next_hb = 0.0
         self._last_sync = 0.0
         self._next_mac_expiry = 0.0
@@ -163,21 +178,35 @@ class Dataplane:
             else:
                 br.fdb_delete(VXLAN, mac, dst)
 
+    # --- mesh events (from the dispatcher) ------------------------------------------------------
+    def on_connection_up(self, ev: ConnectionUp) -> None:
+        self._conns[ev.conn_id] = ev
+        self._changed = True
+
+    def on_connection_down(self, ev: ConnectionDown) -> None:
+        if self._conns.pop(ev.conn_id, None) is not None:
+            self._changed = True
+
+    def on_routes(self, routes: RouteTable) -> None:
+        self._routes = routes
+        self._changed = True
+
+    def on_peers(self, known: frozenset[str]) -> None:
+        self._known = known
+
     # --- called by the router on every tick ------------------------------------------------------
-    def sync(self, mesh: Mesh, now: float) -> list:
+    def sync(self, now: float) -> list[DatapathSend]:
         """Follow the mesh: sleeve links per connection, routes, fast-path candidates and checks.
-        Returns mesh actions (fast-path status messages to peers)."""
+        Returns data-plane messages to peers (fast-path status, FDB adverts)."""
         self.check_threads(now)
-        conns = {c.id: c for c in mesh.live_connections()}
-        changed = frozenset(conns) != self._conn_ids or mesh.routes_version != self._routes_version
+        conns = self._conns
+        changed, self._changed = self._changed, False
         if changed:
-            self._conn_ids = frozenset(conns)
-            self._routes_version = mesh.routes_version
             self._links = {cid: self._links.get(cid) or self._new_link(c) for cid, c in conns.items()}
         if now >= self._next_filter_read and self._filter_peers is not None:
             self._next_filter_read = now + FILTER_REFRESH
             self._nl(self._read_filter)
-        actions: list = []
+        actions: list[DatapathSend] = []
         # A stalled router (overloaded host) did not read heartbeats: that silence is ours, not the paths'.
         stalled = now - self._last_sync - 0.5 if self._last_sync else 0.0
         self._last_sync = now
@@ -190,9 +219,9 @@ class Dataplane:
             if changed:
                 cands = {}
                 for c in conns.values():
-                    mac = c.remote.features.get("fastdp") if c.remote else None
-                    if mac and c.session is None and c.remote_ip:
-                        cands[c.remote.name] = (_v4(c.remote_ip), mac)
+                    mac = c.features.get("fastdp")
+                    if mac and c.session_keys is None and c.remote_ip:
+                        cands[c.peer] = (_v4(c.remote_ip), mac)
                 for name, gone in self.decider.set_candidates(cands).items():
                     self._path_gone(name, gone, now)
             if now >= self._next_hb:
@@ -201,20 +230,19 @@ class Dataplane:
             for name in self.decider.paths:
                 told = self.decider.status_due(name, now)
                 if told is not None:
-                    actions += mesh.send_datapath(name, fastdp.status_message(told))
+                    actions.append(DatapathSend(name, fastdp.status_message(told)))
             up, down = self.decider.evaluate(now)
             for name in up:
                 self._path_up(name)
             for name in down:
                 self._path_down(self.decider.paths[name], removed=False)
             changed |= bool(up or down)
-            actions += self._sync_fdb(mesh, conns, now)
-        self._expire_grace(mesh, now)
-        self._update_filter({_v4(c.remote_ip) for c in conns.values() if c.remote is not None and c.remote_ip}
-                            | set(self._grace))
+            actions += self._sync_fdb(conns, now)
+        self._expire_grace(now)
+        self._update_filter({_v4(c.remote_ip) for c in conns.values() if c.remote_ip} | set(self._grace))
         if changed:
-            links = {c.remote.name: self._links[cid] for cid, c in conns.items() if c.remote is not None}
-            self.engine.publish(View(self.ourname, mesh.routes, links, self.decider.active()))
+            links = {c.peer: self._links[cid] for cid, c in conns.items()}
+            self.engine.publish(View(self.ourname, self._routes, links, self.decider.active()))
         return actions
 
     # --- thread health and the source filter -----------------------------------------------------
@@ -269,11 +297,9 @@ class Dataplane:
     def _read_filter(self) -> None:
         self._filter_dropped = udpfilter.dropped()
 
-    def _new_link(self, c) -> PeerLink:
-        tx = rx = None
-        if c.session is not None:
-            tx, rx = c.session.keys_for("sleeve")
-        return PeerLink(c.remote.name, (c.remote_ip, c.remote.port), tx, rx)
+    def _new_link(self, c: ConnectionUp) -> PeerLink:
+        tx, rx = c.session_keys if c.session_keys is not None else (None, None)
+        return PeerLink(c.peer, (c.remote_ip, c.remote_port), tx, rx)
 
     # --- fast path ---------------------------------------------------------------------------
     def _send_heartbeats(self, now: float) -> None:
@@ -323,10 +349,10 @@ class Dataplane:
     def _read_local(self) -> None:
         self._local_read = br.local_macs(BRIDGE, self.uplinks(), fdbsync.MAX_PEER_MACS)
 
-    def _sync_fdb(self, mesh: Mesh, conns: dict, now: float) -> list:
+    def _sync_fdb(self, conns: dict[int, ConnectionUp], now: float) -> list[DatapathSend]:
         """Static VXLAN FDB entries: advertise our local MACs to fast-path peers (full list on a new
         connection and as anti-entropy, else changes), and follow what the peers advertise."""
-        actions: list = []
+        actions: list[DatapathSend] = []
         if now >= self._next_local_read:
             self._next_local_read = now + LOCAL_READ
             self._nl(self._read_local)
@@ -335,18 +361,15 @@ class Dataplane:
             self._local_macs = local
             fast = {}
             for cid, c in conns.items():
-                if c.remote is not None and c.session is None and c.remote.features.get("fastdp"):
-                    fast[c.remote.name] = cid
+                if c.session_keys is None and c.features.get("fastdp"):
+                    fast[c.peer] = cid
             self._advertiser.retain(fast)
             for name, cid in fast.items():
                 body = self._advertiser.due(name, cid, local, now)
-                if body is not None:
-                    sent = mesh.send_datapath(name, body)
-                    if not sent:
-                        self._advertiser.sent.pop(name, None)
-                    actions += sent
+                if body is not None:   # (the peer is connected: the mesh has a connection to send it on)
+                    actions.append(DatapathSend(name, body))
         # Claims of peers neither connected nor in their grace period are forgotten.
-        keep = {c.remote.name for c in conns.values() if c.remote is not None}
+        keep = {c.peer for c in conns.values()}
         keep |= {name for name, _ in self._grace.values() if name}
         for peer in [p for p in self.remote_macs.claims if p not in keep]:
             self.remote_macs.drop_peer(peer)
@@ -362,7 +385,7 @@ class Dataplane:
                 self._nl(br.fdb_apply, VXLAN, replace, delete)
         return actions
 
-    def _expire_grace(self, mesh: Mesh, now: float) -> None:
+    def _expire_grace(self, now: float) -> None:
         """End grace periods: taken over by a path that is up again (its entries stay), or expired /
         the peer left the topology (flushed as a path going down would be)."""
         if not self._grace:
@@ -375,7 +398,7 @@ class Dataplane:
                 stale = {m for m in stale if self.remote_macs.installed.get(m) != ip}
                 if stale:   # an earlier run's unicast entries nobody claims now
                     self._nl(br.fdb_apply, VXLAN, [], [(m, ip) for m in sorted(stale)])
-            elif now >= until or (name is not None and name not in mesh.topology.peers):
+            elif now >= until or (name is not None and self._known is not None and name not in self._known):
                 del self._grace[ip]
                 self._inherited.pop(ip, None)
                 if self.fastdp:

@@ -1,4 +1,5 @@
-"""asyncio adapter for weaveDNS: the record store's gossip, and a UDP server for the containers.
+"""asyncio adapter for weaveDNS: the record store as a channel of the gossip layer, and a UDP server for
+the containers.
 
 The server listens on DNS_ADDRESS, a link-local address on the weave bridge that every host has and
 that never crosses the mesh (the isolation rules keep its ARP and packets on the host), so each
@@ -9,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import socket
 import time
 from pathlib import Path
 
-from ..mesh.core import Action, Mesh
+from ..mesh.core import Mesh
 from ..mesh.errors import ProtocolError
+from ..mesh.events import PeersChanged
+from ..mesh.gossip import Gossiper, GossipSend
 from ..nameserver import RecordStore, answer, parse_resolv_conf
 from ..nameserver.answer import servfail
 
@@ -24,7 +26,7 @@ log = logging.getLogger("weavenet.nameserver")
 CHANNEL = "dns"
 DNS_ADDRESS = "169.254.53.53"   # on the weave bridge of every host; containers route it via ethwe
 DNS_PORT = 53
-FULL_SYNC_INTERVAL = 30.0
+FULL_SYNC_INTERVAL = 30.0   # anti-entropy (by the gossip layer): every record to a random neighbour
 GC_INTERVAL = 60.0
 UPSTREAM_TIMEOUT = 2.0
 MAX_UPSTREAMS = 3        # servers tried per query (resolv.conf's own limit): a forward lasts at most 3 timeouts
@@ -35,7 +37,6 @@ LOG_EVERY = 60.0         # at most one warning per sender (or for bad queries) t
 class DnsService:
     def __init__(self, mesh: Mesh, domain: str, ttl: int, upstream: list[str], bridge: str,
                  resolv_conf: Path = Path("/etc/resolv.conf"), upstream_port: int = DNS_PORT) -> None:
-        self.mesh = mesh
         self.ttl = ttl
         self.bridge = bridge
         self.store = RecordStore(mesh.identity.name, mesh.topology.ourself.incarnation, domain,
@@ -43,12 +44,9 @@ class DnsService:
         self._upstream = upstream
         self._resolv_conf = resolv_conf
         self._upstream_port = upstream_port
-        self._neighbours: set[str] = set()
-        self._known: set[str] = set()
-        self._next_sync = 0.0
+        self._known: frozenset[str] = frozenset()
         self._next_gc = 0.0
         self._transport: asyncio.DatagramTransport | None = None
-        self._rng = random.Random()
         self._forwards: set[asyncio.Task] = set()   # a reference to each running forward (and the cap)
         self._logged: dict[str, float] = {}
         self.counters = {"answered": 0, "forwarded": 0, "upstream_failed": 0, "forward_refused": 0,
@@ -71,48 +69,48 @@ class DnsService:
     def domain(self) -> str:
         return self.store.domain
 
-    # --- gossip ----------------------------------------------------------------------------------
-    def _gossip(self, changed: list) -> list[Action]:
-        return self.mesh.send_app(CHANNEL, self.store.encode_gossip(changed)) if changed else []
+    # --- the gossip channel (new neighbours and anti-entropy: the gossip layer's) ----------------
+    def attach(self, gossip: Gossiper) -> None:
+        gossip.register(CHANNEL, self, FULL_SYNC_INTERVAL)
 
-    def on_message(self, src: str, payload: bytes, now: float) -> list[Action]:
-        """`src`: the neighbour the mesh authenticated; the payload is hostile until the store checked it."""
+    def full_state(self) -> bytes:
+        return self.store.encode_gossip()
+
+    def _gossip(self, changed: list) -> list[GossipSend]:
+        return [GossipSend(CHANNEL, self.store.encode_gossip(changed))] if changed else []
+
+    def merge(self, src: str, payload: bytes, now: float) -> bytes | None:
+        """`src`: the neighbour the mesh authenticated; the payload is hostile until the store checked it.
+        Returns what was news to us (passed on). A bad message is counted and logged here; the connection
+        stays (the data plane needs it)."""
         try:
-            return self._gossip(self.store.merge(payload, now, src))   # pass on what was news to us
+            changed = self.store.merge(payload, now, src)
         except ProtocolError as e:
             self.counters["malformed_gossip"] += 1
             self._warn(src, now, "bad DNS gossip from %s: %s", src, e)
-            return []
+            return None
+        return self.store.encode_gossip(changed) if changed else None
 
-    def tick(self, now: float) -> list[Action]:
-        neighbours = self.mesh.routes.neighbours()
-        actions: list[Action] = []
-        for p in sorted(neighbours - self._neighbours):   # a new neighbour gets everything
-            actions += self.mesh.send_app(CHANNEL, self.store.encode_gossip(), p)
-        self._neighbours = neighbours
-        peers = set(self.mesh.topology.peers) - {self.mesh.identity.name}
-        for p in self._known - peers:      # forgotten by the mesh (gone long enough): its names go
+    def peers_changed(self, ev: PeersChanged) -> None:
+        for p in self._known - ev.known:      # forgotten by the mesh (gone long enough): its names go
             n = self.store.peer_gone(p)
             if n:
                 log.info("dropped %d DNS records of departed peer %s", n, p)
-        for p in peers - self._known:
+        for p in ev.known - self._known:
             self.store.peer_back(p)
-        self._known = peers
-        if now >= self._next_sync:
-            self._next_sync = now + FULL_SYNC_INTERVAL * self._rng.uniform(0.5, 1.5)
-            if neighbours:
-                actions += self.mesh.send_app(CHANNEL, self.store.encode_gossip(),
-                                              self._rng.choice(sorted(neighbours)))
+        self._known = ev.known
+
+    def tick(self, now: float) -> list[GossipSend]:
         if now >= self._next_gc:
             self._next_gc = now + GC_INTERVAL
             self.store.gc(now)
-        return actions
+        return []
 
-    def add(self, name: str, address: str, container: str, now: float) -> list[Action]:
+    def add(self, name: str, address: str, container: str, now: float) -> list[GossipSend]:
         return self._gossip(self.store.add(name, address, container, now))
 
     def remove(self, container: str, now: float, address: str | None = None, name: str | None = None
-               ) -> list[Action]:
+               ) -> list[GossipSend]:
         return self._gossip(self.store.remove(container, now, address=address, name=name))
 
     def peer_gone(self, peer: str) -> None:

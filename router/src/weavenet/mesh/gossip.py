@@ -1,0 +1,121 @@
+"""One gossip layer for every application channel (IPAM's ring, DNS records), like weaveworks/mesh's
+Gossiper: a channel says what its whole state is and how to merge what a peer sent; this layer does the
+rest for all of them alike — a new neighbour gets every channel's full state once, what a merge learnt
+is passed on to the neighbours, and every few seconds each channel's full state goes to one random
+neighbour (anti-entropy: whatever a lost message missed is repaired).
+
+Sans I/O: driven by the mesh's events (PeersChanged's neighbours, AppMessage) and by `tick`, it returns
+`GossipSend` requests that the dispatcher turns into ``Mesh.send_app``. Topology gossip is not a channel
+here: it has its own message types, rate limit, broadcast trees and summary pull (see the README).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+DEFAULT_INTERVAL = 10.0   # seconds between anti-entropy rounds of a channel (jittered ±50 %)
+
+
+@dataclass(frozen=True)
+class GossipSend:
+    """Send `payload` on the application channel: to `dest` (routed by name), or None: every neighbour."""
+    channel: str
+    payload: bytes
+    dest: str | None = None
+
+
+class GossipChannel(Protocol):
+    """What a channel implements. Optional hooks: ``on_neighbour_up(peer, now)``, ``on_neighbour_down(peer,
+    now)`` (called when the mesh's neighbours change, before the new ones are sent the full state)."""
+
+    def full_state(self) -> bytes | None:
+        """Everything this router knows on the channel (None: nothing worth sending)."""
+
+    def merge(self, src: str, payload: bytes, now: float) -> bytes | None:
+        """Apply a message from `src` (authenticated by the mesh; the payload is hostile). Returns what
+        changed here, to pass on to every neighbour, or None. Raises ProtocolError for a message that
+        breaks the protocol: the connection it came on is closed (and counted), nothing else."""
+
+
+SendHandle = Callable[[bytes, "str | None"], None]
+
+
+@dataclass
+class _Registered:
+    channel: GossipChannel
+    interval: float
+    next_sync: float | None = None
+
+
+class Gossiper:
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self._rng = rng or random.Random()
+        self._channels: dict[str, _Registered] = {}
+        self._neighbours: frozenset[str] = frozenset()
+        self._outbox: list[GossipSend] = []
+
+    def register(self, name: str, channel: GossipChannel, interval: float = DEFAULT_INTERVAL) -> SendHandle:
+        """Plug a channel in. Returns its send handle, ``send(payload, dest=None)``, for messages a merge
+        needs to send besides its delta (e.g. IPAM's answers to one router): they leave with the result
+        of the gossiper call in progress."""
+        if name in self._channels:
+            raise ValueError(f"gossip channel {name!r} registered twice")
+        self._channels[name] = _Registered(channel, interval)
+
+        def send(payload: bytes, dest: str | None = None) -> None:
+            self._outbox.append(GossipSend(name, payload, dest))
+        return send
+
+    def handles(self, channel: str) -> bool:
+        return channel in self._channels
+
+    @property
+    def neighbours(self) -> frozenset[str]:
+        return self._neighbours
+
+    def _take(self, out: list[GossipSend]) -> list[GossipSend]:
+        queued, self._outbox = self._outbox, []
+        return out + queued
+
+    def neighbours_changed(self, neighbours: frozenset[str], now: float) -> list[GossipSend]:
+        """From PeersChanged: each new neighbour gets every channel's full state, once."""
+        new, gone = sorted(neighbours - self._neighbours), sorted(self._neighbours - neighbours)
+        self._neighbours = frozenset(neighbours)
+        out: list[GossipSend] = []
+        for name, reg in self._channels.items():
+            for hook, peers in (("on_neighbour_down", gone), ("on_neighbour_up", new)):
+                fn = getattr(reg.channel, hook, None)
+                if fn is not None:
+                    for p in peers:
+                        fn(p, now)
+            state = reg.channel.full_state() if new else None
+            if state is not None:
+                out += [GossipSend(name, state, p) for p in new]
+        return self._take(out)
+
+    def message(self, channel: str, src: str, payload: bytes, now: float) -> list[GossipSend]:
+        """An AppMessage on a registered channel: merged; what it taught us goes to every neighbour.
+        ProtocolError (and a channel's bug) propagates: the caller closes the connection it came on."""
+        reg = self._channels[channel]
+        try:
+            delta = reg.channel.merge(src, payload, now)
+        except Exception:
+            self._outbox.clear()   # nothing of a refused message leaves
+            raise
+        return self._take([GossipSend(channel, delta)] if delta is not None else [])
+
+    def tick(self, now: float) -> list[GossipSend]:
+        """Anti-entropy: each channel's full state to one random neighbour every `interval` (±50 %)."""
+        out: list[GossipSend] = []
+        for name, reg in self._channels.items():
+            if reg.next_sync is not None and now < reg.next_sync:
+                continue
+            reg.next_sync = now + reg.interval * self._rng.uniform(0.5, 1.5)
+            if self._neighbours:
+                state = reg.channel.full_state()
+                if state is not None:
+                    out.append(GossipSend(name, state, self._rng.choice(sorted(self._neighbours))))
+        return self._take(out)
