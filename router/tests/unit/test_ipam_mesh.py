@@ -1,5 +1,5 @@
-"""IPAM and DNS cores plugged into real sans-I/O mesh cores through application channels, as the adapter
-would do it: the seed's chain launch, concurrent allocations on every host, names resolved across hosts."""
+"""IPAM and DNS services on real sans-I/O mesh cores through the router's dispatcher and gossip layer: the
+seed's chain launch, concurrent allocations on every host, names resolved across hosts."""
 
 from __future__ import annotations
 

@@ -1,0 +1,145 @@
+"""The gossip layer: new-neighbour sync and anti-entropy for every channel, alone and on real meshes with
+the router's dispatcher; a channel's ProtocolError costs only the connection the message came on."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from weavenet.mesh.errors import ProtocolError
+from weavenet.mesh.gossip import Gossiper, GossipSend
+from weavenet.weaver.dns_service import FULL_SYNC_INTERVAL, DnsService
+from weavenet.weaver.events import Dispatcher
+
+from .meshsim import SimNet, full_mesh
+
+
+class SetChannel:
+    """A grow-only set of byte strings: full state is every item (b"F" first), a merge passes on the new ones
+    (b"D" first)."""
+
+    def __init__(self, *items: bytes) -> None:
+        self.items = set(items)
+        self.hooks: list[tuple[str, str]] = []
+        self.merged: list[tuple[str, bytes]] = []
+
+    def full_state(self) -> bytes | None:
+        return b"F" + b",".join(sorted(self.items)) if self.items else None
+
+    def merge(self, src: str, payload: bytes, now: float) -> bytes | None:
+        self.merged.append((src, payload))
+        if payload == b"bad":
+            raise ProtocolError("not a set")
+        new = set(payload[1:].split(b",")) - self.items
+        self.items |= new
+        return b"D" + b",".join(sorted(new)) if new else None
+
+    def on_neighbour_up(self, peer: str, now: float) -> None:
+        self.hooks.append(("up", peer))
+
+    def on_neighbour_down(self, peer: str, now: float) -> None:
+        self.hooks.append(("down", peer))
+
+
+def test_a_new_neighbour_gets_every_channels_full_state_once():
+    g = Gossiper(random.Random(1))
+    one, two, empty = SetChannel(b"x"), SetChannel(b"y"), SetChannel()
+    g.register("one", one)
+    g.register("two", two)
+    g.register("empty", empty)   # nothing to say: nothing sent
+    assert g.neighbours_changed(frozenset({"a"}), 0) == [GossipSend("one", b"Fx", "a"), GossipSend("two", b"Fy", "a")]
+    assert g.neighbours_changed(frozenset({"a"}), 1) == []
+    assert g.neighbours_changed(frozenset({"a", "b"}), 2) == [GossipSend("one", b"Fx", "b"),
+                                                              GossipSend("two", b"Fy", "b")]
+    assert g.neighbours_changed(frozenset({"b"}), 3) == []
+    assert one.hooks == [("up", "a"), ("up", "b"), ("down", "a")]
+    with pytest.raises(ValueError):
+        g.register("one", SetChannel())
+
+
+def test_merge_passes_on_what_was_new_and_anti_entropy_picks_one_neighbour_per_interval():
+    g = Gossiper(random.Random(2))
+    ch = SetChannel(b"x")
+    g.register("s", ch, interval=10.0)
+    g.neighbours_changed(frozenset({"a", "b", "c"}), 0)
+    assert g.message("s", "a", b"Dx,y", 0) == [GossipSend("s", b"Dy")]   # only the news, to every neighbour
+    assert g.message("s", "a", b"Dy", 0) == []
+    sent = [s for t in range(0, 600) for s in g.tick(t / 10)]
+    assert 5 <= len(sent) <= 13 and all(s.dest in {"a", "b", "c"} and s.payload == b"Fx,y" for s in sent)
+    assert len({s.dest for s in sent}) > 1
+
+
+def test_a_refused_message_sends_nothing_queued_during_its_merge():
+    g = Gossiper()
+
+    class Chatty(SetChannel):
+        def merge(self, src, payload, now):
+            send(b"reply", src)
+            return super().merge(src, payload, now)
+    send = g.register("s", Chatty())
+    assert g.message("s", "a", b"Dz", 0) == [GossipSend("s", b"Dz"), GossipSend("s", b"reply", "a")]
+    with pytest.raises(ProtocolError):
+        g.message("s", "a", b"bad", 0)
+    assert g.tick(0) == []   # (no neighbours) and the refused merge's reply is gone
+
+
+class Node:
+    def __init__(self, net: SimNet, index: int, *items: bytes) -> None:
+        self.net, self.mesh = net, net.add(index)
+        self.name = self.mesh.identity.name
+        self.channel = SetChannel(*items)
+        self.dns = DnsService(self.mesh, "weave.local", 1, [], "none")
+        gossip = Gossiper(random.Random(index))
+        gossip.register("set", self.channel, interval=5.0)
+        self.dispatch = Dispatcher(self.mesh, gossip, dns=self.dns)
+        net.hooks[net.addr_of(self.mesh)] = lambda outputs: self.dispatch.run(outputs, net.now)
+
+    def tick(self) -> None:
+        self.net.run(self.net.addr_of(self.mesh), self.dispatch.gossip.tick(self.net.now))
+
+
+def launch(n: int) -> tuple[SimNet, list[Node]]:
+    net = SimNet(4)
+    nodes = [Node(net, i, f"item{i}".encode()) for i in range(1, n + 1)]
+    for node in nodes[1:]:
+        net.run(net.addr_of(node.mesh), node.mesh.connect([net.addr_of(nodes[0].mesh)], net.now))
+    net.until(lambda: full_mesh(net), 20)
+    return net, nodes
+
+
+def test_on_real_meshes_each_new_neighbour_is_sent_the_full_state_exactly_once():
+    net, nodes = launch(3)   # no gossip ticks: only the new-neighbour sync runs
+    every = {f"item{i}".encode() for i in range(1, 4)}
+    for node in nodes:
+        assert node.channel.items == every
+        full = sorted(src for src, p in node.channel.merged if p.startswith(b"F"))
+        assert full == sorted(m.name for m in nodes if m is not node)
+
+
+def test_anti_entropy_repairs_a_lost_dns_update():
+    net, nodes = launch(2)
+    a, b = nodes
+    lost = a.dns.add("web", "10.32.0.9", "c1", net.now)   # the delta to b is never sent
+    assert lost and not b.dns.store.lookup("web.weave.local.")
+    start = net.now
+    while not b.dns.store.lookup("web.weave.local."):
+        assert net.now - start < 1.5 * FULL_SYNC_INTERVAL + 1, "anti-entropy did not repair it"
+        net.step(0.1)
+        for n in nodes:
+            n.tick()
+    assert b.dns.store.lookup("web.weave.local.") == ["10.32.0.9"]
+
+
+def test_a_merge_raising_protocol_error_closes_only_that_connection():
+    net, nodes = launch(3)
+    a, b, c = nodes
+    net.run(net.addr_of(b.mesh), b.mesh.send_app("set", b"bad"))   # to a and c
+    net.step()
+    for node in (a, c):
+        assert node.mesh.protocol_errors == {b.name: 1}
+        assert {x.remote.name for x in node.mesh.live_connections()} == {m.name for m in nodes if m not in (b, node)}
+    assert {x.remote.name for x in b.mesh.live_connections()} == set()
+    net.run(net.addr_of(a.mesh), a.mesh.send_app("set", b"Dlater"))   # a-c still carries gossip
+    net.step()
+    assert b"later" in c.channel.items
