@@ -180,13 +180,12 @@ def test_a_peer_whose_connection_ended_keeps_its_fast_path_state_for_the_grace_p
 
     from weavenet.datapath.engine import Engine
     from weavenet.datapath.macs import MacTable
-    from weavenet.weaver import dataplane as dpmod
-
-    from .meshsim import SimNet, full_mesh
-
     from weavenet.mesh.gossip import Gossiper
+    from weavenet.weaver import dataplane as dpmod
     from weavenet.weaver.dataplane import DatapathSend
     from weavenet.weaver.events import Dispatcher
+
+    from .meshsim import SimNet, full_mesh
 
     net = SimNet()
     a, b = net.add(1), net.add(2)
