@@ -4,7 +4,10 @@ Each simulated peer is a real sans-I/O ``Mesh`` with its own identity (name, uid
 listening address and real TCP: the router under test does the real handshake, heartbeats and gossip
 with every one of them. The peers do not connect to each other (that would cost the sim process
 O(N²) connections): the router sees a star, so its topology holds N small entries instead of a full
-mesh's N entries of N connections each. Discovery is off in the simulated peers.
+mesh's N entries of N connections each. Discovery is off in the simulated peers. In a full mesh each
+peer sends its anti-entropy summary to one random neighbour of N-1, so the router gets one every
+``summary_interval`` on average: each simulated peer (whose only neighbour is the router) sends its
+summaries N-1 times less often, or the star would bury the router under N-1 times the real rate.
 
 Run as a child process (``python -m weavenet.lab.simpeers``) in a namespace that owns the addresses;
 it takes commands on stdin and answers with one JSON object per line on stdout:
@@ -101,6 +104,7 @@ class SimPeers:
         for i, ip in enumerate(ips):
             ident = LocalIdentity(sim_name(i + 1), f"sim{i + 1}", rng.getrandbits(63), port)
             cfg = MeshConfig(password_hash=digest, discovery=False)
+            cfg.summary_interval *= len(ips)  # the full-mesh rate at the router (module docstring)
             self.peers.append(SimPeer(i, ip, port, Mesh(ident, incarnation, cfg, random.Random(rng.random()))))
         self.bytes_in = self.bytes_out = 0
         self._tasks: set[asyncio.Task] = set()

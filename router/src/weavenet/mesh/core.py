@@ -7,6 +7,7 @@ or a clock, which is what lets a test run a 50-peer mesh in one process.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import random
 from collections import deque
@@ -187,6 +188,7 @@ class Conn:
     last_hb: float = 0.0
     peer_hb: tuple[float, float] = (0.0, 0.0)  # (peer's timestamp, when we got it): echoed back
     rtt: float | None = None
+    timer_due: float = 0.0           # its entry in Mesh._timers that counts (older ones are stale)
 
     @property
     def live(self) -> bool:
@@ -226,6 +228,9 @@ class Mesh:
         self._addr_peer: dict[str, str] = {}
         self._topo_dirty = False
         self._last_tick = 0.0
+        # Per-connection deadlines (heartbeat due, silence limit, handshake limit) as a heap of
+        # (due, conn id): a tick touches only the connections whose time has come, not all N of them.
+        self._timers: list[tuple[float, int]] = []
         self._last_flush = -1e9
         self._peers_seen: tuple[frozenset[str], frozenset[str], frozenset[str]] = (frozenset(),) * 3
         self.counters = {"gossip_sent": 0, "gossip_received": 0, "connections_refused": 0,
@@ -407,14 +412,7 @@ class Mesh:
         if stalled > 0:
             for conn in self.conns.values():
                 conn.last_recv += stalled
-        for conn in list(self.conns.values()):
-            if conn.state == ConnState.HANDSHAKE and now - conn.created > cfg.handshake_timeout:
-                actions += self._fail(conn, "handshake timed out", now)
-            elif conn.live:
-                if now - conn.last_recv > cfg.heartbeat_timeout:
-                    actions += self._drop(conn, f"no heartbeat for {now - conn.last_recv:.1f}s", now)
-                elif now - conn.last_hb >= cfg.heartbeat_interval:
-                    actions.append(self._heartbeat(conn, now))
+        actions += self._run_timers(now)
         if self._topo_dirty:
             actions += self._recompute(now)
         if self._gossip_due is not None and now >= self._gossip_due:
@@ -432,6 +430,42 @@ class Mesh:
         actions += self._dial_due(now)
         return actions
 
+    def _schedule(self, conn: Conn, due: float) -> None:
+        conn.timer_due = due
+        heapq.heappush(self._timers, (due, conn.id))
+
+    def _run_timers(self, now: float) -> list[Output]:
+        """The connections whose deadline has come: handshake limit, silence limit, heartbeat due.
+        Deadlines move lazily (a message received only sets last_recv): a timer that fires early is
+        re-armed at the real deadline. Each connection is looked at once per tick at most."""
+        cfg = self.config
+        actions: list[Output] = []
+        rearm: list[Conn] = []
+        while self._timers and self._timers[0][0] <= now:
+            due, cid = heapq.heappop(self._timers)
+            conn = self.conns.get(cid)
+            if conn is None or conn.timer_due != due:
+                continue  # closed, or re-armed since
+            if conn.state == ConnState.HANDSHAKE:
+                if now - conn.created > cfg.handshake_timeout:
+                    actions += self._fail(conn, "handshake timed out", now)
+                else:
+                    rearm.append(conn)
+            elif conn.live:
+                if now - conn.last_recv > cfg.heartbeat_timeout:
+                    actions += self._drop(conn, f"no heartbeat for {now - conn.last_recv:.1f}s", now)
+                    continue
+                if now - conn.last_hb >= cfg.heartbeat_interval:
+                    actions.append(self._heartbeat(conn, now))
+                rearm.append(conn)
+        for conn in rearm:  # after the loop: a deadline equal to now waits for the next tick, as before
+            if conn.state == ConnState.HANDSHAKE:
+                self._schedule(conn, conn.created + cfg.handshake_timeout)
+            else:
+                self._schedule(conn, min(conn.last_hb + cfg.heartbeat_interval,
+                                         conn.last_recv + cfg.heartbeat_timeout))
+        return actions
+
     # --- handshake ----------------------------------------------------------------------------
     def _new_conn(self, outbound: bool, address: str, remote_ip: str, now: float) -> Conn:
         conn = Conn(self._next_id, outbound, address, remote_ip, created=now)
@@ -442,6 +476,7 @@ class Mesh:
     def _start_handshake(self, conn: Conn, now: float) -> list[Output]:
         conn.state, conn.created = ConnState.HANDSHAKE, now
         conn.handshake = Handshake(self.identity, conn.outbound, self.config.password_hash)
+        self._schedule(conn, now + self.config.handshake_timeout)
         return [Send(conn.id, conn.handshake.initial_bytes())]
 
     def _handshake_data(self, conn: Conn, data: bytes, now: float) -> list[Output]:
@@ -480,6 +515,7 @@ class Mesh:
         if conn.outbound:
             self.connmaker.connected(conn.address)
         actions.append(self._heartbeat(conn, now))
+        self._schedule(conn, now + self.config.heartbeat_interval)
         actions.append(ConnectionUp(remote.name, conn.id, conn.remote_ip, remote.port, conn.outbound,
                                     dict(remote.features),
                                     done.session.keys_for(SLEEVE_KEYS) if done.session else None))
