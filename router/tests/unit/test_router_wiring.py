@@ -134,7 +134,8 @@ def test_a_failing_attach_gives_back_its_lease_adds_no_name_and_leaves_the_kerne
 
 
 def test_a_failing_tick_does_not_stop_the_others(tmp_path, caplog):
-    """a's data plane fails on every tick; its DNS tick still hands b (a new neighbour) every name."""
+    """a's data plane fails on every tick; the steps after it still run: b (a new neighbour) gets a's names and
+    the connection stays up on heartbeats."""
     async def main() -> None:
         pa = free_port()
         async with running(tmp_path, "a", pa, fail_sync=True) as (a, _):
