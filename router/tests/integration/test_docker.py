@@ -141,7 +141,7 @@ def test_restart_keeps_address_and_rm_cleans_up(mesh):
     wait_dping(c10, f"{SUBNET_A}.9")
 
     docker("restart", "-t", "1", c9)
-    wait_for(lambda: ethwe_cidrs(c9) == [f"{SUBNET_A}.9/24"], 10, what="address back on ethwe after restart")
+    wait_for(lambda: ethwe_cidrs(c9) == [f"{SUBNET_A}.9/24"], 30, what="address back on ethwe after restart")
     wait_dping(c10, f"{SUBNET_A}.9")
 
     # A stopped container is listed as stopped; started again it comes back by itself.
