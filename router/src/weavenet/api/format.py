@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from ..mesh.handshake import MAX_VERSION, MIN_VERSION
+
 STATES = ("established", "pending", "retrying", "failed")
 
 
@@ -29,7 +31,7 @@ def status_summary(report: dict) -> str:
         ("Version", r.get("version", report.get("version", "?"))),
         ("", ""),
         ("Service", "router"),
-        ("Protocol", "weavenet-mesh 1..1"),
+        ("Protocol", f"weavenet-mesh {MIN_VERSION}..{MAX_VERSION}"),
         ("Name", _peer(r["name"], r["nickname"])),
         ("Encryption", "enabled" if r["encryption"] else "disabled"),
         ("PeerDiscovery", "enabled" if r.get("discovery", True) else "disabled"),
