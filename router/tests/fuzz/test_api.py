@@ -6,18 +6,13 @@ a request with a wrong Host, an Origin or a wrong token never reaches the router
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
 
-from weavenet.api.server import make_app, make_runner
-
-from ..unit.test_api_auth import AUTH, JSON, TOKEN, StubRouter, raw
+from ..unit.test_api_auth import AUTH, JSON, StubRouter, raw, served
 
 FIELDS = ["peers", "replace", "target", "cidrs", "peer", "ips", "fqdn", "password"]
 POSTS = ["/connect", "/forget", "/attach", "/detach", "/expose", "/hide", "/rmpeer", "/dns-add", "/dns-remove",
@@ -34,26 +29,8 @@ bodies = st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=4) | jso
 @pytest.fixture(scope="module")
 def server():
     router = StubRouter()
-    loop = asyncio.new_event_loop()
-    box: dict = {}
-
-    async def serve():
-        from aiohttp import web
-
-        runner = make_runner(make_app(router, TOKEN, registry=CollectorRegistry()))
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        box["port"], box["runner"] = site._server.sockets[0].getsockname()[1], runner
-
-    t = threading.Thread(target=loop.run_forever, daemon=True)
-    t.start()
-    asyncio.run_coroutine_threadsafe(serve(), loop).result(10)
-    yield box["port"], router
-    asyncio.run_coroutine_threadsafe(box["runner"].cleanup(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    t.join(10)
-    loop.close()
+    with served(router) as port:
+        yield port, router
 
 
 @given(path=st.sampled_from(POSTS), body=bodies)

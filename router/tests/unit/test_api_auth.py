@@ -6,10 +6,12 @@ The router behind it is a stub recording calls: what matters here is what reache
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
 import stat
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -71,14 +73,10 @@ class StubRouter:
         return ""
 
 
-@pytest.fixture
-def api():
-    """(port, stub router): the app served in a thread's event loop for the duration of a test."""
-    import threading
-
-    router = StubRouter()
+@contextlib.contextmanager
+def served(router: StubRouter):
+    """The real app for `router` on 127.0.0.1 (an ephemeral port), in a thread's event loop; yields the port."""
     loop = asyncio.new_event_loop()
-    ready = threading.Event()
     box: dict = {}
 
     async def serve():
@@ -86,19 +84,27 @@ def api():
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        box["port"] = site._server.sockets[0].getsockname()[1]
-        box["runner"] = runner
-        ready.set()
+        box["port"], box["runner"] = site._server.sockets[0].getsockname()[1], runner
 
     t = threading.Thread(target=loop.run_forever, daemon=True)
     t.start()
-    asyncio.run_coroutine_threadsafe(serve(), loop).result(10)
-    ready.wait(10)
-    yield box["port"], router
-    asyncio.run_coroutine_threadsafe(box["runner"].cleanup(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    t.join(10)
-    loop.close()
+    try:
+        asyncio.run_coroutine_threadsafe(serve(), loop).result(10)
+        yield box["port"]
+    finally:
+        if "runner" in box:
+            asyncio.run_coroutine_threadsafe(box["runner"].cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        t.join(10)
+        loop.close()
+
+
+@pytest.fixture
+def api():
+    """(port, stub router): the app served for the duration of a test."""
+    router = StubRouter()
+    with served(router) as port:
+        yield port, router
 
 
 def raw(port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
