@@ -11,7 +11,7 @@ import time
 import pytest
 
 from .conftest import wait_for
-from .helpers import full_mesh, launch_chain, report
+from .helpers import full_mesh, inet_checksum, launch_chain, report
 from .overlay import container, wait_ping
 
 MODES = {"plain": [], "encrypted": ["--password", "s3cret"]}
@@ -45,21 +45,12 @@ print(len(held), sent)
 """
 
 
-def _csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
 def udp_frame(dst_mac: str, src_mac: str, src_ip: str, dst_ip: str, dport: int, payload: bytes) -> bytes:
     """An Ethernet + IPv4 + UDP frame (UDP checksum 0: allowed over IPv4)."""
     udp = struct.pack("!HHHH", 40000, dport, 8 + len(payload), 0) + payload
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
                      bytes(map(int, src_ip.split("."))), bytes(map(int, dst_ip.split("."))))
-    ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
+    ip = ip[:10] + struct.pack("!H", inet_checksum(ip)) + ip[12:]
     mac = lambda m: bytes.fromhex(m.replace(":", ""))  # noqa: E731
     return mac(dst_mac) + mac(src_mac) + b"\x08\x00" + ip + udp
 

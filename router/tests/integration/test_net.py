@@ -28,6 +28,8 @@ from weavenet.net import bridge
 from weavenet.net.arp import gratuitous_arp_frame
 from weavenet.net.netns import run_in_netns
 
+from .helpers import inet_checksum
+
 _seq = itertools.count()
 ZERO = "00:00:00:00:00:00"
 ETH_P_ALL = 0x0003
@@ -94,7 +96,7 @@ def ping(src: Ns, dst: str, timeout: float = 5.0) -> bool:
     def body() -> bool:
         ident = random.randrange(1, 0xFFFF)
         msg = struct.pack("!BBHHH", 8, 0, 0, ident, 1) + b"weavenet-test"
-        msg = msg[:2] + struct.pack("!H", _inet_checksum(msg)) + msg[4:]
+        msg = msg[:2] + struct.pack("!H", inet_checksum(msg)) + msg[4:]
         deadline = time.monotonic() + timeout
         with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as s:
             while (left := deadline - time.monotonic()) > 0:
@@ -114,15 +116,6 @@ def ping(src: Ns, dst: str, timeout: float = 5.0) -> bool:
         return False
 
     return src.run(body)
-
-
-def _inet_checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def packet_socket(ns: Ns, ifname: str, proto: int = ETH_P_ALL) -> socket.socket:
