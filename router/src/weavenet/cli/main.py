@@ -296,8 +296,13 @@ def run_container(argv: list[str], paths: Paths) -> int:
     info = docker.run(spec)
     try:
         r = client.json("POST", "/attach", {"target": info.id, "cidrs": spec.cidrs})
-    except BaseException:
+    except BaseException as e:
+        # A command that ends at once may be gone before the router looks: say so, not "not running".
+        now = docker.exists(info.id) if isinstance(e, (ValueError, APIError)) else info
+        gone = now is None or not now.running
         docker.remove(info.id)
+        if gone:
+            raise ValueError(f"container {info.name} exited right after start") from None
         raise
     print(info.id)
     if r.get("allocated"):
