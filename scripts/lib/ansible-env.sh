@@ -4,8 +4,8 @@
 # - ansible_bootstrap: Debian packages (docker.io, debootstrap) and the controller venv .venv-ansible
 #   (ansible-core 2.19.x: Python 3.11 cannot run 2.20+; the `ansible` 12 package for community.docker,
 #   whose docker connection and modules Molecule's docker driver and the lab use; galaxy is not reachable).
-# - lab_dockerd_start/stop: a Docker engine of the lab's own (own socket, data and exec root, no iptables
-#   and no docker0), so the lab neither depends on nor disturbs another engine on this machine.
+# - lab_dockerd_start/stop: a Docker engine of the lab's own (own socket, data and exec root, no iptables,
+#   own network namespace), so the lab neither depends on nor disturbs another engine on this machine.
 # - lab_host_image: the host image (debootstrap bookworm + docker.io, python3, iproute2, ...), built once.
 # - lab_hosts_up/down: 3 Docker-in-Docker hosts on 198.51.100.0/26 (TEST-NET-2). Not 192.0.2.0/24: on
 #   these machines eth0 itself is 192.0.2.2/24 with the gateway 192.0.2.1, and the package registries
@@ -56,17 +56,41 @@ ansible_bootstrap() {
 
 ldocker() { docker -H "unix://$LAB_SOCK" "$@"; }
 
+# The lab's dockerd runs in a network namespace of its own. Started in the root namespace with
+# --bridge=none it deleted the machine's docker0: at startup dockerd removes the default bridge interface
+# when the bridge is disabled (moby daemon_unix.go configureNetworking -> removeDefaultBridgeInterface,
+# a plain LinkDel of "docker0", whoever owns it), which cut off the containers of the machine's own
+# engine. In its own namespace there is no docker0 to delete, and its bridges (the lab networks) never
+# meet the machine's routes. nsenter switches only the network namespace (`ip netns exec` would also
+# remount /sys and hide the cgroup tree dockerd needs). The Docker API stays a unix socket.
+LAB_NETNS=weavenet-ansible-lab
+
+lab_dockerd_pid() {  # the pid of the lab's dockerd, if it runs (never a reused pid of something else)
+  local pid
+  pid=$(cat "$LAB_RUN/docker.pid" 2>/dev/null) || return 1
+  grep -qs dockerd "/proc/$pid/comm" && echo "$pid"
+}
+
+lab_dockerd_in_netns() {  # is the lab's dockerd (pid $1) in the lab's network namespace?
+  [ -e "/run/netns/$LAB_NETNS" ] && [ "$(stat -L -c %i "/proc/$1/ns/net" 2>/dev/null)" = "$(stat -L -c %i "/run/netns/$LAB_NETNS")" ]
+}
+
 lab_dockerd_start() {
   mkdir -p "$LAB_RUN" "$LAB_STATE/docker"
+  local pid
+  if pid=$(lab_dockerd_pid) && ! lab_dockerd_in_netns "$pid"; then
+    log "the lab's dockerd (pid $pid) runs in the machine's network namespace (an older lab): restarting it"
+    lab_dockerd_stop
+  fi
   if ldocker version >/dev/null 2>&1; then return 0; fi
   # a pid file left by a killed session would make dockerd refuse to start
-  local old
-  old=$(cat "$LAB_RUN/docker.pid" 2>/dev/null) || true
-  if [ -n "$old" ] && ! grep -qs dockerd "/proc/$old/comm"; then rm -f "$LAB_RUN/docker.pid"; fi
-  log "starting the lab's Docker engine ($LAB_SOCK)"
-  # --iptables=false: its rules (FORWARD policy DROP) would break other namespace tests on this machine.
-  nohup dockerd --host "unix://$LAB_SOCK" --data-root "$LAB_STATE/docker" --exec-root "$LAB_RUN/exec" \
-    --pidfile "$LAB_RUN/docker.pid" --iptables=false --ip6tables=false --bridge=none \
+  lab_dockerd_pid >/dev/null || rm -f "$LAB_RUN/docker.pid"
+  [ -e "/run/netns/$LAB_NETNS" ] || ip netns add "$LAB_NETNS"
+  ip -n "$LAB_NETNS" link set lo up
+  log "starting the lab's Docker engine ($LAB_SOCK, network namespace $LAB_NETNS)"
+  # --iptables=false: its rules (FORWARD policy DROP) are not needed; the lab hosts need no NAT.
+  nohup nsenter "--net=/run/netns/$LAB_NETNS" dockerd --host "unix://$LAB_SOCK" --data-root "$LAB_STATE/docker" \
+    --exec-root "$LAB_RUN/exec" --pidfile "$LAB_RUN/docker.pid" --iptables=false --ip6tables=false --bridge=none \
     >"$LAB_STATE/dockerd.log" 2>&1 &
   local i
   for i in $(seq 1 60); do
@@ -80,13 +104,13 @@ lab_dockerd_start() {
 
 lab_dockerd_stop() {
   local pid
-  pid=$(cat "$LAB_RUN/docker.pid" 2>/dev/null) || return 0
-  if grep -qs dockerd "/proc/$pid/comm"; then  # never a reused pid of something else
+  if pid=$(lab_dockerd_pid); then
     log "stopping the lab's Docker engine (pid $pid)"
     kill "$pid"
     for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
   fi
   rm -f "$LAB_RUN/docker.pid"
+  if [ -e "/run/netns/$LAB_NETNS" ]; then ip netns del "$LAB_NETNS" 2>/dev/null || true; fi
 }
 
 lab_host_image() {
