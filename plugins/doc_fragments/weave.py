@@ -10,9 +10,11 @@ class ModuleDocFragment:
     DOCUMENTATION = r"""
 options:
   weave_bin:
-    description: Path of the C(weave) command on the managed host.
+    description:
+      - Path of the C(weave) command on the managed host.
+      - Default - C(weave) on C(PATH) (the router role links it as C(/usr/local/bin/weave)), else
+        C(/opt/weavenet/venv/bin/weave).
     type: path
-    default: /opt/weavenet/venv/bin/weave
   rundir:
     description: The router instance's run directory (C(WEAVE_RUNDIR)); default C(/run/weave).
     type: path

@@ -16,7 +16,7 @@ import tempfile
 DEFAULT_WEAVE_BIN = "/opt/weavenet/venv/bin/weave"
 
 COMMON_ARGS = dict(
-    weave_bin=dict(type="path", default=DEFAULT_WEAVE_BIN),
+    weave_bin=dict(type="path"),   # default: find_weave_bin()
     rundir=dict(type="path"),
     datadir=dict(type="path"),
 )
@@ -169,13 +169,19 @@ def private_file_differs(path, text):
         return True
 
 
+def find_weave_bin(module):
+    """`weave` on PATH (the router role links it into /usr/local/bin, wherever weave_install_dir put the
+    venv), else the default install location."""
+    return module.get_bin_path("weave", opt_dirs=["/usr/local/bin"]) or DEFAULT_WEAVE_BIN
+
+
 class WeaveClient(object):
     """Runs `weave` for a module. Every call goes through module.run_command (no shell)."""
 
     def __init__(self, module):
         self.module = module
         p = module.params
-        self.weave_bin = p.get("weave_bin") or DEFAULT_WEAVE_BIN
+        self.weave_bin = p.get("weave_bin") or find_weave_bin(module)
         self.env = {}
         if p.get("rundir"):
             self.env["WEAVE_RUNDIR"] = p["rundir"]
