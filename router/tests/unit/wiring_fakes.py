@@ -89,6 +89,7 @@ class FakeDocker:
 
 class FakeDataplane:
     bridge_mac = "02:00:00:00:ff:01"
+    fastdp = False
 
     def __init__(self, name: str, fail_sync: bool = False) -> None:
         self.fail_sync = fail_sync

@@ -22,9 +22,11 @@ from .events import (
     SLEEVE_KEYS,
     AppMessage,
     ConnectionDown,
+    ConnectionFailed,
     ConnectionUp,
     DatapathMessage,
     Event,
+    Heartbeat,
     PeersChanged,
     RoutesChanged,
 )
@@ -371,6 +373,7 @@ class Mesh:
         conn = self.conns.pop(conn_id, None)
         if conn is not None:
             self.connmaker.failed(conn.address, reason, now)
+            return [ConnectionFailed(conn.address, reason, True)]
         return []
 
     def data_received(self, conn_id: int, data: bytes, now: float) -> list[Output]:
@@ -550,10 +553,12 @@ class Mesh:
                 first = conn.peer_hb[0] == 0.0
                 conn.peer_hb = (sent_at, now)
                 if echo == 0.0:
+                    actions.append(Heartbeat(conn.remote.name, conn.id, None))
                     if first:  # the peer has not heard us yet: answer now rather than next interval
                         actions.append(self._heartbeat(conn, now))
                     continue
                 conn.rtt = min(max(0.0, now - echo - held), RTT_MAX)  # the echo is the peer's claim
+                actions.append(Heartbeat(conn.remote.name, conn.id, conn.rtt))
                 if conn.state == ConnState.PENDING:
                     conn.state = ConnState.ESTABLISHED
                     self._update_ourself(now)
@@ -802,7 +807,8 @@ class Mesh:
             self.connmaker.failed(conn.address, reason, now, refused=refused)
         else:
             self._failed_inbound.append((now, conn.address, reason))
-        return [Close(conn.id, reason)]
+        return [Close(conn.id, reason), ConnectionFailed(conn.address, reason, conn.outbound,
+                                                         conn.remote.name if conn.remote else "")]
 
     def _protocol_error(self, conn: Conn, reason: str, now: float) -> list[Output]:
         """The remote broke the protocol: count it against it, close the connection (one log line)."""

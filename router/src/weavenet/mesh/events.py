@@ -70,5 +70,26 @@ class DatapathMessage:
     body: bytes
 
 
-Event = ConnectionUp | ConnectionDown | PeersChanged | RoutesChanged | AppMessage | DatapathMessage
-EVENT_TYPES = (ConnectionUp, ConnectionDown, PeersChanged, RoutesChanged, AppMessage, DatapathMessage)
+@dataclass(frozen=True)
+class Heartbeat:
+    """A heartbeat arrived on a live connection (for health: arrival gaps give loss, `rtt` the round trip
+    in seconds when it echoed one of ours, else None)."""
+    peer: str
+    conn_id: int
+    rtt: float | None
+
+
+@dataclass(frozen=True)
+class ConnectionFailed:
+    """A connection that never came up: dial failed, handshake refused or timed out. `peer`: the remote's
+    name when the handshake got that far, else ""; `address`: the dialled target or the observed source."""
+    address: str
+    reason: str
+    outbound: bool
+    peer: str = ""
+
+
+Event = (ConnectionUp | ConnectionDown | PeersChanged | RoutesChanged | AppMessage | DatapathMessage | Heartbeat
+         | ConnectionFailed)
+EVENT_TYPES = (ConnectionUp, ConnectionDown, PeersChanged, RoutesChanged, AppMessage, DatapathMessage, Heartbeat,
+               ConnectionFailed)

@@ -17,6 +17,9 @@ from collections.abc import Callable
 
 from .. import __version__
 from ..containers.client import Docker
+from ..health.service import HealthService
+from ..health.summary import SummaryStore
+from ..health.tracker import HealthTracker
 from ..mesh.core import Close, Dial, Mesh, MeshConfig, Send, Throttle
 from ..mesh.crypto import password_digest
 from ..mesh.gossip import Gossiper
@@ -90,8 +93,13 @@ class Router:
                                 seed=not self.peers, on_claim_refused=self._claim_refused)
         self.dns = DnsService(mesh, config.dns_domain, config.dns_ttl, config.dns_upstream, BRIDGE) \
             if config.dns else None
-        # The mesh's events reach the data plane, IPAM, DNS and the gossip layer through it (see execute).
-        self.dispatch = Dispatcher(mesh, Gossiper(), dataplane, self.ipam, self.dns)
+        mc = mesh.config
+        self.health = HealthService(
+            HealthTracker(self.name, mtu=config.mtu, fastdp=dataplane.fastdp, heartbeat_interval=mc.heartbeat_interval,
+                          max_peers=mc.max_peers),
+            SummaryStore(self.name, time.time_ns() // 1_000_000, mc.max_peers), mesh.identity.nickname)
+        # The mesh's events reach the data plane, IPAM, DNS, health and the gossip layer through it (see execute).
+        self.dispatch = Dispatcher(mesh, Gossiper(), dataplane, self.ipam, self.dns, self.health)
         self.attachments = attachments
         self.workloads = Workloads(attachments, self.ipam, self.dns, self.execute, clock)
         self._events = events
@@ -189,6 +197,7 @@ class Router:
         r["containers"] = snap.ps()
         r["exposed"] = list(snap.exposed)
         r["config"] = self.config.public()
+        r["health"] = self.health.report(now, {e.name: e.nickname for e in self.mesh.topology.peers.values()})
         r["ipam"] = self.ipam.report()
         if self.dns is not None:
             r["dns"] = {"domain": self.dns.domain, "address": DNS_ADDRESS, "upstream": self.dns.upstream(),
@@ -248,6 +257,7 @@ class Router:
         # must not starve the others of their heartbeats and timers. Its traceback: once a minute.
         steps = (("mesh", lambda now: self.mesh.tick(now)),
                  ("dataplane", lambda now: self.dataplane.sync(now)),
+                 ("health", lambda now: self.health.tick(now, len(self.attachments.snapshot.rows))),
                  ("gossip", lambda now: self.dispatch.gossip.tick(now)),
                  ("ipam", lambda now: self.ipam.tick(now)),
                  ("dns", lambda now: self.dns.tick(now) if self.dns is not None else []))

@@ -66,6 +66,13 @@ class DatapathSend:
     body: bytes
 
 
+@dataclass(frozen=True)
+class DatapathChanged:
+    """The path to a connected peer changed: "fastdp" came up, or fell back to "sleeve" (for health)."""
+    peer: str
+    datapath: str
+
+
 @dataclass
 class DataplaneConfig:
     port: int = 6783
@@ -198,7 +205,7 @@ class Dataplane:
         self._known = known
 
     # --- called by the router on every tick ------------------------------------------------------
-    def sync(self, now: float) -> list[DatapathSend]:
+    def sync(self, now: float) -> list[DatapathSend | DatapathChanged]:
         """Follow the mesh: sleeve links per connection, routes, fast-path candidates and checks.
         Returns data-plane messages to peers (fast-path status, FDB adverts)."""
         self.check_threads(now)
@@ -209,7 +216,7 @@ class Dataplane:
         if now >= self._next_filter_read and self._filter_peers is not None:
             self._next_filter_read = now + FILTER_REFRESH
             self._nl(self._read_filter)
-        actions: list[DatapathSend] = []
+        actions: list[DatapathSend | DatapathChanged] = []
         # A stalled router (overloaded host) did not read heartbeats: that silence is ours, not the paths'.
         stalled = now - self._last_sync - 0.5 if self._last_sync else 0.0
         self._last_sync = now
@@ -239,6 +246,7 @@ class Dataplane:
                 self._path_up(name)
             for name in down:
                 self._path_down(self.decider.paths[name], removed=False)
+            actions += [DatapathChanged(n, "fastdp") for n in up] + [DatapathChanged(n, "sleeve") for n in down]
             changed |= bool(up or down)
             actions += self._sync_fdb(conns, now)
         self._expire_grace(now)

@@ -21,6 +21,7 @@ from ..mesh.gossip import Gossiper, GossipSend
 from .dataplane import DatapathSend
 
 if TYPE_CHECKING:
+    from ..health.service import HealthService
     from .dataplane import Dataplane
     from .dns_service import DnsService
     from .ipam_service import IpamService
@@ -32,13 +33,15 @@ _ACTIONS = (Send, Close, Dial)
 
 class Dispatcher:
     def __init__(self, mesh: Mesh, gossip: Gossiper, dataplane: Dataplane | None = None,
-                 ipam: IpamService | None = None, dns: DnsService | None = None) -> None:
+                 ipam: IpamService | None = None, dns: DnsService | None = None,
+                 health: HealthService | None = None) -> None:
         self.mesh = mesh
         self.gossip = gossip
         self.dataplane = dataplane
         self.ipam = ipam
         self.dns = dns
-        for svc in (ipam, dns):
+        self.health = health
+        for svc in (ipam, dns, health):
             if svc is not None:
                 svc.attach(gossip)   # their channels: new-neighbour sync and anti-entropy are the gossip layer's
         self._throttle = Throttle()
@@ -65,6 +68,8 @@ class Dispatcher:
         return self.run(self.gossip.tick(now), now)
 
     def _event(self, ev: object, now: float) -> list[object]:
+        if self.health is not None and not isinstance(ev, AppMessage | DatapathMessage):
+            self._guard("health", now, self.health.on_event, ev, now)   # every other event, the data plane's too
         if isinstance(ev, AppMessage):
             return self._app_message(ev, now)
         out: list[object] = []
