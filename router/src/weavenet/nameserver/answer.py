@@ -1,8 +1,10 @@
 """Answering DNS queries from the record store: a pure function from query bytes to response bytes.
 
-The adapter receives a datagram, calls `answer`, and sends back what it returns; `None` means "not
-ours": forward the query to the upstream resolvers (from `parse_resolv_conf`) and relay their answer;
-`b""` means drop it (it was itself a response).
+The adapter receives a datagram (or a TCP message), calls `answer`, and sends back what it returns;
+`None` means "not ours": forward the query to the upstream resolvers (from `parse_resolv_conf`) and relay
+their answer; `b""` means drop it (it was itself a response). An answer that does not fit the client's
+size (512 bytes over UDP, or its EDNS size; 65535 over TCP) carries as many records as fit and the TC bit,
+so the client asks again over TCP (RFC 1035 4.2.1, RFC 7766).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ _REVERSE = dns.name.from_text("in-addr.arpa.")
 _A, _PTR, _ANY = dns.rdatatype.A, dns.rdatatype.PTR, dns.rdatatype.ANY
 _IN = dns.rdataclass.IN
 _RNG = random.Random()
+UDP_MIN_SIZE = 512        # what every client takes over UDP (RFC 1035), and the floor of an EDNS size
+TCP_MAX_MESSAGE = 65535   # the most a 2-byte TCP length prefix can frame (RFC 1035 4.2.2)
 
 
 def formerr(query: bytes) -> bytes:
@@ -47,11 +51,12 @@ def servfail(query: bytes) -> bytes:
 
 
 def answer(query: bytes, store: RecordStore, now: float, ttl: int = 1, domain: str = DEFAULT_DOMAIN,
-           rng: random.Random | None = None, max_size: int | None = None) -> bytes | None:
+           rng: random.Random | None = None, max_size: int | None = None, tcp: bool = False) -> bytes | None:
     """The response to `query`, or None to forward it upstream (a name outside our domain, or the PTR of
-    an address we have no record for). `max_size`: the transport's limit (UDP: taken from the query's
-    EDNS payload size, 512 without EDNS); a record set that does not fit is trimmed to a random subset.
-    `now` is unused today: lookups do not depend on time (kept so answering can grow caching)."""
+    an address we have no record for). The size limit: `max_size` if given, else TCP_MAX_MESSAGE over TCP,
+    else the query's EDNS payload size (512 without EDNS); a record set that does not fit is trimmed to a
+    random subset and TC set. `now` is unused today: lookups do not depend on time (kept so answering
+    can grow caching)."""
     try:
         q = dns.message.from_wire(query)
     except Exception:  # noqa: BLE001 - DNSException mostly, but hostile bytes reach other types too
@@ -76,7 +81,7 @@ def answer(query: bytes, store: RecordStore, now: float, ttl: int = 1, domain: s
         addrs = store.lookup(qname.to_text().lower())
         if addrs and qtype in (_A, _ANY):
             rng.shuffle(addrs)
-            return _fit(resp, qname, _A, addrs, ttl, _limit(q, max_size))
+            return _fit(resp, qname, _A, addrs, ttl, _limit(q, max_size, tcp))
         if not addrs and qname != zone:
             resp.set_rcode(dns.rcode.NXDOMAIN)
         resp.authority.append(_soa(zone, ttl))  # lets resolvers cache the negative answer for `ttl`
@@ -90,7 +95,7 @@ def answer(query: bytes, store: RecordStore, now: float, ttl: int = 1, domain: s
         if not names:
             return None
         resp.flags |= dns.flags.AA
-        return _fit(resp, qname, _PTR, names, ttl, _limit(q, max_size))
+        return _fit(resp, qname, _PTR, names, ttl, _limit(q, max_size, tcp))
     return None
 
 
@@ -101,10 +106,12 @@ def _reverse_address(qname: dns.name.Name) -> str:
     return ".".join(reversed(labels))
 
 
-def _limit(q: dns.message.Message, max_size: int | None) -> int:
+def _limit(q: dns.message.Message, max_size: int | None, tcp: bool) -> int:
     if max_size is not None:
         return max_size
-    return max(512, q.payload) if q.edns >= 0 else 512
+    if tcp:
+        return TCP_MAX_MESSAGE
+    return min(max(UDP_MIN_SIZE, q.payload), TCP_MAX_MESSAGE) if q.edns >= 0 else UDP_MIN_SIZE
 
 
 def _soa(zone: dns.name.Name, ttl: int) -> dns.rrset.RRset:
@@ -112,17 +119,31 @@ def _soa(zone: dns.name.Name, ttl: int) -> dns.rrset.RRset:
     return dns.rrset.from_text(zone, ttl, _IN, dns.rdatatype.SOA, f"ns.{z} hostmaster.{z} 1 3600 600 86400 {ttl}")
 
 
+def _wire(resp: dns.message.Message, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType, values: list[str],
+          ttl: int, limit: int) -> bytes | None:
+    resp.answer = [dns.rrset.from_text_list(qname, ttl, _IN, rdtype, values)] if values else []
+    try:
+        return resp.to_wire(max_size=limit)
+    except dns.exception.TooBig:
+        return None
+
+
 def _fit(resp: dns.message.Message, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType, values: list[str],
          ttl: int, limit: int) -> bytes:
-    """The answer with as many of `values` (already in their random order) as fit in `limit` bytes."""
-    n = len(values)
-    while True:
-        resp.answer = [dns.rrset.from_text_list(qname, ttl, _IN, rdtype, values[:n])]
-        try:
-            return resp.to_wire(max_size=limit)
-        except dns.exception.TooBig:
-            if n == 1:  # not even one record fits (a tiny EDNS size with a long name): truncated, empty
-                resp.answer = []
-                resp.flags |= dns.flags.TC
-                return resp.to_wire(max_size=max(limit, 512))
-            n = max(1, n * 3 // 4)
+    """The answer with all `values` (already in their random order) if they fit in `limit` bytes; else as
+    many as fit (a binary search: the most a client can get over this transport) with TC set."""
+    whole = _wire(resp, qname, rdtype, values, ttl, limit)
+    if whole is not None:
+        return whole
+    resp.flags |= dns.flags.TC
+    lo, hi = 0, len(values) - 1   # `lo` records are known to fit (0 always does, with the TC flag)
+    best = _wire(resp, qname, rdtype, [], ttl, max(limit, UDP_MIN_SIZE))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        out = _wire(resp, qname, rdtype, values[:mid], ttl, limit)
+        if out is None:
+            hi = mid - 1
+        else:
+            lo, best = mid, out
+    assert best is not None  # a header and the question always fit in 512 bytes (names are <= 255)
+    return best

@@ -1,5 +1,5 @@
-"""asyncio adapter for weaveDNS: the record store as a channel of the gossip layer, and a UDP server for
-the containers.
+"""asyncio adapter for weaveDNS: the record store as a channel of the gossip layer, and a UDP and a TCP
+server for the containers (TCP for answers that do not fit a datagram: the UDP answer then has TC set).
 
 The server listens on DNS_ADDRESS, a link-local address on the weave bridge that every host has and
 that never crosses the mesh (the isolation rules keep its ARP and packets on the host), so each
@@ -20,6 +20,7 @@ from ..mesh.events import PeersChanged
 from ..mesh.gossip import Gossiper, GossipSend
 from ..nameserver import RecordStore, answer, parse_resolv_conf
 from ..nameserver.answer import servfail
+from ..nameserver.tcp import Deframer, frame
 
 log = logging.getLogger("weavenet.nameserver")
 
@@ -32,6 +33,9 @@ UPSTREAM_TIMEOUT = 2.0
 MAX_UPSTREAMS = 3        # servers tried per query (resolv.conf's own limit): a forward lasts at most 3 timeouts
 MAX_FORWARDS = 64        # queries forwarded at once, one socket each: over it, SERVFAIL at once (counted)
 LOG_EVERY = 60.0         # at most one warning per sender (or for bad queries) this often; the rest is counted
+MAX_TCP_CONNECTIONS = 64  # open DNS-over-TCP connections at once: over it, new ones are closed at once (counted)
+TCP_IDLE_TIMEOUT = 10.0   # a connection must complete a query this often (RFC 7766 suggests seconds) or is closed
+MAX_TCP_BUFFERED = 256 * 1024  # answers waiting for a client that does not read: over it, the connection is dropped
 
 
 class DnsService:
@@ -47,10 +51,13 @@ class DnsService:
         self._known: frozenset[str] = frozenset()
         self._next_gc = 0.0
         self._transport: asyncio.DatagramTransport | None = None
+        self._tcp_server: asyncio.Server | None = None
+        self._tcp_conns: set[_TcpConn] = set()
         self._forwards: set[asyncio.Task] = set()   # a reference to each running forward (and the cap)
         self._logged: dict[str, float] = {}
         self.counters = {"answered": 0, "forwarded": 0, "upstream_failed": 0, "forward_refused": 0,
-                         "bad_queries": 0, "malformed_gossip": 0}
+                         "bad_queries": 0, "malformed_gossip": 0, "truncated": 0, "tcp_answered": 0,
+                         "tcp_refused": 0, "tcp_dropped": 0}
 
     def refused(self) -> dict[str, int]:
         """Gossip refused (malformed, or records breaking the store's rules), per reason."""
@@ -116,32 +123,52 @@ class DnsService:
     def peer_gone(self, peer: str) -> None:
         self.store.peer_gone(peer)
 
-    # --- the UDP server ----------------------------------------------------------------------------
-    async def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    # --- the UDP and TCP servers ----------------------------------------------------------------------
+    def _socket(self, kind: int) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, kind)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             # Bound to the bridge: replies go out on it even though the host has no route to the
             # containers' subnets (the kernel treats the destination as on-link).
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.bridge.encode())
             sock.bind((DNS_ADDRESS, DNS_PORT))
+            if kind == socket.SOCK_STREAM:
+                sock.listen(MAX_TCP_CONNECTIONS)
+            sock.setblocking(False)
         except OSError:
             sock.close()
             raise
+        return sock
+
+    async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._transport, _ = await loop.create_datagram_endpoint(lambda: _Server(self), sock=sock)
-        log.info("weaveDNS answering for %s on %s:%d", self.domain, DNS_ADDRESS, DNS_PORT)
+        self._transport, _ = await loop.create_datagram_endpoint(lambda: _Server(self),
+                                                                 sock=self._socket(socket.SOCK_DGRAM))
+        try:
+            self._tcp_server = await loop.create_server(lambda: _TcpConn(self), sock=self._socket(socket.SOCK_STREAM))
+        except BaseException:
+            self.stop()
+            raise
+        log.info("weaveDNS answering for %s on %s:%d (UDP and TCP)", self.domain, DNS_ADDRESS, DNS_PORT)
 
     def stop(self) -> None:
         if self._transport is not None:
             self._transport.close()
+        if self._tcp_server is not None:
+            self._tcp_server.close()
+        for conn in list(self._tcp_conns):
+            conn.drop()
         for task in list(self._forwards):
             task.cancel()
 
-    def query(self, data: bytes, addr) -> None:
+    def query(self, data: bytes, addr, deliver=None) -> None:
+        """One query from `addr`; `deliver(bytes)` sends the reply (the UDP socket when None: `addr`'s
+        datagram, sized for UDP; a TCP connection passes its own and gets answers up to 65535 bytes)."""
         loop = asyncio.get_running_loop()
+        tcp = deliver is not None
+        send = deliver if deliver is not None else (lambda reply: self._send(reply, addr))
         try:
-            reply = answer(data, self.store, loop.time(), ttl=self.ttl, domain=self.domain)
+            reply = answer(data, self.store, loop.time(), ttl=self.ttl, domain=self.domain, tcp=tcp)
         except Exception as e:  # noqa: BLE001 - dnspython on adversarial input: a counted drop, never a crash
             self.counters["bad_queries"] += 1
             self._warn("query", loop.time(), "DNS query from %s dropped: %s", addr, repr(e)[:100])
@@ -149,15 +176,17 @@ class DnsService:
         if reply is None:
             if len(self._forwards) >= MAX_FORWARDS:  # a slow upstream and a chatty client: refuse, don't pile up
                 self.counters["forward_refused"] += 1
-                self._send(servfail(data), addr)
+                send(servfail(data))
                 return
             self.counters["forwarded"] += 1
-            task = loop.create_task(self._forward(data, addr))
+            task = loop.create_task(self._forward(data, send))
             self._forwards.add(task)
             task.add_done_callback(self._forwards.discard)
         elif reply:
-            self.counters["answered"] += 1
-            self._send(reply, addr)
+            self.counters["tcp_answered" if tcp else "answered"] += 1
+            if reply[2] & 0x02:   # TC: the client will (or should) ask again over TCP
+                self.counters["truncated"] += 1
+            send(reply)
 
     def _send(self, data: bytes, addr) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -172,17 +201,17 @@ class DnsService:
             return []
         return [s for s in parse_resolv_conf(text, exclude=[DNS_ADDRESS]) if ":" not in s]
 
-    async def _forward(self, data: bytes, addr) -> None:
-        """Ask each upstream in turn (one socket at a time, closed after), relay the first answer."""
+    async def _forward(self, data: bytes, send) -> None:
+        """Ask each upstream in turn over UDP (one socket at a time, closed after), relay the first answer."""
         for server in self.upstream()[:MAX_UPSTREAMS]:
             try:
                 reply = await _udp_exchange(data, (server, self._upstream_port), UPSTREAM_TIMEOUT)
             except (OSError, TimeoutError):
                 continue
-            self._send(reply, addr)
+            send(reply)
             return
         self.counters["upstream_failed"] += 1
-        self._send(servfail(data), addr)
+        send(servfail(data))
 
 
 class _Server(asyncio.DatagramProtocol):
@@ -195,6 +224,79 @@ class _Server(asyncio.DatagramProtocol):
         except Exception as e:  # noqa: BLE001 - one bad query must not stop the server (query counts its own)
             self.svc.counters["bad_queries"] += 1
             self.svc._warn("query", time.monotonic(), "DNS query from %s failed: %s", addr, repr(e)[:100])
+
+
+class _TcpConn(asyncio.Protocol):
+    """One DNS-over-TCP client: length-framed queries in, framed answers out (pipelined, any order, RFC
+    7766). Bounded: MAX_TCP_CONNECTIONS at once, a complete query every TCP_IDLE_TIMEOUT, queries of at
+    most MAX_TCP_QUERY bytes, MAX_TCP_BUFFERED bytes of answers the client has not read."""
+
+    def __init__(self, svc: DnsService) -> None:
+        self.svc = svc
+        self.deframer = Deframer()
+        self.transport: asyncio.Transport | None = None
+        self.peer = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        self.peer = transport.get_extra_info("peername")
+        if len(self.svc._tcp_conns) >= MAX_TCP_CONNECTIONS:
+            self.svc.counters["tcp_refused"] += 1
+            self.svc._warn("tcp-full", time.monotonic(), "DNS over TCP: %d connections open, refusing %s",
+                           MAX_TCP_CONNECTIONS, self.peer)
+            transport.abort()
+            return
+        self.svc._tcp_conns.add(self)
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(TCP_IDLE_TIMEOUT, self.drop)
+
+    def drop(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()   # no graceful close: a client that stalls must not hold the slot longer
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            queries = self.deframer.feed(data)
+        except ProtocolError as e:
+            self._refuse(str(e))
+            return
+        for q in queries:
+            self._arm()   # only whole queries keep a connection alive (a byte at a time does not)
+            self.svc.query(q, self.peer, self.reply)
+
+    def reply(self, data: bytes) -> None:
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        if t.get_write_buffer_size() > MAX_TCP_BUFFERED:
+            self._refuse(f"client does not read its answers ({t.get_write_buffer_size()} bytes waiting)")
+            return
+        t.write(frame(data))
+
+    def _refuse(self, why: str) -> None:
+        self.svc.counters["tcp_dropped"] += 1
+        host = self.peer[0] if self.peer else ""
+        self.svc._warn(f"tcp:{host}", time.monotonic(), "DNS over TCP from %s dropped: %s", self.peer, why)
+        self.drop()
+
+    def pause_writing(self) -> None:   # the client reads slowly: stop reading its queries meanwhile
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.svc._tcp_conns.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+        self.transport = None
 
 
 class _Exchange(asyncio.DatagramProtocol):
