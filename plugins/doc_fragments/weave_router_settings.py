@@ -57,6 +57,10 @@ options:
     description:
       - "Subnet for net:default (default: the range). Router flag C(--ipalloc-default-subnet)."
     type: str
+  ipalloc_init:
+    description:
+      - "How the IPAM ring is created: consensus=N (N routers agree), seed=PEER,... or observer (default: consensus=<number of peers given + 1>). Router flag C(--ipalloc-init)."
+    type: str
   dns:
     description:
       - "Run weaveDNS (default true). Router flag C(--no-dns)."

@@ -43,6 +43,9 @@ ROUTER_SETTINGS = {
     "ipalloc_default_subnet": dict(
         type="str", default=None, range=None, restart=True, public=True, secret=False,
         flag="--ipalloc-default-subnet", description="Subnet for net:default (default: the range). Router flag C(--ipalloc-default-subnet)."),
+    "ipalloc_init": dict(
+        type="str", default=None, range=None, restart=False, public=True, secret=False,
+        flag="--ipalloc-init", description="How the IPAM ring is created: consensus=N (N routers agree), seed=PEER,... or observer (default: consensus=<number of peers given + 1>). Router flag C(--ipalloc-init)."),
     "dns": dict(
         type="bool", default=True, range=None, restart=True, public=True, secret=False,
         flag="--no-dns", description="Run weaveDNS (default true). Router flag C(--no-dns)."),

@@ -41,7 +41,7 @@ def ring_wire(entries=None) -> dict:
 
 
 def allocator() -> Allocator:
-    a = Allocator(US, NET, seed=True, rng=random.Random(1))
+    a = Allocator(US, NET, rng=random.Random(1))
     a.peers_changed({PEERS[1]}, {PEERS[1], PEERS[2]}, 0)
     a.receive(json.dumps({"t": "ring", "from": PEERS[1], "ring": None}).encode(), 0, PEERS[1])
     a.allocate("c", None, 0)

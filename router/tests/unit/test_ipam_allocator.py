@@ -7,15 +7,17 @@ import random
 import pytest
 
 from weavenet.ipam import Allocator, GossipChanged, SendTo, format_ipam_status
+from weavenet.ipam.init import consensus
 from weavenet.mesh.errors import ProtocolError
 
 US, PEER = "02:00:00:00:00:01", "02:00:00:00:00:02"
+JOINER = consensus(2)  # launched with one peer: cannot create the ring alone
 IF = ipaddress.IPv4Interface
 N = ipaddress.IPv4Network
 
 
 def seeded(**kw) -> Allocator:
-    return Allocator(US, seed=True, rng=random.Random(1), **kw)
+    return Allocator(US, rng=random.Random(1), **kw)
 
 
 def test_lowest_free_address_skips_network_address_and_reuses_released():
@@ -58,7 +60,7 @@ def test_claims_owned_foreign_outside_and_in_use():
         a.claim("c2", IF("10.32.0.5/12"), 0)
     assert a.claim("c2", IF("192.168.1.2/24"), 0)[0] == "outside"
     assert a.lookup("c2") == []
-    b = Allocator(PEER)  # no ring: nothing is ours
+    b = Allocator(PEER, init=JOINER)  # no ring: nothing is ours
     assert b.claim("c", IF("10.32.0.9/12"), 0)[0] == "foreign"
     assert b.lookup("c") == [IF("10.32.0.9/12")]
     # Allocation skips claimed addresses.
@@ -74,7 +76,7 @@ def test_release_one_address_or_all_and_cancel_pending():
     gone, _ = a.release("c", ipaddress.IPv4Address("10.41.0.1"), 0)
     assert gone == [ipaddress.IPv4Address("10.41.0.1")] and a.lookup("c") == [IF("10.40.0.1/24")]
     assert a.release("unknown", now=0) == ([], [])
-    b = Allocator(PEER)
+    b = Allocator(PEER, init=JOINER)
     assert b.allocate("w", None, 0)[0] is None and b.pending == [("w", N("10.32.0.0/12"))]
     b.release("w", now=0)
     assert b.pending == []
@@ -106,7 +108,7 @@ def test_persistence_round_trip_and_refusals():
 
 
 def test_request_without_ring_goes_to_reachable_peers_and_ring_holder_answers_with_ring():
-    b = Allocator(PEER)
+    b = Allocator(PEER, init=JOINER)
     b.peers_changed({US}, {US}, 0)
     _, actions = b.allocate("c", None, 0)
     reqs = [x for x in actions if isinstance(x, SendTo) and b"req" in x.data]
@@ -124,7 +126,7 @@ def test_seed_waits_for_neighbours_state_before_claiming():
     a = seeded()
     a.peers_changed({PEER}, {PEER}, 0)
     assert a.allocate("c", None, 0)[0] is None and a.ring.empty
-    out = a.receive(Allocator(PEER).encode_gossip(), 0.5)  # the neighbour has no ring either
+    out = a.receive(Allocator(PEER, init=JOINER).encode_gossip(), 0.5)  # the neighbour has no ring either
     assert not a.ring.empty and any(getattr(x, "container_id", None) == "c" for x in out)
 
 

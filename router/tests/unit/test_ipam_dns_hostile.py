@@ -16,6 +16,7 @@ import dns.rcode
 import pytest
 
 from weavenet.ipam.allocator import DONATE_EVERY
+from weavenet.ipam.init import ALONE, OBSERVER, IpamInit
 from weavenet.ipam.ring import MAX_VERSION_JUMP
 from weavenet.mesh.gossip import Gossiper
 from weavenet.nameserver.store import MAX_RECORDS_PER_ORIGIN
@@ -34,11 +35,11 @@ class Node:
     """One router: a mesh core with the real IPAM and DNS services on the real gossip layer, the real
     dispatcher handing them the mesh's events."""
 
-    def __init__(self, net: SimNet, index: int, tmp_path, seed: bool) -> None:
+    def __init__(self, net: SimNet, index: int, tmp_path, init: IpamInit) -> None:
         self.net = net
         self.mesh = net.add(index)
         self.name = self.mesh.identity.name
-        self.ipam = IpamService(self.mesh, tmp_path / f"ipam-{index}.json", RANGE, None, seed=seed,
+        self.ipam = IpamService(self.mesh, tmp_path / f"ipam-{index}.json", RANGE, None, init=init,
                                 on_claim_refused=lambda *a: None)
         self.dns = DnsService(self.mesh, "weave.local", 1, [], "none")
         self.dispatch = Dispatcher(self.mesh, Gossiper(random.Random(index)), None, self.ipam, self.dns)
@@ -72,8 +73,8 @@ def settle(net: SimNet, nodes: list[Node], seconds: float = 3.0) -> None:
 def three(tmp_path) -> tuple[Node, Node, Node]:
     """A (the seed, owning the whole range), B and C in a full mesh, every ring agreed."""
     net = SimNet(7)
-    a = Node(net, 1, tmp_path, seed=True)
-    b, c = Node(net, 2, tmp_path, seed=False), Node(net, 3, tmp_path, seed=False)
+    a = Node(net, 1, tmp_path, ALONE)
+    b, c = Node(net, 2, tmp_path, OBSERVER), Node(net, 3, tmp_path, OBSERVER)
     for n in (b, c):
         net.run(n.addr, n.mesh.connect([a.addr], net.now))
     nodes = [a, b, c]

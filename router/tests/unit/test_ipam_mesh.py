@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import random
 
+from weavenet.ipam.init import default_init
 from weavenet.mesh.gossip import Gossiper
 from weavenet.weaver.dns_service import DnsService
 from weavenet.weaver.events import Dispatcher
@@ -23,8 +24,8 @@ class Host:
         self.net = net
         self.mesh = net.add(index)
         self.name = self.mesh.identity.name
-        self.ipam = IpamService(self.mesh, tmp_path / f"ipam-{index}.json", RANGE, None, seed=not peers,
-                                on_claim_refused=lambda *a: None)
+        self.ipam = IpamService(self.mesh, tmp_path / f"ipam-{index}.json", RANGE, None,
+                                init=default_init(1 if peers else 0), on_claim_refused=lambda *a: None)
         self.alloc = self.ipam.alloc
         self.dns_service = DnsService(self.mesh, "weave.local", 1, [], "none")
         self.dns = self.dns_service.store

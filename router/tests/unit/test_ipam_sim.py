@@ -9,6 +9,7 @@ import pytest
 
 from weavenet.ipam import Allocated, Allocator, AllocFailed, ClaimRefused, GossipChanged, RingConflict, SendTo
 from weavenet.ipam.allocator import GOSSIP_INTERVAL
+from weavenet.ipam.init import default_init
 from weavenet.mesh.gossip import Gossiper, GossipSend
 
 RANGE = ipaddress.IPv4Network("10.32.0.0/12")
@@ -49,7 +50,8 @@ class Sim:
         self.refused: list[ClaimRefused] = []
 
     def add(self, i: int, peers: list[int] = (), **kw) -> Allocator:
-        a = Allocator(name(i), self.network, seed=not peers, rng=random.Random(i), **kw)
+        kw.setdefault("init", default_init(len(peers)))
+        a = Allocator(name(i), self.network, rng=random.Random(i), **kw)
         self.nodes[a.us] = a
         self.gossip[a.us] = g = Gossiper(random.Random(i))
         g.register("ipam", Ring(self.nodes, a.us), GOSSIP_INTERVAL)

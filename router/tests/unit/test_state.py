@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from weavenet.ipam import Allocator
+from weavenet.ipam.init import OBSERVER
 from weavenet.mesh.core import Mesh, MeshConfig
 from weavenet.mesh.handshake import LocalIdentity
 from weavenet.weaver import state
@@ -30,7 +31,7 @@ RANGE = ipaddress.IPv4Network("10.32.0.0/12")
 
 
 def valid_ipam() -> str:
-    a = Allocator(NAME, RANGE, seed=True, rng=random.Random(1))
+    a = Allocator(NAME, RANGE, rng=random.Random(1))
     a.allocate("c1", None, 0)
     a.claim("c2", ipaddress.IPv4Interface("10.32.0.9/12"), 0)
     return a.to_json() + "\n"
@@ -136,7 +137,7 @@ def test_missing_files_are_a_fresh_start(paths):
 
 def ipam_service(paths: Paths) -> IpamService:
     mesh = Mesh(LocalIdentity(NAME, "h1", 1, 6783), incarnation=1, config=MeshConfig(), rng=random.Random(1))
-    return IpamService(mesh, paths.ipam_file, RANGE, None, seed=False, on_claim_refused=lambda *a: None)
+    return IpamService(mesh, paths.ipam_file, RANGE, None, init=OBSERVER, on_claim_refused=lambda *a: None)
 
 
 LOADERS = {

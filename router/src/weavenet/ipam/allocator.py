@@ -6,6 +6,7 @@ and for what the adapter must do with each action).
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import random
@@ -14,9 +15,11 @@ from dataclasses import dataclass
 from ..mesh.channel import encode_json
 from ..mesh.errors import ProtocolError
 from ..mesh.names import parse_peer_name
+from .init import ALONE, MAX_INIT_PEERS, IpamInit
+from .paxos import Paxos, claims_from_wire, claims_to_wire
 from .ring import MAX_RING_ENTRIES, Ring, ip
 from .spec import DEFAULT_RANGE
-from .wire import decode_message, peer_name, text
+from .wire import decode_message, peer_name, text, uint
 
 REQUEST_RETRY = 2.0     # ask again (another donor if there is one) when a request got no space in this time
 NOSPACE_HOLD = 10.0     # don't ask a peer that said it has no space again for this long
@@ -25,6 +28,8 @@ MAX_PEERS = 4096        # bound on per-peer tables between two topology updates
 DONATE_EVERY = 2.0      # one donation (half our largest free run) per requester this often: a flood of requests
                         # cannot drain our space; an honest router asks at most once per REQUEST_RETRY per subnet
 CLAIM_BURST = 16        # one-address donations (explicit claims) a requester may get at once, then as above
+PROPOSE_RETRY = 3.0     # no agreement this long after our proposal: propose again (times 1..2, random: no duel)
+CLAIMS_RESEND = 2.0     # while there is no ring, our consensus claims go to every reachable router this often
 
 Net = ipaddress.IPv4Network
 
@@ -82,16 +87,22 @@ def usable(net: Net) -> tuple[int, int]:
 
 class Allocator:
     def __init__(self, us: str, network: Net = DEFAULT_RANGE, default_subnet: Net | None = None, *,
-                 seed: bool = False, rng: random.Random | None = None) -> None:
-        """`seed`: this router was launched with no peers at all, so it may create the ring (see rules)."""
+                 init: IpamInit = ALONE, rng: random.Random | None = None) -> None:
+        """`init`: how the ring is created (`--ipalloc-init`; see weavenet.ipam.init)."""
         self.us = parse_peer_name(us)
         self.network = network
         self.default_subnet = default_subnet or network
         if not self.default_subnet.subnet_of(network):
             raise ValueError(f"default subnet {self.default_subnet} is not inside the allocation range {network}")
-        self.seed = seed
+        self.init = init
         self._rng = rng or random.Random()
         self.ring = Ring(network)
+        self.paxos = Paxos(self.us, init.count, self._rng) if init.mode == "consensus" else None
+        self._next_propose = 0.0
+        self._claims_sent = -1e18
+        self._ring_told: dict[str, float] = {}      # routers still agreeing that we sent our ring to -> when
+        if init.mode == "seed":  # everyone given the same list builds this same ring, without a word
+            self.ring.create(init.seeds, "seed/" + hashlib.sha256(",".join(init.seeds).encode()).hexdigest()[:16])
         self._addrs: dict[str, list[int]] = {}       # container -> its addresses (allocated or claimed)
         self._used: dict[int, str] = {}              # address -> container
         self._prefix: dict[int, int] = {}            # address -> prefix length it was given with
@@ -118,9 +129,7 @@ class Allocator:
         have = self._find(container_id, net)
         if have is not None:
             return have, []
-        actions: list[IpamAction] = []
-        if self.ring.empty and self._may_seed():
-            actions += self._claim(now)
+        actions: list[IpamAction] = self._agree(now, demand=True)  # (a router alone decides at once)
         got = self._take(container_id, net)
         if got is not None:
             return got, _once(actions + self._refresh_free())
@@ -186,6 +195,7 @@ class Allocator:
     def peers_changed(self, connected: set[str], reachable: set[str], now: float) -> list[IpamAction]:
         """Call when the neighbours or reachable peers change. (New neighbours get our ring from the gossip
         layer, with `encode_gossip()`, which also sends it to a random neighbour now and then.)"""
+        before = self._reachable
         self._connected, self._reachable = set(connected), set(reachable) | set(connected)
         self._reachable.discard(self.us)
         self._heard = {p: s for p, s in self._heard.items() if p in self._connected}
@@ -193,7 +203,13 @@ class Allocator:
         self._nospace = {p: v for p, v in self._nospace.items() if p in self._reachable}
         self._askers &= self._reachable
         self._donated = {k: v for k, v in self._donated.items() if k[0] in self._reachable}
-        return _once(self._retry(now))
+        self._ring_told = {p: t for p, t in self._ring_told.items() if p in self._reachable}
+        actions: list[IpamAction] = []
+        if self.paxos is not None:
+            self.paxos.prune(self._reachable)
+            if self.ring.empty and self.paxos.ours.promise[0] and self._reachable - before:
+                actions += self._send_claims(now)  # routers that just joined hear where the agreement is
+        return _once(actions + self._retry(now))
 
     def receive(self, data: bytes, now: float, src: str | None = None) -> list[IpamAction]:
         """A message from another router's allocator (gossip or unicast alike). `src`: the sender the mesh
@@ -207,14 +223,20 @@ class Allocator:
             flag = {"ring": "seed", "req": "ring"}.get(kind)  # type: ignore[arg-type]
             if flag is not None and not isinstance(msg.get(flag, False), bool):
                 raise TypeError(f"{flag} must be a boolean")
+            count = uint(msg["n"], "n", MAX_INIT_PEERS) if kind == "paxos" else 0
+            if kind == "paxos" and count == 0:
+                raise ValueError("n must be at least 1")
         except (KeyError, ValueError, TypeError) as e:
             raise ProtocolError(f"bad IPAM message: {e}") from None
+        claims = claims_from_wire(msg.get("claims")) if kind == "paxos" else None
         if src is not None and sender != src:
             return self._refuse("forged_sender")  # one router speaking for another
         if sender == self.us:
             return self._refuse("our_name")
         if kind == "ring":
             return _once(self._on_ring(sender, msg, now))
+        if claims is not None:
+            return _once(self._on_claims(sender, claims, count, now))
         if kind == "req" and net is not None:
             return _once(self._on_request(sender, net, bool(msg.get("ring")), now))
         if kind == "nospace" and net is not None:
@@ -233,11 +255,20 @@ class Allocator:
         return []  # unknown kinds: a newer peer's, ignored
 
     def tick(self, now: float) -> list[IpamAction]:
-        """Call about once a second: retries requests."""
-        return _once(self._retry(now))
+        """Call about once a second: retries requests, and our consensus claims while there is no ring."""
+        actions = self._retry(now)
+        if self.paxos is not None and self.ring.empty and self.paxos.ours.promise[0] \
+                and now - self._claims_sent >= CLAIMS_RESEND:
+            actions += self._send_claims(now)  # (lost messages, routers that joined since)
+        return _once(actions)
+
+    @property
+    def alone(self) -> bool:
+        """May create the ring by itself (consensus=1): the gossip's `seed` flag, for the lower-name rule."""
+        return self.paxos is not None and self.paxos.quorum == 1
 
     def encode_gossip(self) -> bytes:
-        return encode_json({"t": "ring", "from": self.us, "seed": self.seed, "ring": self.ring.to_wire()})
+        return encode_json({"t": "ring", "from": self.us, "seed": self.alone, "ring": self.ring.to_wire()})
 
     # --- reading ----------------------------------------------------------------------------------
     def lookup(self, container_id: str) -> list[ipaddress.IPv4Interface]:
@@ -271,17 +302,34 @@ class Allocator:
 
     def status(self) -> dict:
         return {"range": str(self.network), "default_subnet": str(self.default_subnet),
-                "ring": self.ring.ring_id, "seed": self.seed, "pending": len(self._pending),
-                "allocated": len(self._used), "peers": self.owned_and_used()}
+                "ring": self.ring.ring_id, "init": str(self.init), "consensus": self.consensus_status(),
+                "pending": len(self._pending), "allocated": len(self._used), "peers": self.owned_and_used()}
+
+    def consensus_status(self) -> dict:
+        """How far the creation of the ring got: achieved (there is a ring), waiting (asked for, the
+        routers not agreed yet), deferred (nobody asked for an address yet) or observer."""
+        if not self.ring.empty:
+            state = "achieved"
+        elif self.paxos is None:
+            state = "observer" if self.init.mode == "observer" else "deferred"
+        else:
+            state = "waiting" if self.paxos.ours.promise[0] or self._demand() else "deferred"
+        out: dict = {"state": state}
+        if self.paxos is not None and state != "achieved":
+            out.update(self.paxos.status())
+        return out
 
     # --- persistence ------------------------------------------------------------------------------
     def to_json(self) -> str:
-        return json.dumps({"format": 1, "name": self.us, "range": str(self.network), "ring": self.ring.to_wire(),
-                           "allocations": self.allocations()}, indent=1)
+        d = {"format": 1, "name": self.us, "range": str(self.network), "ring": self.ring.to_wire(),
+             "allocations": self.allocations()}
+        if self.paxos is not None and self.ring.empty and self.paxos.ours.promise[0]:
+            d["paxos"] = claims_to_wire(self.paxos.ours)  # an acceptor must not forget its promise
+        return json.dumps(d, indent=1)
 
     @classmethod
     def from_json(cls, text: str, us: str, network: Net = DEFAULT_RANGE, default_subnet: Net | None = None, *,
-                  seed: bool = False, rng: random.Random | None = None) -> Allocator:
+                  init: IpamInit = ALONE, rng: random.Random | None = None) -> Allocator:
         """Restore a router's space and allocations; ValueError if they belong to another name or range."""
         try:
             d = json.loads(text)
@@ -293,9 +341,13 @@ class Allocator:
             raise ValueError(f"IPAM state belongs to peer {name}, not {us}")
         if rng_s != str(network):
             raise ValueError(f"IPAM state is for range {rng_s}, not {network}: run weave reset to change the range")
-        alloc = cls(us, network, default_subnet, seed=seed, rng=rng)
+        alloc = cls(us, network, default_subnet, init=init, rng=rng)
         try:
-            alloc.ring = Ring.from_wire(d["ring"], network)
+            ring = Ring.from_wire(d["ring"], network)
+            if not ring.empty or init.mode != "seed":
+                alloc.ring = ring
+            if alloc.paxos is not None and ring.empty and d.get("paxos") is not None:
+                alloc.paxos.restore(claims_from_wire(d["paxos"]))
         except ProtocolError as e:
             raise ValueError(f"unreadable IPAM state: {e}") from None
         for cid, addrs in allocs.items():
@@ -382,17 +434,47 @@ class Allocator:
             changed |= self.ring.set_free(lo, max(0, min(hi, uhi) - max(lo, ulo)) - used)
         return [GOSSIP] if changed else []
 
-    def _may_seed(self) -> bool:
-        """Create the ring only if launched alone, having heard every neighbour (none has a ring, or we
-        would have adopted it), and no neighbour that could seed too has a lower name."""
-        if not self.seed or not self.ring.empty:
+    def _demand(self) -> bool:
+        """Someone needs the ring: an allocation waits, a router asked us for space, or a claim waits."""
+        return bool(self._pending or self._askers or self._wanted)
+
+    def _may_propose(self) -> bool:
+        """Propose only having heard every neighbour (none has a ring, or we would have adopted it); a
+        router that may decide alone (consensus=1) leaves it to a neighbour alone too with a lower name."""
+        if self.paxos is None or not self.ring.empty:
             return False
         if any(p not in self._heard for p in self._connected):
             return False
-        return not any(s and p < self.us for p, s in self._heard.items())
+        return not (self.alone and any(s and p < self.us for p, s in self._heard.items()))
 
-    def _claim(self, now: float) -> list[IpamAction]:
-        self.ring.claim_all(self.us, f"{self.us}@{int(now * 1000)}/{self._rng.getrandbits(32):08x}")
+    def _agree(self, now: float, demand: bool) -> list[IpamAction]:
+        """The consensus step (see weavenet.ipam.paxos): propose when the ring is needed (again after
+        PROPOSE_RETRY without agreement), tell every reachable router our claims when they change, and
+        create the ring once agreed."""
+        px = self.paxos
+        if px is None or not self.ring.empty:
+            return []
+        changed = px.think()
+        if demand and now >= self._next_propose and self._may_propose():
+            px.propose()
+            changed = True
+            self._next_propose = now + PROPOSE_RETRY * (1 + self._rng.random())
+        actions = self._send_claims(now) if changed else []
+        got = px.decided()
+        if got is not None:
+            actions += self._create(*got)
+        return actions
+
+    def _send_claims(self, now: float) -> list[IpamAction]:
+        assert self.paxos is not None
+        self._claims_sent = now
+        body = encode_json({"t": "paxos", "from": self.us, "n": self.paxos.count,
+                            "claims": claims_to_wire(self.paxos.ours)})
+        return [SendTo(p, body) for p in sorted(self._reachable)]
+
+    def _create(self, ballot: tuple[int, str], value) -> list[IpamAction]:
+        """The agreed ring: the range split evenly among the routers the proposer had heard from."""
+        self.ring.create(value.peers, value.ring_id(ballot))
         actions: list[IpamAction] = [GOSSIP, *self._refresh_free()]
         # Those who asked before there was a ring learn of it now rather than on their next retry.
         actions += [SendTo(p, self.encode_gossip()) for p in sorted(self._askers)]
@@ -439,8 +521,7 @@ class Allocator:
     def _retry(self, now: float) -> list[IpamAction]:
         """Serve pending allocations from our space; ask for more where that is not enough."""
         actions: list[IpamAction] = []
-        if self.ring.empty and (self._pending or self._askers) and self._may_seed():
-            actions += self._claim(now)
+        actions += self._agree(now, self._demand())
         actions += self._chase_claims(now)
         if len(self._asked) > len(self._pending):  # (a subnet nobody waits for any more: forget whom we asked)
             waiting = {net for _, net in self._pending}
@@ -492,6 +573,21 @@ class Allocator:
         self._donated[(to, claim)] = (left - 1 if ok else left, now)
         return ok
 
+    def _on_claims(self, sender: str, claims, count: int, now: float) -> list[IpamAction]:
+        if sender not in self._reachable:  # (a table per peer: only peers that exist)
+            return self._refuse("unknown_sender")
+        if not self.ring.empty:  # it is still agreeing on what we already have: our ring ends that
+            if now - self._ring_told.get(sender, -1e18) < REQUEST_RETRY:
+                return []
+            self._ring_told[sender] = now
+            return [SendTo(sender, self.encode_gossip())]
+        if self.paxos is None:
+            return []  # an observer takes no part
+        reason = self.paxos.update(sender, claims, count)
+        if reason is not None:
+            return self._refuse(reason)
+        return self._retry(now)
+
     def _on_ring(self, sender: str, msg: dict, now: float) -> list[IpamAction]:
         if sender in self._heard or len(self._heard) < MAX_PEERS:  # pruned to neighbours on peers_changed
             self._heard[sender] = bool(msg.get("seed"))
@@ -515,7 +611,7 @@ class Allocator:
             return self._refuse("unknown_requester")
         if self.ring.empty:  # it gets the ring as soon as there is one (or asks again)
             self._askers.add(sender)
-            return self._claim(now) if self._may_seed() else []
+            return self._retry(now)
         if not they_have_ring:  # first they learn who owns what, then they ask the best donor
             return [SendTo(sender, self.encode_gossip())]
         if len(self.ring.entries) >= MAX_RING_ENTRIES - 2:  # a donation adds up to two tokens

@@ -86,9 +86,18 @@ class Ring:
 
     def claim_all(self, owner: str, ring_id: str) -> None:
         """Create the ring: `owner` takes the whole range. Only valid while nobody else can have one."""
-        assert self.empty
+        self.create([owner], ring_id)
+
+    def create(self, owners: list[str] | tuple[str, ...], ring_id: str) -> None:
+        """Create the ring split evenly among `owners` in their order (as many as there are addresses).
+        Deterministic: every router creating it from the same agreement gets the same entries."""
+        assert self.empty and owners
         self.ring_id = ring_id
-        self._set(self.start, Entry(owner, 1, self.end - self.start))
+        size = self.end - self.start
+        k = min(len(owners), size)
+        bounds = [self.start + i * size // k for i in range(k)] + [self.end]
+        for i in range(k):
+            self._set(bounds[i], Entry(owners[i], 1, bounds[i + 1] - bounds[i]))
 
     def set_free(self, token: int, free: int) -> bool:
         e = self.entries[token]

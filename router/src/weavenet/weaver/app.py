@@ -20,6 +20,7 @@ from ..containers.client import Docker
 from ..health.service import HealthService
 from ..health.summary import SummaryStore
 from ..health.tracker import HealthTracker
+from ..ipam.init import default_init, parse_init
 from ..mesh.core import Close, Dial, Mesh, MeshConfig, Send, Throttle
 from ..mesh.crypto import password_digest
 from ..mesh.gossip import Gossiper
@@ -86,11 +87,12 @@ class Router:
         self.dataplane = dataplane
         self.mesh = mesh
         self.peers = config.peers or load_targets(paths)
-        # Launched with no peers at all (the first host of the chain): this router may create the ring.
+        # How the ring is created: --ipalloc-init, else consensus among the peers given and this router.
         self.ipam = IpamService(mesh, paths.ipam_file, ipaddress.IPv4Network(config.ipalloc_range),
                                 ipaddress.IPv4Network(config.ipalloc_default_subnet)
                                 if config.ipalloc_default_subnet else None,
-                                seed=not self.peers, on_claim_refused=self._claim_refused)
+                                init=parse_init(config.ipalloc_init) if config.ipalloc_init
+                                else default_init(len(self.peers)), on_claim_refused=self._claim_refused)
         self.dns = DnsService(mesh, config.dns_domain, config.dns_ttl, config.dns_upstream, BRIDGE) \
             if config.dns else None
         mc = mesh.config

@@ -8,6 +8,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
+from ..ipam.init import parse_init
 from ..ipam.spec import parse_cidr
 from ..mesh.names import DEFAULT_PORT, normalise_address, parse_peer_name
 from ..nameserver.store import normalise_domain
@@ -63,6 +64,11 @@ class RouterConfig:
     ipalloc_default_subnet: str | None = setting(
         None, help="subnet for net:default", metavar="CIDR", default_text="default: the range",
         check=lambda v: str(parse_cidr(v, "--ipalloc-default-subnet")))
+    # restart=False: it only matters until the ring exists (a mesh grown by a host does not restart routers)
+    ipalloc_init: str | None = setting(
+        None, help="how the IPAM ring is created: consensus=N (N routers agree), seed=PEER,... or observer",
+        metavar="MODE", restart=False, default_text="default: consensus=<number of peers given + 1>",
+        check=lambda v: str(parse_init(v)))
     dns: bool = setting(True, help="run weaveDNS")
     dns_domain: str = setting("weave.local.", help="domain weaveDNS answers for", check=_domain)
     dns_ttl: int = setting(1, help="TTL of weaveDNS answers in seconds", lo=0, hi=86400)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..ipam import Allocated, Allocator, AllocFailed, ClaimRefused, GossipChanged, RingConflict, SendTo
 from ..ipam.allocator import GOSSIP_INTERVAL
+from ..ipam.init import IpamInit
 from ..ipam.status import format_ipam_status
 from ..mesh.core import Mesh
 from ..mesh.errors import ProtocolError
@@ -32,13 +33,13 @@ LOG_EVERY = 60.0          # at most one warning per sender this often: a flood o
 
 class IpamService:
     def __init__(self, mesh: Mesh, state_file: Path, network: ipaddress.IPv4Network,
-                 default_subnet: ipaddress.IPv4Network | None, seed: bool,
+                 default_subnet: ipaddress.IPv4Network | None, init: IpamInit,
                  on_claim_refused: Callable[[str, str, str], None]) -> None:
         self.us = mesh.identity.name   # (the mesh itself is not kept: events tell this service what it needs)
         self.state_file = state_file
         self.on_claim_refused = on_claim_refused
         us = mesh.identity.name
-        self.alloc = self._load(us, network, default_subnet, seed)
+        self.alloc = self._load(us, network, default_subnet, init)
         self._saved = self.alloc.to_json()
         self._waiters: dict[tuple[str, ipaddress.IPv4Network], list[asyncio.Future]] = {}
         self._reachable: frozenset[str] = frozenset()
@@ -49,11 +50,11 @@ class IpamService:
         self._logged: dict[str, float] = {}   # sender -> when we last logged a bad message of it
         self.counters: dict[str, int] = {"malformed": 0, "conflict": 0}
 
-    def _load(self, us: str, network, default_subnet, seed: bool) -> Allocator:
+    def _load(self, us: str, network, default_subnet, init: IpamInit) -> Allocator:
         text = load_ipam_text(self.state_file)   # StateError (one line) if corrupt
         if text is None:
-            return Allocator(us, network, default_subnet, seed=seed)
-        return Allocator.from_json(text, us, network, default_subnet, seed=seed)  # ValueError: one line
+            return Allocator(us, network, default_subnet, init=init)
+        return Allocator.from_json(text, us, network, default_subnet, init=init)  # ValueError: one line
 
     # --- plumbing ----------------------------------------------------------------------------------
     def _persist(self) -> None:
