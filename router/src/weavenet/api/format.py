@@ -51,9 +51,9 @@ def status_connections(report: dict) -> str:
         extra = []
         if c["state"] == "established":
             extra.append("encrypted" if c.get("encrypted") else "unencrypted")
-            for key in ("datapath", "mtu"):
+            for key in ("datapath", "mtu", "pmtu"):   # pmtu: the sleeve's discovered path MTU
                 if c.get(key):
-                    extra.append(f"{key}={c[key]}" if key == "mtu" else str(c[key]))
+                    extra.append(str(c[key]) if key == "datapath" else f"{key}={c[key]}")
             if c.get("rtt_ms") is not None:
                 extra.append(f"rtt={c['rtt_ms']:.2f}ms")
         info = " ".join([_peer(c.get("name"), c.get("nickname")) or c.get("info", "")] + extra)
@@ -61,7 +61,39 @@ def status_connections(report: dict) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return f"{s}s" if s < 120 else f"{s // 60}m" if s < 7200 else f"{s // 3600}h"
+
+
+def _health_line(h: dict) -> str:
+    """One peer's health: "!!" marks an unhealthy one, its problems first."""
+    words = [h["state"], _ago(h["state_for_s"])]
+    if h["state"] == "connected":
+        words += [h["datapath"], "encrypted" if h.get("encrypted") else "unencrypted", f"mtu={h['mtu']}"]
+        if h.get("rtt_ms") is not None:
+            words.append(f"rtt={h['rtt_ms']:.2f}/{h['rtt_max_ms']:.2f}ms")
+        if h.get("heartbeat_loss") is not None:
+            words.append(f"loss={h['heartbeat_loss']:.0%}")
+    elif h["state"] == "relayed":
+        words.append(f"via {h.get('via') or '?'}")
+    words += [f"reconnects={h['reconnects']}", f"fallbacks={h['fallbacks']}"]
+    if h.get("last_failure"):
+        words.append(f"last failure {_ago(h['last_failure_s_ago'])} ago: {h['last_failure']}")
+    problems = "; ".join(h.get("problems") or [])
+    mark = "!!" if not h.get("healthy", True) else "  "
+    head = f"{mark} {_peer(h['name'], h.get('nickname')):<32} " + (f"[{problems}] " if problems else "")
+    return head + " ".join(words)
+
+
 def status_peers(report: dict) -> str:
+    """`weave status peers`: one line per peer with its health (unhealthy ones marked "!!"); a router that
+    reports no health (an older version) gets the topology's peers and their connections."""
+    health = (report["router"].get("health") or {}).get("peers")
+    if health is not None:
+        return "".join(_health_line(h).rstrip() + "\n" for h in health)
     lines = []
     for p in report["router"]["peers"]:
         lines.append(_peer(p["name"], p["nickname"]))

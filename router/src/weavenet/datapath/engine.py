@@ -22,9 +22,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..mesh.routes import RouteTable
-from . import sleeve
+from . import icmp, sleeve
 from .forward import Forwarder, Out
 from .macs import MacTable
+from .pmtu import FLOOR, UDP_IP_OVERHEAD, Prober, route_mtu
+from .reassembly import Reassembler
 from .replay import ReplayWindow
 
 log = logging.getLogger("weavenet.datapath")
@@ -36,7 +38,12 @@ SOCK_BUF = 8 * 1024 * 1024
 LOG_EVERY = 10.0         # at most one log line per kind of trouble per this many seconds
 STALL_AFTER = 10.0       # a loop that has not come round for this long is reported as stalled
 LOOPS = {"weave-tap-rx": "_tap_loop", "weave-udp-rx": "_udp_loop"}
-IP_MTU_DISCOVER, IP_PMTUDISC_DONT = 10, 0  # <linux/in.h>; not exported by Python's socket module
+# <linux/in.h>, not exported by Python's socket module. PROBE: DF set, the kernel's PMTU cache (which any
+# ICMP can lower) ignored; each connection's prober decides the size (see pmtu).
+IP_MTU_DISCOVER, IP_PMTUDISC_PROBE = 10, 3
+PROBE_TICK = 0.1         # seconds between the receive thread's runs of the probers
+UDP_IP = UDP_IP_OVERHEAD
+VIRTIO_NEEDS_CSUM = 1    # virtio_net_hdr.flags: the transport checksum is left to be completed
 
 
 @dataclass(eq=False)
@@ -50,12 +57,23 @@ class PeerLink:
     name_b: bytes = b""
     seq: itertools.count = field(default_factory=itertools.count)
     replay: ReplayWindow = field(default_factory=ReplayWindow)
+    ceiling: int = 0            # the route's MTU towards the peer (0: ask the kernel)
+    # The receive thread owns the prober and the reassembly; the sending thread reads pmtu (an int,
+    # replaced atomically) and only raises too_big (a send failed with EMSGSIZE) for the owner to act on.
+    pmtu: int = FLOOR
+    too_big: bool = False
+    prober: Prober | None = None
+    reasm: Reassembler = field(default_factory=Reassembler)
 
     def __post_init__(self) -> None:
         self.name_b = sleeve.name_bytes(self.name)
         ip = self.addr[0]
         if ip.startswith("::ffff:"):  # an IPv4 peer accepted on a dual-stack socket
             self.addr = (ip[7:], self.addr[1])
+        if not self.ceiling:
+            self.ceiling = route_mtu(self.addr[0], self.addr[1])
+        self.prober = Prober(self.ceiling, time.monotonic())
+        self.pmtu = self.prober.pmtu
 
     @property
     def ip(self) -> str:
@@ -85,8 +103,10 @@ class View:
 
 class Engine:
     def __init__(self, ourself: str, tap_fd: int, port: int, macs: MacTable, vnet_hdr: bool = True,
-                 bind: str = "0.0.0.0") -> None:
+                 bind: str = "0.0.0.0", mtu: int = 0) -> None:
         self.ourself = ourself
+        self.mtu = mtu            # the overlay MTU: a bigger frame from the bridge gets ICMP or is cut (0: no limit)
+        self.max_frame = (self.off_for(vnet_hdr) + icmp.ETH + mtu) if mtu else 1 << 30
         self.our_b = sleeve.name_bytes(ourself)
         self.tap_fd = tap_fd
         self.off = VNET_HDR if vnet_hdr else 0
@@ -95,12 +115,12 @@ class Engine:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             self.sock.setsockopt(socket.SOL_SOCKET, opt, SOCK_BUF)
-        # Let the kernel fragment datagrams larger than the path MTU rather than drop them: batched
-        # and GSO frames exceed it by design, and a container's TCP never sees a blackhole.
-        self.sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
+        # Never IP fragmentation on the underlay (fragments are dropped by many networks): DF on every
+        # datagram, which the sleeve cuts to each connection's discovered path MTU.
+        self.sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)
         self.sock.bind((bind, port))
         self.port: int = self.sock.getsockname()[1]  # port 0 (tests): the one the kernel chose
-        self.sock.settimeout(0.5)
+        self.sock.settimeout(PROBE_TICK)
         self._view = View(ourself, RouteTable({ourself: []}, ourself), {})
         self._by_bytes: dict[bytes, PeerLink] = {}
         self._fwd = Forwarder(ourself, self._view.routes, frozenset(), macs)
@@ -113,7 +133,15 @@ class Engine:
         self._logged: dict[str, float] = {}   # kind of trouble -> when last logged
         self._suppressed = Counter()
 
+    @staticmethod
+    def off_for(vnet_hdr: bool) -> int:
+        return VNET_HDR if vnet_hdr else 0
+
     # --- control plane side ---------------------------------------------------------------------
+    def pmtus(self) -> dict[str, int]:
+        """peer -> the path MTU its sleeve datagrams are cut to now."""
+        return {name: lk.pmtu for name, lk in self._view.links.items()}
+
     def _sum(self, attr: str) -> Counter:
         total: Counter = Counter()
         for st in self._stats.values():
@@ -217,22 +245,29 @@ class Engine:
         now = time.monotonic()
         fwd = self._fwd
         learn, ourself = self.macs.learn, self.ourself
+        max_frame = self.max_frame
+        pending: list[bytes] = []
         for _ in range(BATCH_FRAMES):
-            try:
-                frame = os.read(self.tap_fd, 65600)
-            except BlockingIOError:
-                break
-            except OSError as e:
-                if e.errno == errno.EBADF or self._stop.is_set():
-                    return False
-                self._trouble("tap_read", e, st)
-                time.sleep(0.01)  # a device in error polls readable at once: do not spin on it
-                break
-            if len(frame) < off + 14:
-                if not frame:  # EOF: the TAP (or the test's socket) is closed
-                    return False
-                st.drops["runt"] += 1
-                continue
+            if pending:     # IP fragments the router cut from a DF-less packet
+                frame = pending.pop()
+            else:
+                try:
+                    frame = os.read(self.tap_fd, 65600)
+                except BlockingIOError:
+                    break
+                except OSError as e:
+                    if e.errno == errno.EBADF or self._stop.is_set():
+                        return False
+                    self._trouble("tap_read", e, st)
+                    time.sleep(0.01)  # a device in error polls readable at once: do not spin on it
+                    break
+                if len(frame) < off + 14:
+                    if not frame:  # EOF: the TAP (or the test's socket) is closed
+                        return False
+                    st.drops["runt"] += 1
+                    continue
+                if len(frame) > max_frame and self._oversize(frame, pending, st):
+                    continue
             # Our bridge's MACs are ours: a sleeve frame may not move them to a remote peer.
             learn(frame[off + 6:off + 12], ourself, now)
             outs = fwd.from_local(frame[off:off + 6], now)
@@ -246,8 +281,41 @@ class Engine:
                     sizes[out] = 0
                 groups.setdefault(out, []).append(frame)
                 sizes[out] = sizes.get(out, 0) + n
+        if pending:       # more fragments than the batch had room for: not worth a second pass
+            st.drops["too_big"] += len(pending)
         for out, frames in groups.items():
             self._send(out, frames, self.our_b, st)
+        return True
+
+    def _oversize(self, frame: bytes, pending: list[bytes], st: Stats) -> bool:
+        """A frame bigger than the overlay MTU (a container with a bigger MTU than the overlay's, or
+        TSO segments cut for one): what a kernel router does. True if the frame itself is not to be sent."""
+        off, mtu = self.off, self.mtu
+        eth = frame[off:]
+        gso = off and frame[1]
+        if gso:  # a TSO super-frame is fine as long as the segments the receiver cuts fit the MTU
+            seg = icmp.gso_segment(eth, int.from_bytes(frame[4:6], "little"))
+            if seg is not None and seg <= mtu:
+                return False
+        df = icmp.dont_fragment(eth)
+        if df is False and not gso:
+            if off and frame[0] & VIRTIO_NEEDS_CSUM:   # complete the checksum the kernel left to us
+                eth = icmp.complete_checksum(eth, int.from_bytes(frame[6:8], "little") - off,
+                                             int.from_bytes(frame[8:10], "little"))
+            frags = icmp.fragment(eth, mtu) if eth is not None else None
+            if frags:
+                st.drops["fragmented"] += 1        # not a loss: counted to show it happens
+                pending.extend(bytes(off) + f for f in reversed(frags))
+                return True
+        reply = icmp.frag_needed(eth, mtu) if df else None
+        if reply is None:
+            st.drops["too_big"] += 1
+            return True
+        st.drops["frag_needed"] += 1
+        try:
+            os.write(self.tap_fd, bytes(off) + reply)
+        except OSError:
+            st.drops["tap_write"] += 1
         return True
 
     def _send(self, out: Out, frames: list[bytes], origin_b: bytes, st: Stats) -> None:
@@ -265,9 +333,16 @@ class Engine:
             else:
                 st.drops["too_big"] += 1
             return
+        limit = link.pmtu - UDP_IP
         try:
-            self.sock.sendto(dg, link.addr)
+            if len(dg) <= limit:
+                self.sock.sendto(dg, link.addr)
+            else:
+                for frag in sleeve.fragment(dg, limit):
+                    self.sock.sendto(frag, link.addr)
         except OSError as e:
+            if e.errno == errno.EMSGSIZE:
+                link.too_big = True   # the route's MTU shrank below our path MTU: the prober re-checks
             st.drops["send_error"] += len(frames)
             log.debug("sleeve send to %s failed: %s", link.name, e)
             return
@@ -280,8 +355,15 @@ class Engine:
         off = self.off
         beats = self.beats
         st = self._stats["weave-udp-rx"]
+        next_probe = 0.0
         while not self._stop.is_set():
             now = beats["weave-udp-rx"] = time.monotonic()
+            if now >= next_probe:
+                next_probe = now + PROBE_TICK
+                try:
+                    self._probe_tick(now, st)
+                except Exception as e:  # noqa: BLE001 - as for a datagram: counted, logged, the loop goes on
+                    self._trouble("internal", e, st)
             try:
                 dg, src = sock.recvfrom(65535)
             except TimeoutError:
@@ -297,8 +379,41 @@ class Engine:
             except Exception as e:  # noqa: BLE001 - a bug must cost one datagram, not the thread
                 self._trouble("internal", e, st)
 
+    def _probe_tick(self, now: float, st: Stats) -> None:
+        """Run each connection's path-MTU prober (this thread owns them) and send its probes."""
+        for link in self._view.links.values():
+            prober = link.prober
+            if link.too_big:
+                link.too_big = False
+                link.ceiling = route_mtu(link.addr[0], link.addr[1])
+                prober.on_ceiling(link.ceiling, now)
+            for nonce, size in prober.tick(now):
+                try:
+                    self.sock.sendto(sleeve.probe(self.our_b, nonce, size - UDP_IP), link.addr)
+                except OSError:
+                    st.drops["probe_send_error"] += 1
+            link.pmtu = prober.pmtu
+
+    def _probe(self, dg: bytes, seq: int, link: PeerLink, now: float, st: Stats) -> None:
+        """A path-MTU probe (echo its size) or the echo of one of ours (to its prober)."""
+        hs = sleeve.HEADER.size
+        kind = dg[hs]
+        if kind == sleeve.PROBE:
+            try:
+                self.sock.sendto(sleeve.echo(self.our_b, seq, len(dg) + UDP_IP), link.addr)
+            except OSError:
+                st.drops["probe_send_error"] += 1
+        elif kind == sleeve.ECHO and len(dg) == hs + sleeve.ECHO_BODY.size:
+            _, size = sleeve.ECHO_BODY.unpack_from(dg, hs)
+            if link.prober.on_reply(seq.to_bytes(8, "big"), size, now):
+                link.pmtu = link.prober.pmtu
+            else:
+                st.drops["probe_unmatched"] += 1
+        else:
+            st.drops["malformed"] += 1
+
     def _receive(self, dg: bytes, src_ip: str, off: int, now: float, st: Stats) -> None:
-        sender, seq, encrypted = sleeve.peek(dg)
+        sender, seq, flags = sleeve.peek(dg)
         link = self._by_bytes.get(sender)
         if link is None:
             st.drops["unknown_peer"] += 1
@@ -306,13 +421,24 @@ class Engine:
         if src_ip != link.addr[0]:  # only the peer's underlay address may speak for it
             st.drops["wrong_source"] += 1
             return
+        if flags & ~sleeve.KNOWN_FLAGS:
+            st.drops["malformed"] += 1
+            return
+        if flags & sleeve.F_PROBE:
+            self._probe(dg, seq, link, now, st)
+            return
         key = link.rx_key
-        if encrypted != (key is not None):
+        if bool(flags & sleeve.F_ENCRYPTED) != (key is not None):
             st.drops["auth"] += 1
             return
         if key is not None and not link.replay.check(seq):
             st.drops["replay"] += 1
             return
+        if flags & sleeve.F_FRAG:
+            whole = link.reasm.add(dg, seq, now)
+            if whole is None:
+                return
+            dg = whole
         origin_b, dest_b, relay_only, frames = sleeve.decode_body(dg, seq, key)
         if key is not None:
             link.replay.accept(seq)

@@ -7,6 +7,13 @@
 With a password the body is sealed with ChaCha20-Poly1305 under the per-connection, per-direction
 key of the hop that sent it; the clear header is the associated data and the sequence number the
 nonce, so the receiver can drop forged datagrams and replays (see ``replay``). Relays re-seal per hop.
+
+Datagrams never rely on IP fragmentation (they go out with DF): one larger than the connection's path
+MTU allows is cut here into fragments, each a datagram of its own (F_FRAG: the clear header, then index
+and count, then a slice of what follows the header; sealed datagrams are cut after sealing), and put
+together by the receiver (``reassembly``) before it authenticates. F_PROBE datagrams are path-MTU probes
+and their echoes (``pmtu``): the header's sequence number is the probe's nonce, then a kind byte (0 probe,
+1 echo) and, in an echo, the size of the probe received.
 """
 
 from __future__ import annotations
@@ -21,6 +28,9 @@ from nacl.exceptions import CryptoError
 
 MAGIC = 0x57
 F_ENCRYPTED = 0x01
+F_FRAG = 0x02
+F_PROBE = 0x04
+KNOWN_FLAGS = F_ENCRYPTED | F_FRAG | F_PROBE
 B_RELAY_ONLY = 0x01   # the next hop already has the frame (fast path); only forward it on
 HEADER = struct.Struct(">BB6sQ")
 BODY_HEAD = struct.Struct(">6s6sB")
@@ -29,6 +39,10 @@ BROADCAST = b"\xff" * 6
 TAG = 16                                                  # Poly1305 tag
 OVERHEAD = HEADER.size + BODY_HEAD.size + FRAME_LEN.size + TAG
 MAX_DATAGRAM = 65507
+FRAG_HEAD = struct.Struct(">BB")                          # index, count
+MAX_FRAGS = 255
+PROBE, ECHO = 0, 1
+ECHO_BODY = struct.Struct(">BH")                          # kind, size of the probe received
 
 
 class SleeveError(Exception):
@@ -59,14 +73,38 @@ def encode(sender: bytes, seq: int, origin: bytes, dest: bytes, frames: list[byt
     return header + crypto_aead_chacha20poly1305_ietf_encrypt(body, header, _nonce(seq), key)
 
 
-def peek(datagram: bytes) -> tuple[bytes, int, bool]:
-    """(hop sender, seq, encrypted) from the clear header, before any crypto."""
-    if len(datagram) < HEADER.size + BODY_HEAD.size:
+def peek(datagram: bytes) -> tuple[bytes, int, int]:
+    """(hop sender, seq, flags) from the clear header, before any crypto."""
+    if len(datagram) < HEADER.size + FRAG_HEAD.size:
         raise SleeveError("malformed")
     magic, flags, sender, seq = HEADER.unpack_from(datagram)
     if magic != MAGIC:
         raise SleeveError("malformed")
-    return sender, seq, bool(flags & F_ENCRYPTED)
+    return sender, seq, flags
+
+
+def fragment(datagram: bytes, max_payload: int) -> list[bytes]:
+    """Cut a datagram into fragments of at most max_payload bytes each (all but the last exactly that
+    size, so they can go out as one UDP GSO send). The caller keeps max_payload sane (pmtu.FLOOR)."""
+    head = bytearray(datagram[:HEADER.size])
+    head[1] |= F_FRAG
+    head = bytes(head)
+    chunk = max_payload - HEADER.size - FRAG_HEAD.size
+    body = memoryview(datagram)[HEADER.size:]
+    count = -(-len(body) // chunk)
+    if count > MAX_FRAGS:
+        raise SleeveError("too_big")
+    return [b"".join((head, FRAG_HEAD.pack(i, count), body[i * chunk:(i + 1) * chunk])) for i in range(count)]
+
+
+def probe(sender: bytes, nonce: bytes, payload_size: int) -> bytes:
+    """A path-MTU probe of exactly payload_size bytes of UDP payload."""
+    dg = HEADER.pack(MAGIC, F_PROBE, sender, int.from_bytes(nonce, "big")) + bytes([PROBE])
+    return dg + bytes(max(0, payload_size - len(dg)))
+
+
+def echo(sender: bytes, nonce_seq: int, received: int) -> bytes:
+    return HEADER.pack(MAGIC, F_PROBE, sender, nonce_seq) + ECHO_BODY.pack(ECHO, received)
 
 
 def decode_body(datagram: bytes, seq: int, key: bytes | None) -> tuple[bytes, bytes, bool, list[bytes]]:

@@ -1,0 +1,73 @@
+"""Putting sleeve fragments back together, per connection, sans-I/O and bounded.
+
+Fragments come from the network: at most MAX_PENDING datagrams are in progress per connection (the
+oldest is evicted), each at most sleeve.MAX_FRAGS fragments and sleeve.MAX_DATAGRAM bytes, and one not
+completed within TIMEOUT seconds is dropped. The result is only a candidate datagram: it is
+authenticated (sealed) or parsed (plain) like any other afterwards, so a forged fragment can spoil a
+datagram (as it could spoil an unfragmented one) but never smuggle anything in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import sleeve
+
+MAX_PENDING = 8
+TIMEOUT = 2.0
+
+
+@dataclass
+class _Pending:
+    count: int
+    started: float
+    parts: dict[int, bytes] = field(default_factory=dict)
+    size: int = 0
+
+
+@dataclass
+class Reassembler:
+    pending: dict[int, _Pending] = field(default_factory=dict)   # seq -> parts so far (insertion order)
+    evicted: int = 0
+
+    def add(self, fragment: bytes, seq: int, now: float) -> bytes | None:
+        """A fragment (F_FRAG set in its header): the whole datagram (F_FRAG cleared) once its last
+        fragment is in, else None. Raises SleeveError("malformed") for a fragment that cannot be one."""
+        hs = sleeve.HEADER.size
+        if len(fragment) < hs + sleeve.FRAG_HEAD.size:
+            raise sleeve.SleeveError("malformed")
+        index, count = sleeve.FRAG_HEAD.unpack_from(fragment, hs)
+        if count < 2 or index >= count:
+            raise sleeve.SleeveError("malformed")
+        self._expire(now)
+        p = self.pending.get(seq)
+        if p is None:
+            if len(self.pending) >= MAX_PENDING:
+                del self.pending[next(iter(self.pending))]
+                self.evicted += 1
+            p = self.pending[seq] = _Pending(count, now)
+        elif p.count != count:
+            del self.pending[seq]
+            raise sleeve.SleeveError("malformed")
+        if index in p.parts:
+            return None                                  # a duplicate: the first one stands
+        chunk = fragment[hs + sleeve.FRAG_HEAD.size:]
+        p.size += len(chunk)
+        if p.size > sleeve.MAX_DATAGRAM:
+            del self.pending[seq]
+            raise sleeve.SleeveError("malformed")
+        p.parts[index] = chunk
+        if len(p.parts) < count:
+            return None
+        del self.pending[seq]
+        head = bytearray(fragment[:hs])
+        head[1] &= ~sleeve.F_FRAG & 0xFF
+        return b"".join([bytes(head), *(p.parts[i] for i in range(count))])
+
+    def _expire(self, now: float) -> None:
+        while self.pending:
+            seq, p = next(iter(self.pending.items()))
+            if now - p.started <= TIMEOUT:
+                return
+            del self.pending[seq]
+            self.evicted += 1
