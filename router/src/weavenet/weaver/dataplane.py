@@ -28,6 +28,7 @@ BRIDGE = "weave"
 VXLAN = "vxlan-6784"
 TAP = "weave-tap"
 VXLAN_PORT = 6784
+TAP_MTU = 65521           # the largest a TAP takes with its virtio-net header (tun's MAX_MTU minus 14)
 MAX_RESTARTS = 3          # a datapath thread that dies more often than this within RESTART_WINDOW
 RESTART_WINDOW = 60.0     # seconds ends the router (exit status 70) for its supervisor to restart
 EXIT_DATAPATH = 70        # EX_SOFTWARE
@@ -142,9 +143,12 @@ class Dataplane:
             self._hb_sock = fastdp.open_heartbeat_socket(VXLAN)
         else:
             br.delete_link(VXLAN)
-        self.tap = Tap.open(TAP, BRIDGE, cfg.mtu, vnet_hdr=True)
+        # The TAP takes any frame the bridge has (its MTU is the largest): the engine answers one bigger
+        # than the overlay MTU with ICMP "fragmentation needed" (or cuts it, without DF), as a router does.
+        self.tap = Tap.open(TAP, BRIDGE, TAP_MTU, vnet_hdr=True)
         self.bridge_mac = br.link_mac_of(BRIDGE)
-        self.engine = Engine(self.ourname, self.tap.fd, cfg.port, self.macs, vnet_hdr=self.tap.vnet_hdr)
+        self.engine = Engine(self.ourname, self.tap.fd, cfg.port, self.macs, vnet_hdr=self.tap.vnet_hdr,
+                             mtu=cfg.mtu)
 
     def _nl(self, fn, *args) -> None:
         """Queue a netlink change; failures are logged, not raised into the tick."""
@@ -450,7 +454,11 @@ class Dataplane:
     # --- report --------------------------------------------------------------------------------
     def connection_info(self, peer: str) -> dict:
         active = peer in self.decider.active()
-        return {"datapath": "fastdp" if active else "sleeve", "mtu": self.cfg.mtu}
+        info = {"datapath": "fastdp" if active else "sleeve", "mtu": self.cfg.mtu}
+        pmtu = self.engine.pmtus().get(peer) if self.engine is not None else None
+        if pmtu is not None:
+            info["pmtu"] = pmtu   # the sleeve's discovered path MTU to the peer (its datagrams' IP size)
+        return info
 
     def fastdp_totals(self) -> dict[str, tuple[int, int]]:
         out = {}
