@@ -49,6 +49,7 @@ class MeshCollector:
         yield rtt
         yield from self._mesh_hostile(mesh)
         yield from self._dataplane()
+        yield from peer_health(report)
 
     def _mesh_hostile(self, mesh):
         # Label values are names of peers we know (topology or a connection), anything else "unknown":
@@ -101,6 +102,78 @@ class MeshCollector:
                                 value=1 if dp.health(time.monotonic())[0] == "healthy" else 0)
         yield CounterMetricFamily("weave_datapath_thread_restarts", "Datapath threads restarted after dying",
                                   value=sum(eng.restarts.values()))
+
+
+def peer_health(report: dict):
+    """weave_peer_* (labels peer, nickname): this router's measurements of each peer (health/tracker.py),
+    and weave_mesh_links: every link of the mesh by state, from the gossiped summaries (health/view.py)."""
+    from ..health.tracker import FAILURE_KINDS
+    from ..health.view import build
+
+    rows = (report.get("health") or {}).get("peers") or []
+    L = ["peer", "nickname"]
+
+    def fam(kind, name, doc, labels=L):
+        return (GaugeMetricFamily if kind == "g" else CounterMetricFamily)(name, doc, labels=labels)
+    up = fam("g", "weave_peer_connected", "1 while this router has a live connection to the peer")
+    reach = fam("g", "weave_peer_reachable", "1 while the peer is reachable (directly or relayed)")
+    healthy = fam("g", "weave_peer_healthy", "1 when nothing is wrong with the peer (see weave status peers)")
+    rtt = fam("g", "weave_peer_rtt_seconds", "Heartbeat round-trip time over the last minute",
+              labels=[*L, "stat"])
+    loss = fam("g", "weave_peer_heartbeat_loss_ratio", "Heartbeats late or missing over the last minute")
+    dpath = fam("g", "weave_peer_datapath", "1 for the path frames to the peer take now",
+                labels=[*L, "datapath"])
+    enc = fam("g", "weave_peer_encrypted", "1 when the connection to the peer is encrypted")
+    mtu = fam("g", "weave_peer_mtu_bytes", "Overlay MTU towards the peer")
+    since = fam("g", "weave_peer_state_seconds", "Seconds the peer has been in its current state",
+                labels=[*L, "state"])
+    recon = fam("c", "weave_peer_reconnects", "Connections to the peer that came up again after the first")
+    fallb = fam("c", "weave_peer_datapath_fallbacks", "Times the fast datapath to the peer fell back to sleeve")
+    fails = fam("c", "weave_peer_failures", "Connections to the peer that failed or ended, by kind",
+                labels=[*L, "kind"])
+    for h in rows:
+        lv = [h["name"], h.get("nickname") or ""]
+        up.add_metric(lv, 1 if h["state"] == "connected" else 0)
+        reach.add_metric(lv, 1 if h["state"] in ("connected", "relayed") else 0)
+        healthy.add_metric(lv, 1 if h["healthy"] else 0)
+        if h.get("rtt_ms") is not None:
+            rtt.add_metric([*lv, "median"], h["rtt_ms"] / 1000)
+            rtt.add_metric([*lv, "max"], h["rtt_max_ms"] / 1000)
+        if h.get("heartbeat_loss") is not None:
+            loss.add_metric(lv, h["heartbeat_loss"])
+        for dp in ("fastdp", "sleeve", "relayed", "none"):
+            dpath.add_metric([*lv, dp], 1 if h["datapath"] == dp else 0)
+        if h.get("encrypted") is not None:
+            enc.add_metric(lv, 1 if h["encrypted"] else 0)
+        if h.get("mtu"):
+            mtu.add_metric(lv, h["mtu"])
+        since.add_metric([*lv, h["state"]], h["state_for_s"])
+        recon.add_metric(lv, h["reconnects"])
+        fallb.add_metric(lv, h["fallbacks"])
+        got = h.get("failures") or {}
+        for kind in FAILURE_KINDS:   # always present: a rate() over them starts at zero
+            fails.add_metric([*lv, kind], got.get(kind, 0))
+    yield from (up, reach, healthy, rtt, loss, dpath, enc, mtu, since, recon, fallb, fails)
+    health = report.get("health") or {}
+    unattr = CounterMetricFamily("weave_connection_failures_unattributed", "Inbound connections that failed "
+                                 "before saying which peer they are, by kind", labels=["kind"])
+    for kind in FAILURE_KINDS:
+        unattr.add_metric([kind], (health.get("unattributed_failures") or {}).get(kind, 0))
+    yield unattr
+    refused = CounterMetricFamily("weave_health_gossip_refused", "Health summaries refused (malformed, unknown "
+                                  "origin, table full)", labels=["reason"])
+    for reason in ("malformed", "unknown_origin", "full"):
+        refused.add_metric([reason], (health.get("refused") or {}).get(reason, 0))
+    yield refused
+    if "name" in report:
+        links = GaugeMetricFamily("weave_mesh_links", "Links of the whole mesh (gossiped summaries) by state",
+                                  labels=["state"])
+        view = build({"router": report})
+        for state in ("ok", "unhealthy", "broken"):
+            links.add_metric([state], sum(1 for e in view.edges if e.state == state))
+        yield links
+        yield GaugeMetricFamily("weave_mesh_routers", "Routers in the mesh view (this one included)",
+                                value=len(view.nodes))
 
 
 def make_registry(router: Router) -> CollectorRegistry:

@@ -23,6 +23,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from . import format as fmt
+from . import page
 from .metrics import make_registry, render
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ log = logging.getLogger("weavenet.api")
 ROUTER_KEY = web.AppKey("router", object)
 REGISTRY_KEY = web.AppKey("registry", object)
 TOKEN_KEY = web.AppKey("token", str)
+UI_KEY = web.AppKey("ui", page.UiAuth)
 
 MAX_BODY = 64 * 1024   # the largest real request (a few hundred peers or CIDRs) is a few KiB
 MAX_LIST = 1024        # items in a list field
@@ -56,7 +58,9 @@ def _check_edge(request: web.Request) -> None:
     host = request.headers.get("Host", "")
     if not _LOOPBACK_HOST.fullmatch(host):
         raise web.HTTPForbidden(text=f"Host {host[:64]!r} refused: only 127.0.0.1, localhost or [::1]")
-    if not (request.path in OPEN_PATHS and request.method in ("GET", "HEAD")):
+    if page.is_ui_get(request):   # the live page: a session cookie instead of the token (see api/page.py)
+        page.check(request, request.app[UI_KEY])
+    elif not (request.path in OPEN_PATHS and request.method in ("GET", "HEAD")):
         auth = request.headers.get("Authorization", "")
         scheme, _, given = auth.partition(" ")
         want = request.app[TOKEN_KEY]
@@ -240,6 +244,8 @@ def make_app(router: Router, token: str, registry: object | None = None) -> web.
     app.router.add_post("/detach", post_attach)
     app.router.add_post("/expose", post_expose)
     app.router.add_post("/hide", post_expose)
+    app[UI_KEY] = page.UiAuth()
+    page.add_routes(app, ROUTER_KEY, UI_KEY)
     return app
 
 

@@ -17,7 +17,7 @@ from ..ipam.spec import Allocate, Explicit, parse_address_spec
 from ..weaver import settings
 from ..weaver.config import SETTINGS, RouterConfig
 from ..weaver.paths import Paths
-from . import daemon
+from . import daemon, topology, ui
 
 
 class UsageError(Exception):
@@ -81,6 +81,8 @@ def build_parser() -> Parser:
     sub.add_parser("password-check", help="print whether $WEAVE_PASSWORD is the running router's password "
                    "(JSON; for Ansible, which must not see the password anywhere else)")
     sub.add_parser("version", help="print the version")
+    topology.add_parser(sub)
+    ui.add_parser(sub)
     return p
 
 
@@ -203,6 +205,10 @@ def dispatch(args: argparse.Namespace, paths: Paths) -> int:
             sys.stdout.write(_client(paths).request("GET", "/status").decode())
     elif cmd == "report":
         print(json.dumps(_client(paths).report(), indent=2))
+    elif cmd == "topology":
+        return topology.run(args, _client(paths).report())
+    elif cmd == "ui":
+        return ui.run(_client(paths))
     elif cmd in ("attach", "detach"):
         *cidrs, target = args.args
         if cmd == "attach":
