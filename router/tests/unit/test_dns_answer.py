@@ -108,9 +108,59 @@ def test_many_addresses_are_trimmed_to_fit_udp():
     out = answer(q.to_wire(), s, 0, rng=random.Random(1))
     assert len(out) <= 512
     n = len(addrs(dns.message.from_wire(out)))
-    assert 10 < n < 100
+    assert 10 < n < 100 and dns.message.from_wire(out).flags & dns.flags.TC
     q = dns.message.make_query("big.weave.local.", "A", use_edns=0, payload=4096)
     assert len(addrs(dns.message.from_wire(answer(q.to_wire(), s, 0)))) == 100
+
+
+def fifty() -> RecordStore:
+    s = RecordStore(US, 1)
+    for i in range(50):
+        s.add("many", f"10.32.0.{i + 1}", f"c{i}", 0)
+    return s
+
+
+@pytest.mark.parametrize("kw, tcp, limit", [({}, False, 512), ({"use_edns": 0, "payload": 700}, False, 700),
+                                            ({"use_edns": 0, "payload": 100}, False, 512)])
+def test_trimmed_answers_have_tc_and_as_many_records_as_fit(kw, tcp, limit):
+    s = fifty()
+    q = dns.message.make_query("many.weave.local.", "A", **kw)
+    out = answer(q.to_wire(), s, 0, rng=random.Random(2), tcp=tcp)
+    r = dns.message.from_wire(out)
+    n = len(addrs(r))
+    assert r.flags & dns.flags.TC and len(out) <= limit and 20 < n < 50
+    assert len(out) + 16 > limit   # one more A record (16 bytes compressed) would not have fit
+    assert len(set(addrs(r))) == n and set(addrs(r)) <= {f"10.32.0.{i + 1}" for i in range(50)}
+
+
+@pytest.mark.parametrize("kw, tcp", [({}, True), ({"use_edns": 0, "payload": 1232}, False),
+                                     ({"use_edns": 0, "payload": 65535}, False)])
+def test_whole_answers_have_no_tc(kw, tcp):
+    q = dns.message.make_query("many.weave.local.", "A", **kw)
+    r = dns.message.from_wire(answer(q.to_wire(), fifty(), 0, tcp=tcp))
+    assert not r.flags & dns.flags.TC and len(addrs(r)) == 50
+
+
+def test_more_than_tcp_can_carry_is_trimmed_with_tc_and_bounded():
+    s = RecordStore(US, 1)
+    for i in range(5000):
+        s.add("huge", f"10.32.{i // 250}.{i % 250 + 1}", f"c{i}", 0)
+    q = dns.message.make_query("huge.weave.local.", "A")
+    out = answer(q.to_wire(), s, 0, tcp=True)
+    r = dns.message.from_wire(out)
+    assert r.flags & dns.flags.TC and len(out) <= 65535 and len(addrs(r)) == (65535 - len(q.to_wire())) // 16
+
+
+def test_ptr_answers_of_varied_lengths_are_trimmed_with_tc():
+    s = RecordStore(US, 1)
+    for i in range(60):
+        s.add(f"n{'x' * (i % 40)}{i}", "10.32.9.9", f"c{i}", 0)
+    q = dns.message.make_query("9.9.32.10.in-addr.arpa.", "PTR")
+    out = answer(q.to_wire(), s, 0)
+    r = dns.message.from_wire(out)
+    assert r.flags & dns.flags.TC and len(out) <= 512 and len(r.answer[0]) > 5
+    r = dns.message.from_wire(answer(q.to_wire(), s, 0, tcp=True))
+    assert not r.flags & dns.flags.TC and len(r.answer[0]) == 60
 
 
 def test_other_domain_setting(store):

@@ -18,8 +18,11 @@ import dns.message
 import dns.name
 import dns.opcode
 import dns.rcode
+import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
+import dns.rdtypes.ANY.PTR
+import dns.rdtypes.IN.A
 import dns.rrset
 
 from .store import DEFAULT_DOMAIN, RecordStore, normalise_domain
@@ -30,6 +33,7 @@ _IN = dns.rdataclass.IN
 _RNG = random.Random()
 UDP_MIN_SIZE = 512        # what every client takes over UDP (RFC 1035), and the floor of an EDNS size
 TCP_MAX_MESSAGE = 65535   # the most a 2-byte TCP length prefix can frame (RFC 1035 4.2.2)
+_MIN_RR = 12              # the smallest answer record: a compressed name (2), type, class, TTL, length (10)
 
 
 def formerr(query: bytes) -> bytes:
@@ -119,9 +123,15 @@ def _soa(zone: dns.name.Name, ttl: int) -> dns.rrset.RRset:
     return dns.rrset.from_text(zone, ttl, _IN, dns.rdatatype.SOA, f"ns.{z} hostmaster.{z} 1 3600 600 86400 {ttl}")
 
 
-def _wire(resp: dns.message.Message, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType, values: list[str],
-          ttl: int, limit: int) -> bytes | None:
-    resp.answer = [dns.rrset.from_text_list(qname, ttl, _IN, rdtype, values)] if values else []
+def _rdata(rdtype: dns.rdatatype.RdataType, value: str) -> dns.rdata.Rdata:
+    if rdtype == _A:
+        return dns.rdtypes.IN.A.A(_IN, _A, value)   # built, not parsed from text: thousands may be asked for
+    return dns.rdtypes.ANY.PTR.PTR(_IN, _PTR, dns.name.from_text(value))
+
+
+def _wire(resp: dns.message.Message, qname: dns.name.Name, ttl: int, rdatas: list[dns.rdata.Rdata],
+          limit: int) -> bytes | None:
+    resp.answer = [dns.rrset.from_rdata_list(qname, ttl, rdatas)] if rdatas else []
     try:
         return resp.to_wire(max_size=limit)
     except dns.exception.TooBig:
@@ -131,19 +141,37 @@ def _wire(resp: dns.message.Message, qname: dns.name.Name, rdtype: dns.rdatatype
 def _fit(resp: dns.message.Message, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType, values: list[str],
          ttl: int, limit: int) -> bytes:
     """The answer with all `values` (already in their random order) if they fit in `limit` bytes; else as
-    many as fit (a binary search: the most a client can get over this transport) with TC set."""
-    whole = _wire(resp, qname, rdtype, values, ttl, limit)
-    if whole is not None:
-        return whole
+    many as fit (the most a client can get over this transport) with TC set."""
+    empty = _wire(resp, qname, ttl, [], TCP_MAX_MESSAGE)
+    assert empty is not None  # a header and one question always fit (names are at most 255 bytes)
+    room = max(0, limit - len(empty))
+    # More records than the smallest possible ones could fill never fit: bounds the work for a name a
+    # hostile peer gave thousands of addresses (each try below builds and encodes that many records).
+    cap = min(len(values), room // _MIN_RR)
+    rdatas = [_rdata(rdtype, v) for v in values[:cap + 1]]
+    if cap == len(values):
+        whole = _wire(resp, qname, ttl, rdatas, limit)
+        if whole is not None:
+            return whole
     resp.flags |= dns.flags.TC
-    lo, hi = 0, len(values) - 1   # `lo` records are known to fit (0 always does, with the TC flag)
-    best = _wire(resp, qname, rdtype, [], ttl, max(limit, UDP_MIN_SIZE))
-    while lo < hi:
+    best = _wire(resp, qname, ttl, [], max(limit, UDP_MIN_SIZE))
+    lo, hi = 0, min(cap, len(values) - 1)   # `lo` records fit (none always does); more than `hi` do not
+    one = _wire(resp, qname, ttl, rdatas[:1], TCP_MAX_MESSAGE)
+    guess = min(hi, room // max(_MIN_RR, len(one) - len(empty))) if one is not None else 0
+    if guess:   # exact for A records (all the same size once the name is compressed): one encoding settles it
+        out = _wire(resp, qname, ttl, rdatas[:guess], limit)
+        if out is None:
+            hi = guess - 1
+        else:
+            lo, best = guess, out
+            if rdtype == _A or (guess < hi and _wire(resp, qname, ttl, rdatas[:guess + 1], limit) is None):
+                hi = guess
+    while lo < hi:   # a binary search for the rest (PTR names of different lengths)
         mid = (lo + hi + 1) // 2
-        out = _wire(resp, qname, rdtype, values[:mid], ttl, limit)
+        out = _wire(resp, qname, ttl, rdatas[:mid], limit)
         if out is None:
             hi = mid - 1
         else:
             lo, best = mid, out
-    assert best is not None  # a header and the question always fit in 512 bytes (names are <= 255)
+    assert best is not None
     return best
