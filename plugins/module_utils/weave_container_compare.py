@@ -70,7 +70,7 @@ def parse_port(spec):
     """'[IP:][HOST_PORT:]PORT[/PROTO]' -> (ip, host_port, 'PORT/proto'), the strings Docker keeps."""
     text = str(spec).strip()
     bad = SpecError("ports: bad entry %r (expected [IP:][HOST_PORT:]PORT[/tcp|udp|sctp])" % (spec,))
-    text, _, proto = text.partition("/")
+    text, dummy, proto = text.partition("/")
     proto = proto or "tcp"
     if proto not in PORT_PROTOCOLS:
         raise SpecError("ports: bad protocol in %r (tcp, udp or sctp)" % (spec,))
@@ -184,7 +184,7 @@ def _host(info):
 def env_dict(env_list):
     out = {}
     for item in env_list or []:
-        k, _, v = str(item).partition("=")
+        k, dummy, v = str(item).partition("=")
         out[k] = v
     return out
 

@@ -57,7 +57,8 @@ def container(**over):
     return info
 
 
-def diff_names(info, p, image=IMAGE, dns=WEAVE_DNS):
+def diff_names(info, p, image=None, dns=WEAVE_DNS):
+    image = IMAGE if image is None else image
     return [d.field for d in differences(info, Context(p, image, dns))]
 
 
