@@ -22,6 +22,7 @@ class MsgType(IntEnum):
     SUMMARY = 5         # body: JSON {name: [incarnation, version]}; answered with the newer entries
     DATAPATH = 6        # opaque to the mesh: the data plane's per-connection control (fast-path status)
     APP = 7             # an application channel (IPAM, DNS): JSON header line, then an opaque payload
+    GOSSIP_DELTA = 8    # body: JSON {"deltas": [...]}: changes to topology entries (peers with feature topo_delta)
 
 
 class Channel:

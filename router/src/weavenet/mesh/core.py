@@ -11,7 +11,7 @@ import heapq
 import logging
 import random
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from .channel import Channel, MsgType, decode_heartbeat, decode_json, encode_heartbeat, encode_json
@@ -33,7 +33,7 @@ from .events import (
 from .handshake import Handshake, HandshakeDone, LocalIdentity, RemoteHello
 from .names import format_address, parse_peer_address, parse_peer_name
 from .routes import RouteTable
-from .topology import DAY_MS, DEFAULT_MAX_PEERS, ConnRecord, PeerEntry, Topology
+from .topology import DAY_MS, DEFAULT_MAX_PEERS, ConnRecord, PeerDelta, PeerEntry, Topology
 
 log = logging.getLogger("weavenet.mesh")
 
@@ -73,6 +73,8 @@ MAX_APP_CHANNEL = 64
 MAX_GOSSIP_BODY = 1024 * 1024        # bigger gossip is split over several messages (frames are bounded)
 ROUTE_TREE_BUDGET = 200_000          # BFS steps one gossip flush may spend on per-origin broadcast trees
 RTT_MAX = 60.0
+DELTA_FEATURE = "topo_delta"         # hello feature: the peer takes GOSSIP_DELTA messages
+REPAIR_INTERVAL = 1.0                # at most one summary a second asks a neighbour for entries a delta missed
 _LOG_INTERVAL = 60.0
 
 
@@ -149,20 +151,21 @@ def gossip_body(entries) -> bytes | None:
     return b'{"peers":[' + b",".join(parts) + b"]}" if parts else None
 
 
-def gossip_bodies(entries, max_bytes: int = MAX_GOSSIP_BODY) -> list[bytes]:
-    """GOSSIP bodies of at most about ``max_bytes`` each (a big topology does not fit one frame)."""
+def gossip_bodies(entries, max_bytes: int = MAX_GOSSIP_BODY, key: bytes = b"peers") -> list[bytes]:
+    """GOSSIP bodies of at most about ``max_bytes`` each (a big topology does not fit one frame); with
+    ``key`` b"deltas", GOSSIP_DELTA bodies of PeerDeltas."""
     bodies: list[bytes] = []
-    batch: list = []
+    batch: list[bytes] = []
     size = 0
     for e in entries:
         n = len(e.wire_json) + 1
         if batch and size + n > max_bytes:
-            bodies.append(gossip_body(batch))  # type: ignore[arg-type]
+            bodies.append(b'{"' + key + b'":[' + b",".join(batch) + b"]}")
             batch, size = [], 0
-        batch.append(e)
+        batch.append(e.wire_json)
         size += n
     if batch:
-        bodies.append(gossip_body(batch))  # type: ignore[arg-type]
+        bodies.append(b'{"' + key + b'":[' + b",".join(batch) + b"]}")
     return bodies
 
 
@@ -190,6 +193,7 @@ class Conn:
     last_hb: float = 0.0
     peer_hb: tuple[float, float] = (0.0, 0.0)  # (peer's timestamp, when we got it): echoed back
     rtt: float | None = None
+    last_repair: float = -1e9        # when we last asked this neighbour for entries a delta of its missed
     timer_due: float = 0.0           # its entry in Mesh._timers that counts (older ones are stale)
 
     @property
@@ -200,7 +204,8 @@ class Conn:
 class Mesh:
     def __init__(self, identity: LocalIdentity, incarnation: int, config: MeshConfig | None = None,
                  rng: random.Random | None = None) -> None:
-        self.identity = identity
+        # Every peer here takes topology deltas; the hello says so, so an older peer gets whole entries.
+        self.identity = replace(identity, features={**identity.features, DELTA_FEATURE: 1})
         self.config = config or MeshConfig()
         self._rng = rng or random.Random()
         self.conns: dict[int, Conn] = {}
@@ -213,6 +218,13 @@ class Mesh:
         self.routes = RouteTable({identity.name: []}, identity.name)
         self.routes_version = 0
         self._pending_gossip: dict[str, PeerEntry] = {}
+        # Per pending entry, the deltas from the version of the last flush to it, one per version step
+        # (None: only the whole entry will do). A chain, not one merged delta: a neighbour that already
+        # holds an intermediate version (from another path) can still apply the rest.
+        self._pending_deltas: dict[str, list[PeerDelta] | None] = {}
+        # The chain last sent per entry (it ends at the entry's current version, else it is useless): a
+        # summary one or two versions behind, which crossed a change in flight, is answered with it.
+        self._sent_chain: dict[str, list[PeerDelta]] = {}
         self._gossip_source: dict[str, str] = {}
         self._gossip_due: float | None = None
         self._next_summary: float | None = None
@@ -237,7 +249,7 @@ class Mesh:
         self._peers_seen: tuple[frozenset[str], frozenset[str], frozenset[str]] = (frozenset(),) * 3
         self.counters = {"gossip_sent": 0, "gossip_received": 0, "connections_refused": 0,
                          "preauth_refused": 0, "preauth_evicted": 0, "backoff_refused": 0,
-                         "internal_errors": 0, "rate_refused": 0}
+                         "internal_errors": 0, "rate_refused": 0, "gossip_delta_gaps": 0}
 
     # --- operator commands -----------------------------------------------------------------------
     def connect(self, addresses: list[str], now: float, replace: bool = False) -> list[Output]:
@@ -520,7 +532,7 @@ class Mesh:
         actions.append(self._heartbeat(conn, now))
         self._schedule(conn, now + self.config.heartbeat_interval)
         actions.append(ConnectionUp(remote.name, conn.id, conn.remote_ip, remote.port, conn.outbound,
-                                    dict(remote.features),
+                                    {k: v for k, v in remote.features.items() if k != DELTA_FEATURE},
                                     done.session.keys_for(SLEEVE_KEYS) if done.session else None))
         self._update_ourself(now)
         # A new neighbour learns what we have that it lacks (it answers our summary); then deltas.
@@ -565,6 +577,10 @@ class Mesh:
                     changed = True
             elif kind == MsgType.GOSSIP:
                 changed |= self._on_gossip(conn, body, now)
+            elif kind == MsgType.GOSSIP_DELTA:
+                learnt, repair = self._on_delta(conn, body, now)
+                changed |= learnt
+                actions += repair
             elif kind == MsgType.DATAPATH:
                 if conn.remote is not None:
                     actions.append(DatapathMessage(conn.remote.name, body))
@@ -586,6 +602,7 @@ class Mesh:
         self.counters["gossip_received"] += 1
         topo = self.topology
         before = dict(topo.refused)
+        old = dict(topo.peers)   # what each accepted entry replaces: the base of the delta passed on
         accepted = topo.merge_wire(msg["peers"], self._max_incarnation(now))
         if topo.refused != before and self._throttle.allow("gossip-refused", now) is not None:
             log.warning("gossip from %s: entries skipped (totals: %d implausibly far ahead, %d over the "
@@ -598,8 +615,34 @@ class Mesh:
                                 "another peer with our name?): bumped ours past it", self._who(conn))
                 self._queue_gossip(e, now)
             else:
-                self._queue_gossip(e, now, source=conn.remote.name if conn.remote else "")
+                self._queue_gossip(e, now, source=conn.remote.name if conn.remote else "", base=old.get(e.name))
         return bool(accepted)
+
+    def _on_delta(self, conn: Conn, body: bytes, now: float) -> tuple[bool, list[Output]]:
+        """Deltas of entries: applied where we hold their base, passed on like whole entries. A gap
+        (we hold another version) is repaired at once: our summary makes the neighbour send what we lack."""
+        msg = decode_json(body)
+        cap = self.config.max_peers
+        if not isinstance(msg, dict) or not isinstance(msg.get("deltas"), list) or len(msg["deltas"]) > cap:
+            raise ProtocolError("bad topology delta message")
+        deltas = [PeerDelta.from_wire(w, cap) for w in msg["deltas"]]
+        self.counters["gossip_received"] += 1
+        topo = self.topology
+        prev = {d.name: topo.peers.get(d.name) for d in deltas}   # each accepted entry's base, in order
+        accepted, gaps = topo.apply_deltas(deltas, self._max_incarnation(now))
+        for e in accepted:
+            if e.name == self.identity.name:
+                self._queue_gossip(e, now)
+            else:
+                self._queue_gossip(e, now, source=conn.remote.name if conn.remote else "", base=prev.get(e.name))
+            prev[e.name] = e
+        repair: list[Output] = []
+        if gaps:
+            self.counters["gossip_delta_gaps"] += gaps
+            if now - conn.last_repair >= REPAIR_INTERVAL:
+                conn.last_repair = now
+                repair.append(self._send_summary(conn))
+        return bool(accepted), repair
 
     def _max_incarnation(self, now: float) -> int:
         """Incarnations are start times in ms, like ours: a day beyond our clock is not a real peer's."""
@@ -615,12 +658,29 @@ class Mesh:
             if not (isinstance(theirs, list) and len(theirs) == 2
                     and all(isinstance(x, int) and not isinstance(x, bool) for x in theirs)):
                 raise ProtocolError("bad gossip summary: values must be [incarnation, version]")
-        newer = []
+        newer, deltas = [], []
+        takes_deltas = conn.remote is not None and conn.remote.features.get(DELTA_FEATURE) == 1
         for name, e in self.topology.peers.items():
             theirs = summary.get(name)
             if theirs is None or tuple(theirs) < e.order:
+                chain = self._chain_to_current(name) if takes_deltas and theirs is not None else None
+                if chain and chain[-1].order == e.order and theirs[0] == e.incarnation:
+                    suffix = [d for d in chain if d.base >= theirs[1]]
+                    if suffix and suffix[0].base == theirs[1]:
+                        deltas += suffix
+                        continue
                 newer.append(e)
-        return self._send_gossip(conn, newer)
+        return self._send_deltas(conn, deltas) + self._send_gossip(conn, newer)
+
+    def _chain_to_current(self, name: str) -> list[PeerDelta]:
+        """The deltas we know of that lead up to the entry's current version (sent, then pending)."""
+        sent = self._sent_chain.get(name, [])
+        if name not in self._pending_gossip:
+            return sent
+        pending = self._pending_deltas.get(name) or []
+        if sent and pending and sent[-1].version == pending[0].base:
+            return sent + pending
+        return pending
 
     # --- gossip -------------------------------------------------------------------------------
     def _send_summary(self, conn: Conn) -> Send:
@@ -628,10 +688,20 @@ class Mesh:
         summary = {n: [e.incarnation, e.version] for n, e in self.topology.peers.items()}
         return Send(conn.id, conn.channel.encode(MsgType.SUMMARY, encode_json(summary)))
 
-    def _queue_gossip(self, entry: PeerEntry, now: float, urgent: bool = False, source: str = "") -> None:
+    def _queue_gossip(self, entry: PeerEntry, now: float, urgent: bool = False, source: str = "",
+                      base: PeerEntry | None = None) -> None:
         """Queue an entry; `urgent` (we lost a connection) skips the rate limit: others must stop
         routing through a dead link as soon as we know. `source`: the neighbour it came from (it
-        has it already, so it is not sent back)."""
+        has it already, so it is not sent back). `base`: the entry it replaces; neighbours that
+        hold the entry as of the last flush get only the difference."""
+        chain = self._pending_deltas.get(entry.name, []) if entry.name in self._pending_gossip else []
+        if chain is not None:
+            d = PeerDelta.between(base, entry) if base is not None else None
+            if d is None or (chain and chain[-1].version != d.base) or len(chain) >= 64:
+                chain = None
+            else:
+                chain.append(d)
+        self._pending_deltas[entry.name] = chain
         self._pending_gossip[entry.name] = entry
         if source:
             self._gossip_source[entry.name] = source
@@ -666,13 +736,35 @@ class Mesh:
             for n in dests:
                 if n != src:
                     per_conn.setdefault(live[n].id, []).append(e)
+        # A chain goes instead of the entry where it is smaller (a join, a lost link: one record).
+        deltas = {e.name: chain for e in pending if (chain := self._pending_deltas.get(e.name))
+                  and 2 * sum(d.size for d in chain) <= len(e.connections) + 1}
+        for e in pending:   # kept only where smaller than the entry: memory stays within the topology's
+            if e.name in deltas:
+                self._sent_chain[e.name] = deltas[e.name]
+            else:
+                self._sent_chain.pop(e.name, None)
         self._pending_gossip.clear()
+        self._pending_deltas = {}
         self._gossip_source.clear()
         self._gossip_due = None
         self._last_flush = now
         actions: list[Output] = []
         for cid, entries in per_conn.items():
-            actions += self._send_gossip(self.conns[cid], entries)
+            conn = self.conns[cid]
+            if deltas and conn.remote is not None and conn.remote.features.get(DELTA_FEATURE) == 1:
+                actions += self._send_deltas(conn, [d for e in entries for d in deltas.get(e.name, ())])
+                entries = [e for e in entries if e.name not in deltas]
+            actions += self._send_gossip(conn, entries)
+        return actions
+
+    def _send_deltas(self, conn: Conn, deltas: list[PeerDelta]) -> list[Output]:
+        if not deltas or conn.channel is None:
+            return []
+        actions: list[Output] = []
+        for body in gossip_bodies(deltas, key=b"deltas"):
+            self.counters["gossip_sent"] += 1
+            actions.append(Send(conn.id, conn.channel.encode(MsgType.GOSSIP_DELTA, body)))
         return actions
 
     def _send_gossip(self, conn: Conn, entries: list[PeerEntry]) -> list[Output]:
@@ -692,7 +784,7 @@ class Mesh:
             return
         new = PeerEntry(me.name, me.nickname, me.uid, me.incarnation, me.version + 1, tuple(recs))
         self.topology.set_ourself(new)
-        self._queue_gossip(new, now, urgent)
+        self._queue_gossip(new, now, urgent, base=me)
 
     def _topology_changed(self, now: float) -> None:
         """Routes are recomputed on the next tick (≤ one tick interval), once per burst of gossip."""
@@ -731,6 +823,7 @@ class Mesh:
         if old:
             for n in old:
                 del self._unreachable_since[n]
+                self._sent_chain.pop(n, None)
             self.topology.garbage_collect(set(self.topology.peers) - set(old))
         return bool(old)
 

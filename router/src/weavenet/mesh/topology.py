@@ -104,10 +104,93 @@ class PeerEntry:
             recs = tuple([_conn_record(*c) for c in conns])
             if any(r.name == name for r in recs):
                 raise ValueError("connection to itself")
+            if len({r.name for r in recs}) != len(recs):  # deltas address records by peer name
+                raise ValueError("two connection records to one peer")
             return cls(name, nick, _int(uid, MAX_UID, "uid"), _int(inc, MAX_INCARNATION, "incarnation"),
                        _int(ver, MAX_VERSION, "version"), recs)
         except (ValueError, TypeError) as e:
             raise ProtocolError(f"bad topology entry: {e}") from None
+
+
+@dataclass(frozen=True)
+class PeerDelta:
+    """What changed in a peer's entry from version ``base`` to ``version`` (same incarnation): the
+    connection records added or changed, and the peers whose records went. A join or a lost link then
+    costs each neighbour one record, not the whole entry; it applies only to exactly ``base``."""
+    name: str
+    incarnation: int
+    base: int
+    version: int
+    changed: tuple[ConnRecord, ...] = ()
+    removed: tuple[str, ...] = ()
+
+    @property
+    def order(self) -> tuple[int, int]:
+        return (self.incarnation, self.version)
+
+    @property
+    def size(self) -> int:
+        """Records it carries (a removal counts as one)."""
+        return len(self.changed) + len(self.removed)
+
+    @classmethod
+    def between(cls, old: PeerEntry, new: PeerEntry) -> PeerDelta | None:
+        """The delta from ``old`` to ``new``; None when there is none (another incarnation, not newer)."""
+        if (old.name, old.incarnation, old.nickname, old.uid) != (new.name, new.incarnation, new.nickname,
+                                                                 new.uid) or old.version >= new.version:
+            return None
+        before = set(old.connections)
+        changed = tuple(c for c in new.connections if c not in before)
+        names = {c.name for c in new.connections}
+        removed = tuple(sorted(c.name for c in old.connections if c.name not in names))
+        return cls(new.name, new.incarnation, old.version, new.version, changed, removed)
+
+    def apply(self, old: PeerEntry, max_conns: int) -> PeerEntry:
+        """The entry this delta makes of ``old`` (which has order (incarnation, base))."""
+        recs = {c.name: c for c in old.connections}
+        for n in self.removed:
+            recs.pop(n, None)
+        for c in self.changed:
+            recs[c.name] = c
+        if len(recs) > max_conns:
+            raise ProtocolError(f"bad topology delta: {self.name} would have more than {max_conns} connections")
+        return PeerEntry(old.name, old.nickname, old.uid, self.incarnation, self.version,
+                         tuple(recs[n] for n in sorted(recs)))
+
+    @functools.cached_property
+    def wire_json(self) -> bytes:
+        return json.dumps([self.name, self.incarnation, self.base, self.version,
+                           [[c.name, c.address, int(c.outbound), int(c.established)] for c in self.changed],
+                           list(self.removed)], separators=(",", ":")).encode()
+
+    @classmethod
+    def from_wire(cls, w: object, max_conns: int = DEFAULT_MAX_PEERS) -> PeerDelta:
+        """Decode and check every field like PeerEntry.from_wire (ProtocolError otherwise); version
+        must be above base, by at most MAX_VERSION_JUMP."""
+        try:
+            if not isinstance(w, list) or len(w) != 6:
+                raise ValueError("not a list of 6 fields")
+            name, inc, base, ver, changed, removed = w
+            name = _name(name)
+            inc, base = _int(inc, MAX_INCARNATION, "incarnation"), _int(base, MAX_VERSION, "base version")
+            ver = _int(ver, MAX_VERSION, "version")
+            if not base < ver <= base + MAX_VERSION_JUMP:
+                raise ValueError("version is not above its base (by at most a million)")
+            for what, v in (("changed", changed), ("removed", removed)):
+                if not isinstance(v, list) or len(v) > max_conns:
+                    raise ValueError(f"{what} is not a list of at most {max_conns} items")
+            if not all(type(c) is list and len(c) == 4 for c in changed):
+                raise ValueError("connection record is not a list of 4 fields")
+            recs = tuple([_conn_record(*c) for c in changed])
+            gone = tuple(_name(n) for n in removed)
+            names = [r.name for r in recs] + list(gone)
+            if name in names:
+                raise ValueError("connection to itself")
+            if len(set(names)) != len(names):
+                raise ValueError("a peer named twice")
+            return cls(name, inc, base, ver, recs, gone)
+        except (ValueError, TypeError) as e:
+            raise ProtocolError(f"bad topology delta: {e}") from None
 
 
 class Topology:
@@ -201,6 +284,33 @@ class Topology:
             if order > self._seen.get(name, (-1, -1)):
                 fresh.append(PeerEntry.from_wire(w, self.max_peers))
         return self.merge(fresh, max_incarnation)
+
+    def apply_deltas(self, deltas: list[PeerDelta], max_incarnation: int | None = None
+                     ) -> tuple[list[PeerEntry], int]:
+        """Apply received deltas; return the entries they made (to be passed on) and how many did not
+        apply because we do not hold their base version (a gap: the caller pulls the whole entries).
+        A delta about ourselves newer than our entry makes us bump past it, as in merge."""
+        accepted: list[PeerEntry] = []
+        gaps = 0
+        for d in deltas:
+            known = self._seen.get(d.name)
+            if known is not None and d.order <= known:
+                continue
+            if not self.plausible(d.order, known, max_incarnation):
+                self.refused["ahead"] += 1
+                continue
+            if d.name == self.ourname:
+                accepted.append(self._reclaim(d.order))
+                continue
+            cur = self.peers.get(d.name)
+            if cur is None or cur.order != (d.incarnation, d.base):
+                gaps += 1
+                continue
+            new = d.apply(cur, self.max_peers)
+            self.peers[d.name] = new
+            self._remember(d.name, new.order)
+            accepted.append(new)
+        return accepted, gaps
 
     def symmetric_neighbours(self) -> dict[str, list[str]]:
         """Adjacency over connections that both ends report as established."""
