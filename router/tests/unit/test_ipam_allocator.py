@@ -143,7 +143,9 @@ def test_unknown_message_kinds_are_ignored():
 
 def test_status_text():
     a = seeded()
-    assert format_ipam_status(a.status(), US, {}, set()) == "No address space claimed yet in 10.32.0.0/12\n"
+    assert format_ipam_status(a.status(), US, {}, set()) == (
+        "No address space claimed yet in 10.32.0.0/12\n"
+        "Consensus: deferred (consensus=1, quorum 1): heard 0 other router(s)\n")
     a.allocate("c", None, 0)
     a.peers_changed({PEER}, {PEER}, 0)  # only a router the topology knows gets space
     a.receive(b'{"t":"req","from":"02:00:00:00:00:02","subnet":"10.32.0.0/12","ring":true}', 0)  # donates half

@@ -107,11 +107,17 @@ class Paxos:
         """`count`: the N of consensus=N (the quorum is N//2+1)."""
         self.us = us
         self.count = count
-        self.quorum = count // 2 + 1
         self._rng = rng or random.Random()
         self.knows: dict[str, Claims] = {us: Claims()}
         self.counts: dict[str, int] = {}            # each router's consensus=N, as it said (shown on mismatch)
         self._proposed: dict[Ballot, Value] = {}    # the value each proposer itself accepted at its ballot
+
+    @property
+    def quorum(self) -> int:
+        """N//2+1 of the largest N among ours and those of the routers we hear: launched without
+        --ipalloc-init, routers of a chain each count only the peers they were given (the first one 1, alone),
+        and a larger N makes every quorum overlap every other."""
+        return max([self.count, *self.counts.values()]) // 2 + 1
 
     @property
     def ours(self) -> Claims:
