@@ -105,7 +105,7 @@ def render(uplinks: list[str], ports: list[Port], exposed: list[str], service: s
         if ports:
             local = _set([f'"{p.ifname}"' for p in sorted(ports, key=lambda p: p.ifname)])
             inp += [f"    iifname {local} arp daddr ip {service} accept",
-                    f"    iifname {local} ip daddr {service} udp dport 53 accept"]
+                    f"    iifname {local} ip daddr {service} meta l4proto {{ tcp, udp }} th dport 53 accept"]
     nets = _networks(exposed)
     br = "iifname " + _set([f'"{n}"' for n in sorted([*uplinks, *(p.ifname for p in ports)])])
     if nets:
