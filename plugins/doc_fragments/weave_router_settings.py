@@ -35,7 +35,8 @@ options:
     type: int
   max_peers:
     description:
-      - "Peers the topology may hold; gossip beyond it is refused (2-100000; default 1000). Router flag C(--max-peers)."
+      - "Peers the topology may hold; gossip beyond it is refused (2-100000; default 1000). Router flag
+        C(--max-peers)."
     type: int
   discovery:
     description:
@@ -59,7 +60,8 @@ options:
     type: str
   ipalloc_init:
     description:
-      - "How the IPAM ring is created: consensus=N (N routers agree), seed=PEER,... or observer (default: consensus=<number of peers given + 1>). Router flag C(--ipalloc-init)."
+      - "How the IPAM ring is created: consensus=N (N routers agree), seed=PEER,... or observer (default:
+        consensus=<number of peers given + 1>). Router flag C(--ipalloc-init)."
     type: str
   dns:
     description:
@@ -75,7 +77,8 @@ options:
     type: int
   dns_upstream:
     description:
-      - "Resolver for other names, one per flag (default: the host's /etc/resolv.conf). Router flag C(--dns-upstream)."
+      - "Resolver for other names, one per flag (default: the host's /etc/resolv.conf). Router flag
+        C(--dns-upstream)."
     type: list
     elements: str
 """

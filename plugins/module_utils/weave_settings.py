@@ -9,53 +9,73 @@ from __future__ import annotations
 ROUTER_SETTINGS = {
     "password": dict(
         type="str", default=None, range=None, restart=True, public=False, secret=True,
-        flag="--password", description="Encrypt the mesh with this password (or set WEAVE_PASSWORD). Router flag C(--password)."),
+        flag="--password",
+        description="Encrypt the mesh with this password (or set WEAVE_PASSWORD). Router flag C(--password)."),
     "nickname": dict(
         type="str", default=None, range=None, restart=True, public=True, secret=False,
-        flag="--nickname", description="Name shown for this peer (default: the host name). Router flag C(--nickname)."),
+        flag="--nickname",
+        description="Name shown for this peer (default: the host name). Router flag C(--nickname)."),
     "name": dict(
         type="str", default=None, range=None, restart=True, public=False, secret=False,
-        flag="--name", description="Peer name, MAC-style (default: generated once and persisted). Router flag C(--name)."),
+        flag="--name",
+        description="Peer name, MAC-style (default: generated once and persisted). Router flag C(--name)."),
     "port": dict(
         type="int", default=6783, range=[1, 65535], restart=True, public=True, secret=False,
-        flag="--port", description="TCP (and sleeve UDP) port for peer connections (1-65535; default 6783). Router flag C(--port)."),
+        flag="--port",
+        description="TCP (and sleeve UDP) port for peer connections (1-65535; default 6783). Router flag C(--port)."),
     "api_port": dict(
         type="int", default=6784, range=[0, 65535], restart=True, public=True, secret=False,
-        flag="--api-port", description="127.0.0.1 port of the HTTP API, 0 = none (0-65535; default 6784). Router flag C(--api-port)."),
+        flag="--api-port",
+        description="127.0.0.1 port of the HTTP API, 0 = none (0-65535; default 6784). Router flag C(--api-port)."),
     "conn_limit": dict(
         type="int", default=100, range=[1, 100000], restart=True, public=True, secret=False,
-        flag="--conn-limit", description="Maximum number of connections (1-100000; default 100). Router flag C(--conn-limit)."),
+        flag="--conn-limit",
+        description="Maximum number of connections (1-100000; default 100). Router flag C(--conn-limit)."),
     "max_peers": dict(
         type="int", default=1000, range=[2, 100000], restart=True, public=True, secret=False,
-        flag="--max-peers", description="Peers the topology may hold; gossip beyond it is refused (2-100000; default 1000). Router flag C(--max-peers)."),
+        flag="--max-peers",
+        description=("Peers the topology may hold; gossip beyond it is refused (2-100000; default 1000). Router flag "
+         "C(--max-peers).")),
     "discovery": dict(
         type="bool", default=True, range=None, restart=True, public=True, secret=False,
-        flag="--no-discovery", description="Connect to peers learned by gossip (default true). Router flag C(--no-discovery)."),
+        flag="--no-discovery",
+        description="Connect to peers learned by gossip (default true). Router flag C(--no-discovery)."),
     "mtu": dict(
         type="int", default=1376, range=[576, 9000], restart=True, public=True, secret=False,
-        flag="--mtu", description="Overlay MTU (576-9000; default 1376). Router flag C(--mtu)."),
+        flag="--mtu",
+        description="Overlay MTU (576-9000; default 1376). Router flag C(--mtu)."),
     "fastdp": dict(
         type="bool", default=True, range=None, restart=True, public=True, secret=False,
-        flag="--no-fastdp", description="Use the kernel VXLAN fast path between unencrypted peers (default true). Router flag C(--no-fastdp)."),
+        flag="--no-fastdp",
+        description="Use the kernel VXLAN fast path between unencrypted peers (default true). Router flag C(--no-fastdp)."),
     "ipalloc_range": dict(
         type="str", default='10.32.0.0/12', range=None, restart=True, public=True, secret=False,
-        flag="--ipalloc-range", description="Range IPAM allocates from (default 10.32.0.0/12). Router flag C(--ipalloc-range)."),
+        flag="--ipalloc-range",
+        description="Range IPAM allocates from (default 10.32.0.0/12). Router flag C(--ipalloc-range)."),
     "ipalloc_default_subnet": dict(
         type="str", default=None, range=None, restart=True, public=True, secret=False,
-        flag="--ipalloc-default-subnet", description="Subnet for net:default (default: the range). Router flag C(--ipalloc-default-subnet)."),
+        flag="--ipalloc-default-subnet",
+        description="Subnet for net:default (default: the range). Router flag C(--ipalloc-default-subnet)."),
     "ipalloc_init": dict(
         type="str", default=None, range=None, restart=False, public=True, secret=False,
-        flag="--ipalloc-init", description="How the IPAM ring is created: consensus=N (N routers agree), seed=PEER,... or observer (default: consensus=<number of peers given + 1>). Router flag C(--ipalloc-init)."),
+        flag="--ipalloc-init",
+        description=("How the IPAM ring is created: consensus=N (N routers agree), seed=PEER,... or observer (default: "
+         "consensus=<number of peers given + 1>). Router flag C(--ipalloc-init).")),
     "dns": dict(
         type="bool", default=True, range=None, restart=True, public=True, secret=False,
-        flag="--no-dns", description="Run weaveDNS (default true). Router flag C(--no-dns)."),
+        flag="--no-dns",
+        description="Run weaveDNS (default true). Router flag C(--no-dns)."),
     "dns_domain": dict(
         type="str", default='weave.local.', range=None, restart=True, public=True, secret=False,
-        flag="--dns-domain", description="Domain weaveDNS answers for (default weave.local.). Router flag C(--dns-domain)."),
+        flag="--dns-domain",
+        description="Domain weaveDNS answers for (default weave.local.). Router flag C(--dns-domain)."),
     "dns_ttl": dict(
         type="int", default=1, range=[0, 86400], restart=True, public=True, secret=False,
-        flag="--dns-ttl", description="TTL of weaveDNS answers in seconds (0-86400; default 1). Router flag C(--dns-ttl)."),
+        flag="--dns-ttl",
+        description="TTL of weaveDNS answers in seconds (0-86400; default 1). Router flag C(--dns-ttl)."),
     "dns_upstream": dict(
         type="list", default=[], range=None, restart=True, public=True, secret=False,
-        flag="--dns-upstream", description="Resolver for other names, one per flag (default: the host's /etc/resolv.conf). Router flag C(--dns-upstream)."),
+        flag="--dns-upstream",
+        description=("Resolver for other names, one per flag (default: the host's /etc/resolv.conf). Router flag "
+         "C(--dns-upstream).")),
 }
