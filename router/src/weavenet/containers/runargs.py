@@ -34,7 +34,7 @@ def looks_like_address(arg: str) -> bool:
     Malformed ones (10.0.0.300/24) count too, so they are reported as bad addresses instead of being
     taken for an image name; an image never ends in /DIGITS (registry refs look like 10.0.0.5:5000/app).
     """
-    return arg.startswith("net:") or _ADDRESS_LIKE.fullmatch(arg) is not None
+    return arg.startswith(("net:", "ip:")) or _ADDRESS_LIKE.fullmatch(arg) is not None
 
 
 def _kv(value: str, what: str) -> tuple[str, str]:
@@ -183,6 +183,13 @@ _OPTIONS: dict[str, tuple[bool, Callable[[dict, str], None]]] = {
 }
 _SHORT = {"t": "--tty", "i": "--interactive", "d": "--detach", "e": "--env", "v": "--volume", "h": "--hostname",
           "l": "--label", "w": "--workdir", "u": "--user", "p": "--publish", "m": "--memory"}
+
+
+def option_help() -> str:
+    """The docker run options `weave run` takes, for its --help (from the table above: one definition)."""
+    short = {long: ch for ch, long in _SHORT.items()}
+    return " ".join(f"{name}{f'/-{short[name]}' if name in short else ''}{' X' if takes else ''}"
+                    for name, (takes, _) in _OPTIONS.items())
 
 
 def _options(args: list[str]) -> tuple[list[tuple[str, str]], int]:

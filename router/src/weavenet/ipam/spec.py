@@ -1,4 +1,5 @@
-"""Address arguments as users write them: `10.0.0.1/24`, `net:10.2.0.0/16`, `net:default` or nothing."""
+"""Address arguments as users write them: `10.0.0.1/24` (or Weave's `ip:10.0.0.1/24`), `net:10.2.0.0/16`,
+`net:default` or nothing."""
 
 from __future__ import annotations
 
@@ -44,7 +45,9 @@ def parse_address_spec(text: str) -> Allocate | Explicit:
         return Allocate(None)
     if s.startswith("net:"):
         return Allocate(parse_cidr(s[4:], what=f"address spec {s!r}: subnet"))
-    usage = "expected CIDR like 10.2.1.1/24, net:CIDR or net:default"
+    usage = "expected CIDR like 10.2.1.1/24, ip:CIDR, net:CIDR or net:default"
+    if s.startswith("ip:"):
+        s = s[3:]
     if "/" not in s:
         raise ValueError(f"invalid address {text!r}: {usage}")
     try:

@@ -168,8 +168,8 @@ class Router:
         nicks = {e.name: e.nickname for e in self.mesh.topology.peers.values()}
         return self.ipam.status_text(nicks)
 
-    async def expose(self, cidrs: list[str], hide: bool = False) -> dict:
-        return await self.attachments.expose(cidrs, hide)
+    async def expose(self, specs: list[str], hide: bool = False) -> dict:
+        return await self.workloads.expose(specs, hide)
 
     def ps(self) -> list[dict]:
         """From the attachments' last snapshot: never waits for an attach in progress."""

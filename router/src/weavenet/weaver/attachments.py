@@ -208,6 +208,10 @@ class Attachments:
         """The record of a target (for dns-add/dns-remove); ValueError if it is not attached."""
         return await self._call(self._record, target)
 
+    async def record_or_none(self, target: str) -> Row | None:
+        """The record of a target, None if it exists but is not attached; ValueError if it does not exist."""
+        return await self._call(self._record_or_none, target)
+
     async def set_dns(self, key: str, names: list) -> None:
         await self._call(self._set_dns, key, names)
 
@@ -313,6 +317,7 @@ class Attachments:
             return self._detach_stopped(stopped, cidrs)
         result = self.host.detach(path, cidrs or None)
         rec = self.records.get(key)
+        gone = [c for c in (cidrs or []) if not any(_same_ip(c, a) for a in result["addresses"])]
         if rec is not None:
             gone = [c for c in rec.cidrs if not any(_same_ip(c, a) for a in result["addresses"])]
             if result["addresses"]:
@@ -321,7 +326,7 @@ class Attachments:
                 del self.records[key]
             self._commit()
             self._tell("detached" if result["addresses"] else "removed", rec, gone)
-        return {**result, "container": key, "name": name}
+        return {**result, "removed": gone, "container": key, "name": name}
 
     def _stopped_record(self, target: str) -> Record | None:
         if target.startswith(BARE_PREFIXES):
@@ -339,7 +344,7 @@ class Attachments:
             del self.records[rec.key]
         self._commit()
         self._tell("detached" if left else "removed", rec, gone)
-        return {"addresses": left, "container": rec.key, "name": rec.name}
+        return {"addresses": left, "removed": gone, "container": rec.key, "name": rec.name}
 
     def _expose(self, cidrs: list[str], hide: bool) -> dict:
         if not cidrs:
@@ -348,10 +353,14 @@ class Attachments:
             parse_cidr(c)
         if not hide:
             self._check_free(EXPOSE_KEY, cidrs)
+        before = self.host.exposed()
         for c in cidrs:
             (self.host.hide if hide else self.host.expose)(c)
         self._commit()
-        return {"addresses": list(self._exposed)}
+        if hide:
+            gone = [c for c in before if not any(_same_ip(c, a) for a in self._exposed)]
+            return {"addresses": list(self._exposed), "removed": gone}
+        return {"addresses": list(self._exposed), "added": list(cidrs)}
 
     def _check_free(self, key: str, cidrs: list[str]) -> None:
         """An address may be on one workload of this host only (the host's own exposed ones included)."""
@@ -439,6 +448,19 @@ class Attachments:
         if rec is None:
             raise ValueError(f"{target} is not attached to the overlay")
         return rec.row()
+
+    def _record_or_none(self, target: str) -> Row | None:
+        if target in self.records:
+            return self.records[target].row()
+        try:
+            key = self._resolve(target)[0]
+        except ValueError:
+            stopped = self._stopped_record(target)   # a stopped container keeps its record
+            if stopped is None:
+                raise
+            key = stopped.key
+        rec = self.records.get(key)
+        return rec.row() if rec is not None else None
 
     def _set_dns(self, key: str, names: list) -> None:
         if key in self.records:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from ..ipam.spec import Allocate, Explicit, parse_address_spec
 from ..mesh.core import Action
 from ..nameserver.store import qualify
-from .attachments import Attachments, Row
+from .attachments import EXPOSE_KEY, Attachments, Row
 from .dns_service import DnsService
 from .ipam_service import IpamService
 
@@ -37,10 +37,21 @@ class Workloads:
 
     # --- attach / detach with addresses from IPAM ------------------------------------------------------
     async def attach(self, target: str, specs: list[str]) -> dict:
-        """Addresses: explicit CIDRs (claimed in IPAM when inside its range), `net:CIDR`, `net:default`;
-        none at all means `net:default`. Fresh leases are given back if the attach fails."""
+        """Addresses: explicit CIDRs (`ip:CIDR` too; claimed in IPAM when inside its range), `net:CIDR`,
+        `net:default`; none at all means `net:default`. Fresh leases are given back if the attach fails.
+        "added": the addresses of this call (all now on the container)."""
         wanted = [parse_address_spec(s) for s in specs] or [Allocate(None)]
         key = await self.attachments.key_of(target)
+        cidrs, fresh, allocated = await self._take(key, wanted)
+        try:
+            result = await self.attachments.attach(target, cidrs)
+        except BaseException:
+            self._give_back(key, fresh)
+            raise
+        return {**result, "allocated": allocated, "added": cidrs}
+
+    async def _take(self, key: str, wanted: list[Allocate | Explicit]) -> tuple[list[str], list[str], list[str]]:
+        """(the CIDRs for `wanted`, the leases created for them, the addresses IPAM chose) for `key`."""
         cidrs: list[str] = []
         fresh: list[str] = []        # leases this call created: given back if it fails
         allocated: list[str] = []    # addresses IPAM chose (reported to the caller)
@@ -61,15 +72,64 @@ class Workloads:
                         fresh.append(cidr)
                         allocated.append(cidr)
                 cidrs.append(cidr)
-            result = await self.attachments.attach(target, cidrs)
         except BaseException:
-            for c in fresh:
-                self.execute(self.ipam.release(key, c, self.clock()))
+            self._give_back(key, fresh)
+            raise
+        return cidrs, fresh, allocated
+
+    def _give_back(self, key: str, leases: list[str]) -> None:
+        for c in leases:
+            self.execute(self.ipam.release(key, c, self.clock()))
+
+    def _chosen(self, wanted: list[Allocate | Explicit], have: list[str]) -> list[str]:
+        """The CIDRs `wanted` names among `have`: explicit ones as given, `net:` ones by subnet (what was
+        allocated there), in order, once each."""
+        out: list[str] = []
+        for spec in wanted:
+            if isinstance(spec, Explicit):
+                picked = [str(spec.interface)]
+            else:
+                net = spec.subnet or self.ipam.alloc.default_subnet
+                picked = [c for c in have if ipaddress.ip_interface(c).ip in net]
+            out += [c for c in picked if c not in out]
+        return out
+
+    async def detach(self, target: str, specs: list[str] | None) -> dict:
+        """Take addresses off a container: CIDRs (`ip:CIDR` too), `net:CIDR`/`net:default` (the address
+        allocated in that subnet: none there is no error), or everything when none are given. "removed":
+        the addresses taken off."""
+        if not specs:
+            return await self.attachments.detach(target, None)
+        wanted = [parse_address_spec(s) for s in specs]
+        have: list[str] = []
+        if any(isinstance(w, Allocate) for w in wanted):
+            row = await self.attachments.record_or_none(target)
+            have = list(row.cidrs) if row is not None else []
+        cidrs = self._chosen(wanted, have)
+        if not cidrs:
+            return {"addresses": have, "removed": []}
+        return await self.attachments.detach(target, cidrs)
+
+    async def expose(self, specs: list[str], hide: bool) -> dict:
+        """Give the host addresses on the bridge (CIDRs, `ip:CIDR`, `net:CIDR`, `net:default`; none means
+        `net:default`, from IPAM under the name weave:expose), or take them off (hide: the same forms).
+        "added" / "removed": the addresses of this call."""
+        wanted = [parse_address_spec(s) for s in specs] or [Allocate(None)]
+        if hide:
+            exposed = list(self.attachments.snapshot.exposed)
+            cidrs = self._chosen(wanted, exposed)
+            if not cidrs:
+                return {"addresses": exposed, "removed": []}
+            result = await self.attachments.expose(cidrs, hide=True)
+            self._give_back(EXPOSE_KEY, [c for c in result["removed"] if self.ipam.owned(c)])
+            return result
+        cidrs, fresh, allocated = await self._take(EXPOSE_KEY, wanted)
+        try:
+            result = await self.attachments.expose(cidrs, hide=False)
+        except BaseException:
+            self._give_back(EXPOSE_KEY, fresh)
             raise
         return {**result, "allocated": allocated}
-
-    async def detach(self, target: str, cidrs: list[str] | None) -> dict:
-        return await self.attachments.detach(target, cidrs)
 
     # --- lifecycle: leases and names follow the records ------------------------------------------------
     def on_record(self, event: str, rec: Row, cidrs: list[str]) -> None:
@@ -117,7 +177,8 @@ class Workloads:
         """IPAM allocations of containers that have no record any more (e.g. a crash between the
         allocation and the attach) are released."""
         now = self.clock()
-        attached = self.attachments.snapshot.keys()
+        snap = self.attachments.snapshot
+        attached = snap.keys() | ({EXPOSE_KEY} if snap.exposed else set())   # the host's own leases (expose)
         for cid in list(self.ipam.alloc.allocations()):
             if cid not in attached:
                 self.execute(self.ipam.release(cid, None, now))
