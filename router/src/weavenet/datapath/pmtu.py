@@ -6,8 +6,9 @@ not, changes nothing here. It sends probes (datagrams of a given IP size, each w
 nonce) and believes only an echo of a nonce it sent that reports the size it sent; so whatever the
 network says, the verified size stays within [FLOOR, ceiling] (ceiling = the MTU of the route to the peer).
 
-Search: rounds of up to ROUND_PROBES probes spread over (lo, hi]; the largest answered size becomes lo,
-the smallest unanswered one above it hi + 1, until hi - lo < STEP. Then the size in use is confirmed
+Search: rounds of up to ROUND_PROBES probes spread over (lo, hi], plus one of size lo as a control; the
+largest answered size becomes lo, the smallest unanswered one above it hi + 1, until hi - lo < STEP (a
+round whose control is lost changes nothing). Then the size in use is confirmed
 every CONFIRM_EVERY seconds (MISSES unanswered confirmations in a row: search again from the floor,
 sending at the floor meanwhile) and a bigger one looked for every RESEARCH_EVERY seconds.
 """
@@ -131,12 +132,19 @@ class Prober:
     def _round(self, now: float) -> list[tuple[bytes, int]]:
         lo, hi = self.lo, self.hi
         span = hi - lo
-        sizes = sorted({hi} | {lo + span * k // ROUND_PROBES for k in range(1, ROUND_PROBES)} - {lo})
+        # lo itself goes too, as the control: a round in which even it is lost says nothing about sizes
+        # (the peer was not ready yet, or the path lost everything for a moment).
+        sizes = sorted({lo, hi} | {lo + span * k // ROUND_PROBES for k in range(1, ROUND_PROBES)})
         self.rounds += 1
         self.round_ends = now + ROUND_TIMEOUT
         return [self._probe(s) for s in sizes]
 
     def _end_round(self, now: float) -> None:
+        if self.lo not in self.answered:        # a void round: try again
+            self.outstanding.clear()
+            self.answered.clear()
+            self.round_ends = now
+            return
         sent = set(self.outstanding.values()) | self.answered
         ok = [s for s in self.answered if s > self.lo]
         if ok:
