@@ -39,16 +39,16 @@ def wait(cond, timeout=2.0):
 
 
 class Rig:
-    def __init__(self, key: bytes | None, cap: int = 8192) -> None:
+    def __init__(self, key: bytes | None, cap: int = 8192, mtu: int = 0, ceiling: int = 0) -> None:
         self.tap, self.tap_engine = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.tap.settimeout(1.0)
         self.macs = MacTable(local=A, cap=cap)
-        self.eng = Engine(A, self.tap_engine.fileno(), 0, self.macs, vnet_hdr=False, bind="127.0.0.1")
+        self.eng = Engine(A, self.tap_engine.fileno(), 0, self.macs, vnet_hdr=False, bind="127.0.0.1", mtu=mtu)
         self.peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # peer B's sleeve socket
         self.peer.bind(("127.0.0.1", 0))
         self.peer.settimeout(1.0)
         self.key = key
-        self.link = PeerLink(B, ("127.0.0.1", self.peer.getsockname()[1]), key, key)
+        self.link = PeerLink(B, ("127.0.0.1", self.peer.getsockname()[1]), key, key, ceiling=ceiling)
         self.routes = RouteTable({A: [B], B: [A]}, A)
         self.eng.publish(View(A, self.routes, {B: self.link}))
         self.seq = 100

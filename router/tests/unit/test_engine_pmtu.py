@@ -1,0 +1,132 @@
+"""The real sleeve Engine (socketpair TAP, UDP on 127.0.0.1) with path-MTU probes, fragments and frames
+above the overlay MTU: probes answered and believed only when they match, fragments out within the path
+MTU and back together on the way in, ICMP "fragmentation needed" back to the TAP."""
+
+import os
+import socket
+import struct
+
+import pytest
+
+from weavenet.datapath import icmp, pmtu, sleeve
+
+from .test_datapath_engine import KEY, LOCAL_MAC, REMOTE_MAC, Rig, frame, wait
+
+B_MAC = REMOTE_MAC
+
+
+@pytest.fixture(params=[None, KEY], ids=["plain", "encrypted"])
+def rig(request):
+    r = Rig(request.param, mtu=1376, ceiling=1500)   # a 1500-byte route (not lo's 65536)
+    yield r
+    r.close()
+
+
+def next_probe(rig) -> bytes:
+    while True:
+        dg = rig.peer.recv(70000)
+        if sleeve.peek(dg)[2] & sleeve.F_PROBE and dg[sleeve.HEADER.size] == sleeve.PROBE:
+            return dg
+
+
+def test_probes_raise_the_path_mtu_only_when_answered_right(rig):
+    assert rig.link.pmtu == pmtu.FLOOR
+    probe = next_probe(rig)
+    _, seq, _ = sleeve.peek(probe)
+    # A forged echo: right nonce, a size that was not sent. Then one with an unknown nonce. Neither counts.
+    rig.send(sleeve.echo(sleeve.name_bytes(rig.link.name), seq, 60000))
+    rig.send(sleeve.echo(sleeve.name_bytes(rig.link.name), seq + 1, len(probe) + 28))
+    assert wait(lambda: rig.eng.drops["probe_unmatched"] == 2), dict(rig.eng.drops)
+    assert rig.link.pmtu == pmtu.FLOOR
+    # Answer every probe as a path of 1000 bytes would (drop the bigger ones): the engine settles there.
+    deadline = 40
+    while not (1000 - pmtu.STEP < rig.link.pmtu <= 1000) and deadline:
+        deadline -= 1
+        try:
+            dg = next_probe(rig)
+        except TimeoutError:
+            continue
+        if len(dg) + 28 <= 1000:
+            rig.send(sleeve.echo(sleeve.name_bytes(rig.link.name), sleeve.peek(dg)[1], len(dg) + 28))
+    assert 1000 - pmtu.STEP < rig.link.pmtu <= 1000
+    assert rig.eng.pmtus() == {rig.link.name: rig.link.pmtu}
+
+
+def test_the_engine_echoes_a_probe_with_its_size(rig):
+    nonce = os.urandom(8)
+    rig.send(sleeve.probe(sleeve.name_bytes(rig.link.name), nonce, 900))
+    while True:
+        dg = rig.peer.recv(70000)
+        if dg[sleeve.HEADER.size] == sleeve.ECHO:
+            break
+    _, seq, flags = sleeve.peek(dg)
+    assert flags & sleeve.F_PROBE and seq.to_bytes(8, "big") == nonce
+    assert sleeve.ECHO_BODY.unpack_from(dg, sleeve.HEADER.size) == (sleeve.ECHO, 928)
+
+
+def test_big_frames_go_out_as_fragments_within_the_path_mtu_and_come_back_whole(rig):
+    big = frame(b"\xff" * 6, LOCAL_MAC, os.urandom(1300))
+    rig.tap.send(big)
+    parts = []
+    while True:
+        dg = rig.recv_data()
+        assert len(dg) + 28 <= rig.link.pmtu
+        _, seq, flags = sleeve.peek(dg)
+        assert flags & sleeve.F_FRAG
+        parts.append(dg)
+        if len(parts) == dg[sleeve.HEADER.size + 1]:
+            break
+    from weavenet.datapath.reassembly import Reassembler
+    r = Reassembler()
+    whole = [r.add(p, seq, 0.0) for p in parts][-1]
+    assert sleeve.decode_body(whole, seq, rig.key)[3] == [big]
+    # The other way: a fragmented datagram from the peer is put together and delivered.
+    f = frame(LOCAL_MAC, B_MAC, os.urandom(3000))
+    for part in sleeve.fragment(rig.valid([f]), 600):
+        rig.send(part)
+    assert rig.delivered() == f
+    # A lost fragment: nothing delivered, nothing half-done; the next datagram still is.
+    parts = sleeve.fragment(rig.valid([frame(LOCAL_MAC, B_MAC, bytes(3000))]), 600)
+    for part in parts[1:]:
+        rig.send(part)
+    rig.assert_alive_and_delivering()
+
+
+def ipv4_frame(size: int, df: bool) -> bytes:
+    head = bytearray(struct.pack(">BBHHHBBH4s4s", 0x45, 0, size, 1, icmp.DF if df else 0, 64, 17, 0,
+                                 bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])))
+    head[10:12] = icmp.checksum(bytes(head)).to_bytes(2, "big")
+    return B_MAC + LOCAL_MAC + b"\x08\x00" + bytes(head) + bytes(size - 20)
+
+
+def test_frame_above_the_overlay_mtu_gets_icmp_or_is_cut(rig):
+    rig.tap.send(ipv4_frame(3000, df=True))
+    reply = rig.tap.recv(70000)
+    assert reply[:6] == LOCAL_MAC and reply[34] == 3 and reply[35] == 4
+    assert int.from_bytes(reply[40:42], "big") == 1376
+    assert wait(lambda: rig.eng.drops["frag_needed"] == 1)
+    rig.tap.send(ipv4_frame(3000, df=False))      # no DF: cut into IP fragments of at most 1376 bytes
+    wait(lambda: rig.eng.drops["fragmented"] == 1)
+    rig.tap.send(b"\xff" * 6 + LOCAL_MAC + b"\x86\xdd" + bytes(3000))   # IPv6, too big: dropped, counted
+    assert wait(lambda: rig.eng.drops["too_big"] == 1)
+    assert all(t.is_alive() for t in rig.eng._threads.values())
+
+
+def test_send_failing_with_emsgsize_makes_the_prober_look_again(rig, monkeypatch):
+    calls = []
+    monkeypatch.setattr("weavenet.datapath.engine.route_mtu", lambda ip, port: calls.append(ip) or 800)
+    rig.link.too_big = True
+    assert wait(lambda: calls and rig.link.prober.ceiling == 800)
+    assert rig.link.pmtu <= 800
+
+
+def test_unknown_flags_are_malformed(rig):
+    dg = bytearray(rig.valid([frame(LOCAL_MAC, B_MAC)]))
+    dg[1] |= 0x80
+    rig.send(bytes(dg))
+    assert wait(lambda: rig.eng.drops["malformed"] == 1)
+    rig.assert_alive_and_delivering()
+
+
+def test_probe_socket_option_is_df_without_the_kernel_pmtu_cache(rig):
+    assert rig.eng.sock.getsockopt(socket.IPPROTO_IP, 10) == 3   # IP_MTU_DISCOVER = IP_PMTUDISC_PROBE
