@@ -156,3 +156,5 @@ def test_heartbeat_frame_roundtrip():
     assert f[:6] == bytes.fromhex("02aa00000002") and fastdp.parse_heartbeat(f) == A
     assert fastdp.parse_heartbeat(f[:20]) is None
     assert fastdp.parse_heartbeat(b"\x00" * 12 + b"\x08\x00" + b"\x00" * 30) is None
+    padded = fastdp.heartbeat_frame("02:aa:00:00:00:01", "02:aa:00:00:00:02", A, 12.5, 14 + 1376)
+    assert len(padded) == 14 + 1376 and fastdp.parse_heartbeat(padded) == A   # full size, still parsed

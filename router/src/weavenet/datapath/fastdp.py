@@ -44,9 +44,13 @@ def mac_bytes(mac: str) -> bytes:
     return bytes.fromhex(mac.replace(":", ""))
 
 
-def heartbeat_frame(src_mac: str, dst_mac: str, ourname: str, now: float) -> bytes:
-    return (mac_bytes(dst_mac) + mac_bytes(src_mac) + struct.pack(">H", ETHERTYPE) + HB_MAGIC
-            + bytes.fromhex(ourname.replace(":", "")) + struct.pack(">d", now))
+def heartbeat_frame(src_mac: str, dst_mac: str, ourname: str, now: float, size: int = 0) -> bytes:
+    """Padded to `size` (the overlay MTU's frames): a path that cannot carry full-size VXLAN packets (a peer
+    behind a smaller MTU, an underlay dropping fragments) loses its heartbeats and falls back to the sleeve,
+    which discovers its path MTU, instead of staying up and losing every big frame."""
+    frame = (mac_bytes(dst_mac) + mac_bytes(src_mac) + struct.pack(">H", ETHERTYPE) + HB_MAGIC
+             + bytes.fromhex(ourname.replace(":", "")) + struct.pack(">d", now))
+    return frame + bytes(max(0, size - len(frame)))
 
 
 def parse_heartbeat(frame: bytes) -> str | None:
