@@ -323,7 +323,8 @@ class Dataplane:
                 self._nl(br.fdb_append, VXLAN, p.remote_mac, p.ip)  # static: heartbeats must reach the peer
                 p.hb_installed = True
             try:
-                self._hb_sock.send(fastdp.heartbeat_frame(self.vxlan_mac, p.remote_mac, self.ourname, now))
+                self._hb_sock.send(fastdp.heartbeat_frame(self.vxlan_mac, p.remote_mac, self.ourname, now,
+                                                          14 + self.cfg.mtu))   # full size: see heartbeat_frame
             except OSError as e:
                 log.debug("fast-path heartbeat to %s failed: %s", name, e)
 
