@@ -108,11 +108,23 @@ def status_targets(report: dict) -> str:
     return "".join(t + "\n" for t in report["router"]["targets"])
 
 
+def _ps_id(r: dict) -> str:
+    return r["id"][:12] if len(r["id"]) == 64 else r["id"]   # a Docker id as docker ps shows it
+
+
+def ps_plain(rows: list[dict]) -> str:
+    """`weave ps` as Weave prints it, for scripts: `ID MAC CIDR...`, one line per running attached container
+    (and `weave:expose MAC CIDR...`); stopped ones have no interface, so no line."""
+    return "".join(f"{_ps_id(r)} {r['mac'] or '-'} {' '.join(r['cidrs'])}\n"
+                   for r in rows if r.get("running", True) and r["cidrs"])
+
+
 def ps_lines(rows: list[dict]) -> str:
-    """`weave ps`: one line per attached container (and weave:expose for the host's own addresses)."""
+    """`weave ps --format table`: one line per attached container with its name, stopped ones too (and
+    weave:expose for the host's own addresses)."""
     out = []
     for r in rows:
-        ident = r["id"] if r["id"] == "weave:expose" else r["id"][:12] if len(r["id"]) == 64 else r["id"]
+        ident = _ps_id(r)
         name = "" if r["name"] in ("weave:expose", "") else r["name"]
         state = "" if r.get("running", True) else "  (stopped)"
         out.append(f"{ident:<13} {name:<20} {r['mac'] or '-':<17} {' '.join(r['cidrs'])}{state}")

@@ -20,8 +20,26 @@ from ..weaver.paths import Paths
 from . import daemon, topology, ui
 
 
-class UsageError(Exception):
-    pass
+class UsageError(ValueError):
+    """Bad input from the command line (exit 2); a ValueError, as the checks it wraps raise."""
+
+
+PS_FORMATS = ("plain", "table", "json")
+
+
+def _check_specs(specs: list[str]) -> None:
+    """Malformed addresses are a usage error here, before the router is asked."""
+    for s in specs:
+        try:
+            parse_address_spec(s)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+
+
+def _print_ips(cidrs: list[str]) -> None:
+    """Addresses as Weave prints them: IPs without prefix, space-separated, one line (none: no line)."""
+    if cidrs:
+        print(" ".join(c.split("/")[0] for c in cidrs))
 
 
 class Parser(argparse.ArgumentParser):
@@ -42,8 +60,26 @@ def _add_router_flags(p: argparse.ArgumentParser, launch: bool) -> None:
     settings.add_flags(p, SETTINGS)
 
 
+ENVIRONMENT = """environment:
+  WEAVE_RUNDIR      the router's socket, pid and API token (default /run/weave)
+  WEAVE_DATADIR     persisted state: IPAM ring, attachments, peers (default /var/lib/weave)
+  WEAVE_PASSWORD    the mesh password, read by launch/router (never given as an argument)
+  WEAVE_LOG_LEVEL   the router's log level: DEBUG, INFO (default), WARNING, ERROR
+  DOCKER_HOST       the Docker engine for run, attach and container names (default unix:///var/run/docker.sock)
+
+addresses (ADDR): CIDR or ip:CIDR (as given), net:CIDR (IPAM picks the lowest free address of that
+subnet), net:default (of the default subnet). attach/detach/expose/hide print the addresses they added
+or removed, space-separated on one line (IPS=$(weave detach C) works as with Weave).
+
+exit status: 0 done, 1 refused (by the router, Docker or the kernel; or the router is not running),
+2 usage error (unknown command or flag, malformed argument)"""
+
+ADDR_HELP = "ADDR: CIDR, ip:CIDR, net:CIDR or net:default"
+
+
 def build_parser() -> Parser:
-    p = Parser(prog="weave", description="weavenet: overlay network for Docker hosts")
+    p = Parser(prog="weave", description="weavenet: overlay network for Docker hosts", epilog=ENVIRONMENT,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=Parser)
     _add_router_flags(sub.add_parser("launch", help="start the router in the background"), launch=True)
     _add_router_flags(sub.add_parser("router", help="run the router in the foreground"), launch=False)
@@ -57,24 +93,38 @@ def build_parser() -> Parser:
     c.add_argument("peers", nargs="+", metavar="PEER")
     f = sub.add_parser("forget", help="stop connecting to peers")
     f.add_argument("peers", nargs="+", metavar="PEER")
-    sub.add_parser("run", help="docker run a container on the overlay: run CIDR... [docker run options] IMAGE [CMD...]",
-                   add_help=False)
-    ps = sub.add_parser("ps", help="list containers attached to the overlay (and weave:expose)")
+    sub.add_parser("run", help="docker run a container on the overlay: run [ADDR...] [docker run options] IMAGE "
+                   "[CMD...] (see weave run --help)", add_help=False)
+    ps = sub.add_parser("ps", help="list containers attached to the overlay (and weave:expose)",
+                        description="Default (plain, as Weave's): one line per running attached container, "
+                        "ID MAC CIDR... (weave:expose for the host's own addresses). table: with names and "
+                        "stopped containers; json: a list of objects (id, name, mac, cidrs, running, hostname).")
+    ps.add_argument("--format", choices=PS_FORMATS, default="plain", help="output form (default plain)")
     ps.add_argument("containers", nargs="*", metavar="CONTAINER")
-    a = sub.add_parser("attach", help="plug a container into the overlay: attach [ADDR...] CONTAINER "
-                       "(ADDR: CIDR, net:CIDR or net:default; none = net:default)")
-    a.add_argument("args", nargs="+", metavar="CIDR... TARGET")
-    d = sub.add_parser("detach", help="remove overlay addresses: detach [CIDR...] CONTAINER")
-    d.add_argument("args", nargs="+", metavar="[CIDR...] TARGET")
-    for cmd, what in (("expose", "give this host an address on the overlay"), ("hide", "undo expose")):
+    a = sub.add_parser("attach", help=f"plug a container into the overlay: attach [ADDR...] CONTAINER "
+                       f"({ADDR_HELP}; none = net:default); prints the addresses",
+                       usage="weave attach [ADDR...] CONTAINER")
+    a.add_argument("args", nargs="+", metavar="[ADDR...] CONTAINER")
+    d = sub.add_parser("detach", help=f"remove overlay addresses: detach [ADDR...] CONTAINER ({ADDR_HELP}: "
+                       "the address in that subnet; none = all); prints the addresses removed",
+                       usage="weave detach [ADDR...] CONTAINER")
+    d.add_argument("args", nargs="+", metavar="[ADDR...] CONTAINER")
+    for cmd, what in (("expose", "give this host addresses on the overlay: expose [ADDR...] (none = net:default); "
+                                 "prints them"),
+                      ("hide", "take the host's overlay addresses off: hide [ADDR...] (none = net:default); "
+                               "prints the addresses removed")):
         e = sub.add_parser(cmd, help=what)
-        e.add_argument("cidrs", nargs="+", metavar="CIDR")
+        e.add_argument("cidrs", nargs="*", metavar="ADDR")
     rp = sub.add_parser("rmpeer", help="take over the address space of a peer that is gone for good")
     rp.add_argument("peer", metavar="PEER")
-    for cmd, what in (("dns-add", "register names: dns-add [IP...] CONTAINER [-h FQDN]"),
-                      ("dns-remove", "remove names: dns-remove [IP...] CONTAINER [-h FQDN]")):
-        dp = sub.add_parser(cmd, help=what, add_help=False)
-        dp.add_argument("-h", "--hostname", dest="fqdn", metavar="FQDN")
+    for cmd, what in (("dns-add", "register names: dns-add [IP...] CONTAINER [--hostname FQDN]"),
+                      ("dns-remove", "remove names: dns-remove [IP...] CONTAINER [--hostname FQDN]")):
+        # -h FQDN is Weave's spelling (scripts use it); --help, or -h alone, is help.
+        dp = sub.add_parser(cmd, help=what, add_help=False,
+                            usage=f"weave {cmd} [IP...] CONTAINER [-h FQDN | --hostname FQDN] | --help")
+        dp.add_argument("--help", action="help", help="show this help message and exit (also: -h alone)")
+        dp.add_argument("-h", "--hostname", dest="fqdn", metavar="FQDN",
+                        help="the name (in the weaveDNS domain; default: the container's hostname or name)")
         dp.add_argument("args", nargs="+", metavar="[IP...] CONTAINER")
     dl = sub.add_parser("dns-lookup", help="addresses weaveDNS has for a name")
     dl.add_argument("name", metavar="NAME")
@@ -83,18 +133,24 @@ def build_parser() -> Parser:
     sub.add_parser("version", help="print the version")
     topology.add_parser(sub)
     ui.add_parser(sub)
+    for action in sub._choices_actions:   # `weave CMD --help` repeats what `weave --help` says of CMD
+        cmd_parser = sub.choices[action.dest]
+        cmd_parser.description = cmd_parser.description or action.help
     return p
 
 
 def _config_from(args: argparse.Namespace) -> tuple[RouterConfig, set[str]]:
     """The settings of `--config FILE`, overridden by flags; the password from --password, the file or
     WEAVE_PASSWORD (in that order). Also returns the names of the settings given."""
-    values = settings.read_config_file(args.config, SETTINGS) if args.config else {}
-    values.update(settings.given_flags(args, SETTINGS))
-    if values.get("password") is None and os.environ.get("WEAVE_PASSWORD"):
-        values["password"] = os.environ["WEAVE_PASSWORD"]
-    cfg = RouterConfig(**values)
-    cfg.validate()
+    try:   # bad values (flags, --config, WEAVE_PASSWORD) are the caller's: a usage error, exit 2
+        values = settings.read_config_file(args.config, SETTINGS) if args.config else {}
+        values.update(settings.given_flags(args, SETTINGS))
+        if values.get("password") is None and os.environ.get("WEAVE_PASSWORD"):
+            values["password"] = os.environ["WEAVE_PASSWORD"]
+        cfg = RouterConfig(**values)
+        cfg.validate()
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     return cfg, set(values)
 
 
@@ -211,12 +267,9 @@ def dispatch(args: argparse.Namespace, paths: Paths) -> int:
         return ui.run(_client(paths))
     elif cmd in ("attach", "detach"):
         *cidrs, target = args.args
-        if cmd == "attach":
-            for c in cidrs:
-                parse_address_spec(c)   # malformed specs fail here, before the router is asked
+        _check_specs(cidrs)
         r = _client(paths).json("POST", f"/{cmd}", {"target": target, "cidrs": cidrs})
-        if cmd == "attach":
-            print(" ".join(a.split("/")[0] for a in r.get("addresses", [])))
+        _print_ips(r.get("added" if cmd == "attach" else "removed", []))
     elif cmd == "rmpeer":
         n = _client(paths).json("POST", "/rmpeer", {"peer": args.peer})["addresses"]
         print(f"{n} addresses taken over from {args.peer}")
@@ -249,17 +302,44 @@ def dispatch(args: argparse.Namespace, paths: Paths) -> int:
             raise
         print(json.dumps({"matches": r.get("matches") is True}))
     elif cmd in ("expose", "hide"):
-        _client(paths).json("POST", f"/{cmd}", {"cidrs": args.cidrs})
+        _check_specs(args.cidrs)
+        r = _client(paths).json("POST", f"/{cmd}", {"cidrs": args.cidrs})
+        _print_ips(r.get("added" if cmd == "expose" else "removed", []))
     elif cmd == "ps":
         rows = _client(paths).json("GET", "/ps")["containers"]
         if args.containers:
             want = set(args.containers)
             rows = [r for r in rows if r["id"] in want or r["name"] in want or r["id"][:12] in want]
-        sys.stdout.write(fmt.ps_lines(rows))
+        if args.format == "json":
+            print(json.dumps(rows, indent=2))
+        else:
+            sys.stdout.write(fmt.ps_lines(rows) if args.format == "table" else fmt.ps_plain(rows))
     elif cmd in ("connect", "forget"):
         body = {"peers": args.peers, "replace": bool(getattr(args, "replace", False))}
         _client(paths).json("POST", f"/{cmd}", body)
     return 0
+
+
+def run_help() -> str:
+    from ..containers.runargs import option_help
+
+    lines = [""]
+    for opt in option_help():   # wrapped by whole options (textwrap would split "--name X")
+        if len(lines[-1]) + len(opt) > 100:
+            lines.append("")
+        lines[-1] += f"  {opt}"
+    return "\n".join([
+        "usage: weave run [ADDR...] [docker run options] IMAGE [CMD...]",
+        "",
+        "Runs the container detached (docker run -d), attaches it to the overlay and prints its id; if the",
+        "attach fails the container is removed again. With weaveDNS on, it gets the DNS server, the weave",
+        "domain to search, and (with --name N) the hostname N.<domain>, unless given.",
+        "",
+        f"{ADDR_HELP}; none = net:default.",
+        "",
+        "docker run options taken (short ones cluster: -dit; X: takes a value; any other is refused):",
+        *lines,
+    ])
 
 
 def run_container(argv: list[str], paths: Paths) -> int:
@@ -268,12 +348,15 @@ def run_container(argv: list[str], paths: Paths) -> int:
     from ..containers.runargs import RunArgsError, parse_run_args
 
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: weave run [ADDR...] [docker run options] IMAGE [CMD...]  (ADDR: CIDR, net:CIDR, net:default)")
-        return 0 if argv else 2
+        if not argv:
+            raise UsageError("weave run needs an image: weave run [ADDR...] [docker run options] IMAGE [CMD...]")
+        print(run_help())
+        return 0
     try:
         spec = parse_run_args(argv)
     except RunArgsError as e:
         raise UsageError(str(e)) from None
+    _check_specs(spec.cidrs)
     wanted = [parse_address_spec(c) for c in spec.cidrs]
     client = _client(paths)
     # The router must be up, and explicit addresses free here, before anything is started (attach
@@ -322,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] == "run":  # docker options follow: argparse must not touch them
             return run_container(argv[1:], paths)
+        if argv[:1] in (["dns-add"], ["dns-remove"]) and argv[1:] == ["-h"]:   # -h alone: help, not a hostname
+            argv = [argv[0], "--help"]
         args = build_parser().parse_args(argv)
         return dispatch(args, paths)
     except UsageError as e:

@@ -185,11 +185,11 @@ _SHORT = {"t": "--tty", "i": "--interactive", "d": "--detach", "e": "--env", "v"
           "l": "--label", "w": "--workdir", "u": "--user", "p": "--publish", "m": "--memory"}
 
 
-def option_help() -> str:
+def option_help() -> list[str]:
     """The docker run options `weave run` takes, for its --help (from the table above: one definition)."""
     short = {long: ch for ch, long in _SHORT.items()}
-    return " ".join(f"{name}{f'/-{short[name]}' if name in short else ''}{' X' if takes else ''}"
-                    for name, (takes, _) in _OPTIONS.items())
+    return [f"{f'-{short[name]}|' if name in short else ''}{name}{' X' if takes else ''}"
+            for name, (takes, _) in _OPTIONS.items()]
 
 
 def _options(args: list[str]) -> tuple[list[tuple[str, str]], int]:
