@@ -12,15 +12,19 @@ owner's count of free addresses, so a router short of space knows whom to ask.
    (bumping the token's version), or updates its free count. Nobody else writes those entries.
 2. A router allocates only from its own ranges, the lowest free address of the subnet asked for
    (never the subnet's network or broadcast address).
-3. The ring is created once: a router launched with no peers at all (the *seed*, the first host of the
-   seed's chain) claims the whole range when it first needs an address, or when another router asks it
-   for space. It does so only after it has heard the state of every router it is connected to (none
-   has a ring, or it would have adopted theirs), and not if a connected router that could also seed has
-   a lower name.
-4. A router launched with peers never claims the range. With no ring it asks the routers it can reach;
-   those with a ring answer with it; it then asks the owner with the most free space in the subnet,
-   which donates the upper half of its largest free run there (the whole run if it is one address).
-   Unanswered requests go to the next owner after 2 s.
+3. The ring is created once, as `--ipalloc-init` says (`init.py`). `consensus=N` (default: N = the
+   peers given at launch + 1): when a router first needs an address, or another asks it for space, it
+   proposes, having heard the state of every router it is connected to (none has a ring, or it would
+   have adopted theirs); the routers agree by Paxos (`paxos.py`) and, once N//2+1 accepted one
+   proposal, each builds the same ring from it, split among the routers the proposer had heard from.
+   Two sides of a partition cannot both gather N//2+1. Each router uses the largest N it hears; a
+   router alone (N=1) decides by itself, but not if a connected router alone too has a lower name.
+   `seed=PEER,...`: every router builds the same ring, split among those peers, at start.
+   `observer`: never creates it.
+4. A router with no ring asks the routers it can reach; those with a ring answer with it; it then
+   asks the owner with the most free space in the subnet, which donates the upper half of its largest
+   free run there (the whole run if it is one address). Unanswered requests go to the next owner
+   after 2 s.
 5. Two copies that cannot be merged without breaking rule 1 are refused with `RingConflict`
    ("inconsistent rings/entries"): two rings created apart (e.g. a router reset and relaunched alone
    while the others kept the old ring), the same token version with different contents, someone else
@@ -37,8 +41,8 @@ owner's count of free addresses, so a router short of space knows whom to ask.
 **Why no address is handed out twice among routers that can talk.** At any time each range has one
 owner in every copy that has heard of it (rule 1 and version order), and only that owner allocates
 from it (rule 2). A donation is one owner writing "this part is now yours" before the receiver uses
-it. Only the creation of the ring and rmpeer are writes by a non-owner: the first is allowed only to a
-router that has nobody to disagree with (rule 3), the second only for a router that is gone (rule 6);
+it. Only the creation of the ring and rmpeer are writes by a non-owner: the first only from a value a
+quorum agreed on or a seed list every router shares (rule 3), the second only for a router that is gone (rule 6);
 when either assumption was wrong, the copies meet as a `RingConflict` instead of merging silently.
 
 **Under a partition** each side keeps allocating from the space its routers own: the ranges are
@@ -54,6 +58,9 @@ writes that often; it would pin the entry); a ring holds at most `MAX_RING_ENTRI
 these is skipped and counted in `Allocator.refused`; malformed messages are a ProtocolError. Ring gossip
 is relayed whole and unsigned, so a peer holding the mesh password can still forge a small version
 bump of a third router's entry: that router then reports a `RingConflict` (rule 5) instead of merging.
+Consensus claims are taken only from the router they are about (never relayed), a ballot may not leap
+more than `MAX_ROUND_JUMP` rounds, a proposer may not change its value, and an acceptance counts only
+with the value its proposer itself accepted; the claims and counts are kept for reachable routers only.
 
 **What the adapter does** with `Allocator`: route `SendTo(peer, data)` to that peer by name; on
 `GossipChanged` send `encode_gossip()` to every neighbour (coalesced); feed every IPAM message received
