@@ -29,7 +29,8 @@ from .wire import MAX_INT, peer_name, uint
 
 Ballot = tuple[int, str]   # (round, proposer); round 0 = none
 NO_BALLOT: Ballot = (0, "")
-MAX_ROUND_JUMP = 1000      # a ballot may be this far above every round we know: honest proposers add 1
+MAX_ROUND_JUMP = 1 << 20   # a ballot may be this far above every round we know: honest proposers add 1 (one
+                           # proposal per 3-6 s: weeks without a quorum), a forged huge one would block every later one
 MAX_NONCE = (1 << 32) - 1
 
 
