@@ -44,7 +44,8 @@ options:
     type: bool
   mtu:
     description:
-      - "Overlay MTU (576-9000; default 1376). Router flag C(--mtu)."
+      - "Overlay MTU (576-9000; default: the underlay's route MTU towards the peers minus 124 (1376 on a
+        1500-byte network)). Router flag C(--mtu)."
     type: int
   fastdp:
     description:

@@ -41,9 +41,10 @@ ROUTER_SETTINGS = {
         flag="--no-discovery",
         description="Connect to peers learned by gossip (default true). Router flag C(--no-discovery)."),
     "mtu": dict(
-        type="int", default=1376, range=[576, 9000], restart=True, public=True, secret=False,
+        type="int", default=None, range=[576, 9000], restart=True, public=True, secret=False,
         flag="--mtu",
-        description="Overlay MTU (576-9000; default 1376). Router flag C(--mtu)."),
+        description=("Overlay MTU (576-9000; default: the underlay's route MTU towards the peers minus 124 (1376 on a "
+         "1500-byte network)). Router flag C(--mtu).")),
     "fastdp": dict(
         type="bool", default=True, range=None, restart=True, public=True, secret=False,
         flag="--no-fastdp",

@@ -44,7 +44,7 @@ def test_generated_table_carries_ranges_defaults_and_secrets():
     ns: dict = {}
     exec((REPO / "plugins/module_utils/weave_settings.py").read_text(), ns)
     table = ns["ROUTER_SETTINGS"]
-    assert table["mtu"]["range"] == [576, 9000] and table["mtu"]["default"] == 1376
+    assert table["mtu"]["range"] == [576, 9000] and table["mtu"]["default"] is None  # derived from the underlay
     assert table["password"]["secret"] and not table["password"]["public"]
     assert {"api_port", "dns_upstream", "max_peers"} <= set(table) and "peers" not in table
     assert table["fastdp"]["flag"] == "--no-fastdp"

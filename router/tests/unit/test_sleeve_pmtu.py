@@ -179,3 +179,14 @@ def test_probe_and_echo_datagrams():
     assert flags & sleeve.F_PROBE and seq.to_bytes(8, "big") == nonce and dg[sleeve.HEADER.size] == sleeve.PROBE
     e = sleeve.echo(sleeve.name_bytes(B), seq, 700)
     assert sleeve.ECHO_BODY.unpack_from(e, sleeve.HEADER.size) == (sleeve.ECHO, 700)
+
+
+def test_overlay_mtu_is_the_route_mtu_towards_the_peers_minus_the_reserve(monkeypatch):
+    routes = {"192.0.2.1": 1500, "192.0.2.2": 1400, "203.0.113.1": 9001}
+    monkeypatch.setattr(pmtu, "_kernel_route_mtu", lambda ip: routes.get(ip))
+    assert pmtu.overlay_mtu(["192.0.2.1"]) == 1376                       # Weave's number on a 1500 network
+    assert pmtu.overlay_mtu(["192.0.2.1:6783", "192.0.2.2"]) == 1276       # the smallest route wins
+    assert pmtu.overlay_mtu(["peer.example"]) == 8877                    # names: the default route (9001)
+    assert pmtu.overlay_mtu(["198.51.100.9"]) == 1376                    # no route at all: a 1500 underlay
+    routes["192.0.2.3"] = 600
+    assert pmtu.overlay_mtu(["192.0.2.3"]) == pmtu.OVERLAY_MIN

@@ -35,6 +35,40 @@ def clamp(mtu: int) -> int:
     return max(FLOOR, min(CEILING_MAX, int(mtu)))
 
 
+# Room the overlay leaves for encapsulation, as Weave does (1500-byte underlay -> 1376): the sleeve's
+# IP/UDP/sleeve headers, virtio-net header and tag fit in one datagram, and VXLAN's 50 bytes with room to spare.
+ENCAP_RESERVE = 124
+OVERLAY_MIN, OVERLAY_MAX = 576, 9000          # the --mtu setting's range
+DEFAULT_UNDERLAY = 1500                       # no route to ask about
+
+
+def _kernel_route_mtu(ip: str) -> int | None:
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((ip, 6783))
+            return s.getsockopt(socket.IPPROTO_IP, IP_MTU)
+    except OSError:
+        return None
+
+
+def overlay_mtu(peers: list[str]) -> int:
+    """The overlay MTU derived from the underlay: the smallest route MTU towards the peers given as IPv4
+    addresses (else the default route's), minus ENCAP_RESERVE, within the setting's range."""
+    hosts = [p.rsplit(":", 1)[0] if p.count(":") == 1 else p for p in peers]
+    ips = [h for h in hosts if _is_ipv4(h)] or ["203.0.113.1"]   # TEST-NET-3: whatever the default route is
+    mtus = [m for m in map(_kernel_route_mtu, ips) if m]
+    underlay = min(mtus) if mtus else DEFAULT_UNDERLAY
+    return max(OVERLAY_MIN, min(OVERLAY_MAX, underlay - ENCAP_RESERVE))
+
+
+def _is_ipv4(host: str) -> bool:
+    try:
+        socket.inet_aton(host)
+    except OSError:
+        return False
+    return host.count(".") == 3
+
+
 def route_mtu(ip: str, port: int) -> int:
     """The MTU of the kernel's route to ip (its device's, or a smaller route/PMTU one), clamped to
     [FLOOR, CEILING_MAX]; FLOOR when there is no route. A connect() on UDP sends nothing."""

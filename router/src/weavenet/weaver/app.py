@@ -6,6 +6,7 @@ protocol logic lives here. Who owns which state, on which thread: docs/architect
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -17,6 +18,7 @@ from collections.abc import Callable
 
 from .. import __version__
 from ..containers.client import Docker
+from ..datapath.pmtu import overlay_mtu
 from ..health.service import HealthService
 from ..health.summary import SummaryStore
 from ..health.tracker import HealthTracker
@@ -52,6 +54,8 @@ async def build_router(config: RouterConfig, paths: Paths, *, dataplane: Datapla
     Tests pass a data plane and attachments that need no root, and ``serve_dns=False`` (the DNS server
     binds a link-local address on the bridge): names are still stored and gossiped."""
     check_all(paths)   # every state file readable before anything (files, links, rules) is changed
+    if config.mtu is None:   # not set: derived from the underlay (the route to the peers, minus encapsulation)
+        config = dataclasses.replace(config, mtu=overlay_mtu(config.peers))
     name = load_or_create_peer_name(paths, config.name)
     if dataplane is None:
         dataplane = Dataplane(DataplaneConfig(config.port, config.mtu, config.fastdp,

@@ -57,7 +57,9 @@ class RouterConfig:
     # peers a topology may hold (and entries one gossip message may carry)
     max_peers: int = setting(1000, help="peers the topology may hold; gossip beyond it is refused", lo=2, hi=100_000)
     discovery: bool = setting(True, help="connect to peers learned by gossip")
-    mtu: int = setting(1376, help="overlay MTU", lo=576, hi=9000)
+    mtu: int | None = setting(None, help="overlay MTU", lo=576, hi=9000,
+                              default_text="default: the underlay's route MTU towards the peers minus 124 (1376 on a "
+                                           "1500-byte network)")
     fastdp: bool = setting(True, help="use the kernel VXLAN fast path between unencrypted peers")
     ipalloc_range: str = setting("10.32.0.0/12", help="range IPAM allocates from", metavar="CIDR",
                                  check=lambda v: str(parse_cidr(v, "--ipalloc-range")))
