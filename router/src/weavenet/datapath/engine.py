@@ -16,13 +16,14 @@ import logging
 import os
 import select
 import socket
+import struct
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 from ..mesh.routes import RouteTable
-from . import icmp, sleeve
+from . import icmp, mmsg, sleeve
 from .forward import Forwarder, Out
 from .macs import MacTable
 from .pmtu import FLOOR, UDP_IP_OVERHEAD, Prober, route_mtu
@@ -43,6 +44,10 @@ LOOPS = {"weave-tap-rx": "_tap_loop", "weave-udp-rx": "_udp_loop"}
 IP_MTU_DISCOVER, IP_PMTUDISC_PROBE = 10, 3
 PROBE_TICK = 0.1         # seconds between the receive thread's runs of the probers
 UDP_IP = UDP_IP_OVERHEAD
+# UDP GSO (<linux/udp.h>): one sendmsg carries up to GSO_SEGMENTS fragments (the older kernels' limit).
+SOL_UDP, UDP_SEGMENT, GSO_SEGMENTS = 17, 103, 64
+GSO_SIZE = struct.Struct("=H")
+GSO_UNSUPPORTED = {errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP}
 VIRTIO_NEEDS_CSUM = 1    # virtio_net_hdr.flags: the transport checksum is left to be completed
 
 
@@ -121,6 +126,7 @@ class Engine:
         self.sock.bind((bind, port))
         self.port: int = self.sock.getsockname()[1]  # port 0 (tests): the one the kernel chose
         self.sock.settimeout(PROBE_TICK)
+        self.gso = True           # until the kernel refuses UDP GSO once
         self._view = View(ourself, RouteTable({ourself: []}, ourself), {})
         self._by_bytes: dict[bytes, PeerLink] = {}
         self._fwd = Forwarder(ourself, self._view.routes, frozenset(), macs)
@@ -338,8 +344,7 @@ class Engine:
             if len(dg) <= limit:
                 self.sock.sendto(dg, link.addr)
             else:
-                for frag in sleeve.fragment(dg, limit):
-                    self.sock.sendto(frag, link.addr)
+                self._send_fragments(sleeve.fragment(dg, limit), limit, link.addr, st)
         except OSError as e:
             if e.errno == errno.EMSGSIZE:
                 link.too_big = True   # the route's MTU shrank below our path MTU: the prober re-checks
@@ -349,13 +354,39 @@ class Engine:
         st.frames[(out.hop, "tx")] += len(frames)
         st.bytes[(out.hop, "tx")] += len(dg)
 
+    def _send_fragments(self, frags: list[bytes], size: int, addr: tuple[str, int], st: Stats) -> None:
+        """Fragments (all `size` bytes but the last) go out in as few system calls as UDP GSO allows: the
+        kernel cuts the buffer into datagrams of `size` bytes, each a datagram of its own with DF."""
+        per_call = min(GSO_SEGMENTS, sleeve.MAX_DATAGRAM // size) if self.gso else 1
+        sock = self.sock
+        for i in range(0, len(frags), per_call):
+            group = frags[i:i + per_call]
+            if len(group) == 1:
+                sock.sendto(group[0], addr)
+                continue
+            try:
+                sock.sendmsg([b"".join(group)], [(SOL_UDP, UDP_SEGMENT, GSO_SIZE.pack(size))], 0, addr)
+            except OSError as e:
+                if e.errno not in GSO_UNSUPPORTED:
+                    raise
+                self.gso = False       # e.g. no checksum offload on the way out: one datagram per call
+                self._trouble("gso_off", e, st)
+                for frag in group:
+                    sock.sendto(frag, addr)
+                per_call = 1
+
     # --- peers -> TAP / relay --------------------------------------------------------------------
     def _udp_loop(self) -> None:
         sock = self.sock
         off = self.off
         beats = self.beats
         st = self._stats["weave-udp-rx"]
+        # Batches of datagrams per system call where libc has recvmmsg; one recvfrom each otherwise.
+        rx = mmsg.Receiver(sock) if mmsg.Receiver.available else None
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
         next_probe = 0.0
+        receive = self._receive
         while not self._stop.is_set():
             now = beats["weave-udp-rx"] = time.monotonic()
             if now >= next_probe:
@@ -365,19 +396,27 @@ class Engine:
                 except Exception as e:  # noqa: BLE001 - as for a datagram: counted, logged, the loop goes on
                     self._trouble("internal", e, st)
             try:
-                dg, src = sock.recvfrom(65535)
+                if rx is None:
+                    dg, src = sock.recvfrom(65535)
+                    batch = [(dg, src[0])]
+                else:
+                    batch = rx.recv()
+                    if not batch:
+                        poller.poll(PROBE_TICK * 1000)
+                        continue
             except TimeoutError:
                 continue
             except OSError as e:
                 if self._stop.is_set() or e.errno == errno.EBADF:
                     return
                 continue  # e.g. ECONNREFUSED left by an ICMP error for an earlier send
-            try:
-                self._receive(dg, src[0], off, now, st)
-            except sleeve.SleeveError as e:
-                st.drops[e.reason] += 1
-            except Exception as e:  # noqa: BLE001 - a bug must cost one datagram, not the thread
-                self._trouble("internal", e, st)
+            for dg, src_ip in batch:
+                try:
+                    receive(dg, src_ip, off, now, st)
+                except sleeve.SleeveError as e:
+                    st.drops[e.reason] += 1
+                except Exception as e:  # noqa: BLE001 - a bug must cost one datagram, not the thread
+                    self._trouble("internal", e, st)
 
     def _probe_tick(self, now: float, st: Stats) -> None:
         """Run each connection's path-MTU prober (this thread owns them) and send its probes."""

@@ -1,0 +1,34 @@
+"""recvmmsg through ctypes: batches with their sources, nothing waiting = empty, a closed socket = OSError."""
+
+import socket
+
+import pytest
+
+from weavenet.datapath import mmsg
+
+pytestmark = pytest.mark.skipif(not mmsg.Receiver.available, reason="libc without recvmmsg")
+
+
+def test_batches_keep_order_sizes_and_sources():
+    rx_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx_sock.bind(("127.0.0.1", 0))
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx.bind(("127.0.0.2", 0))
+    try:
+        rx = mmsg.Receiver(rx_sock, batch=4, bufsize=2048)
+        assert rx.recv() == []
+        sent = [bytes([i]) * (100 * i + 1) for i in range(6)] + [b""]
+        for d in sent:
+            tx.sendto(d, rx_sock.getsockname())
+        got = []
+        while len(got) < len(sent):
+            batch = rx.recv()
+            assert len(batch) <= 4
+            got += batch
+        assert [d for d, _ in got] == sent and {ip for _, ip in got} == {"127.0.0.2"}
+        rx_sock.close()
+        with pytest.raises(OSError):
+            rx.recv()
+    finally:
+        tx.close()
+        rx_sock.close()
