@@ -35,7 +35,7 @@ ROUTER_SETTINGS = {
         type="int", default=1000, range=[2, 100000], restart=True, public=True, secret=False,
         flag="--max-peers",
         description=("Peers the topology may hold; gossip beyond it is refused (2-100000; default 1000). Router flag "
-         "C(--max-peers).")),
+                     "C(--max-peers).")),
     "discovery": dict(
         type="bool", default=True, range=None, restart=True, public=True, secret=False,
         flag="--no-discovery",
@@ -44,7 +44,7 @@ ROUTER_SETTINGS = {
         type="int", default=None, range=[576, 9000], restart=True, public=True, secret=False,
         flag="--mtu",
         description=("Overlay MTU (576-9000; default: the underlay's route MTU towards the peers minus 124 (1376 on a "
-         "1500-byte network)). Router flag C(--mtu).")),
+                     "1500-byte network)). Router flag C(--mtu).")),
     "fastdp": dict(
         type="bool", default=True, range=None, restart=True, public=True, secret=False,
         flag="--no-fastdp",
@@ -61,7 +61,7 @@ ROUTER_SETTINGS = {
         type="str", default=None, range=None, restart=False, public=True, secret=False,
         flag="--ipalloc-init",
         description=("How the IPAM ring is created: consensus=N (N routers agree), seed=PEER,... or observer (default: "
-         "consensus=<number of peers given + 1>). Router flag C(--ipalloc-init).")),
+                     "consensus=<number of peers given + 1>). Router flag C(--ipalloc-init).")),
     "dns": dict(
         type="bool", default=True, range=None, restart=True, public=True, secret=False,
         flag="--no-dns",
@@ -78,5 +78,5 @@ ROUTER_SETTINGS = {
         type="list", default=[], range=None, restart=True, public=True, secret=False,
         flag="--dns-upstream",
         description=("Resolver for other names, one per flag (default: the host's /etc/resolv.conf). Router flag "
-         "C(--dns-upstream).")),
+                     "C(--dns-upstream).")),
 }
