@@ -41,15 +41,25 @@ def test_topology_applies_only_on_its_exact_base():
     t.merge([entry(3, rec(B))])
     applied, gaps = t.apply_deltas([PeerDelta(A, 1, 2, 4, (rec(C),))])      # base 2, we hold 3: a gap
     assert (applied, gaps) == ([], 1) and t.peers[A].version == 3
-    applied, gaps = t.apply_deltas([PeerDelta(A, 1, 3, 4, (rec(C),), (B,))])
-    assert gaps == 0 and applied == [entry(4, rec(C))] == [t.peers[A]]
+    d4 = PeerDelta(A, 1, 3, 4, (rec(C),), (B,))
+    applied, gaps = t.apply_deltas([d4])
+    assert gaps == 0 and applied == [(entry(4, rec(C)), [d4])] and t.peers[A] == entry(4, rec(C))
     assert t.apply_deltas([PeerDelta(A, 1, 3, 4, (rec(B),))]) == ([], 0)   # stale: already have 4
+
+
+def test_a_chain_applies_from_any_version_it_passes_through():
+    t = Topology(entry(1, name=D), max_peers=10)
+    t.merge([entry(4, rec(C))])
+    chain = [PeerDelta(A, 1, 3, 4, (rec(C),), (B,)), PeerDelta(A, 1, 4, 5, (rec(B, False),)),
+             PeerDelta(A, 1, 5, 6, (rec(B),))]
+    applied, gaps = t.apply_deltas(chain)        # we hold 4: the first is stale, the rest apply in one go
+    assert gaps == 0 and applied == [(entry(6, rec(B), rec(C)), chain[1:])]
 
 
 def test_delta_about_ourselves_makes_us_bump_past_it():
     t = Topology(entry(5, name=D), max_peers=10)
-    (ours,), gaps = t.apply_deltas([PeerDelta(D, 1, 5, 9, (rec(B),))])
-    assert gaps == 0 and ours.version == 10 and ours.connections == ()   # only we speak for ourselves
+    ((ours, chain),), gaps = t.apply_deltas([PeerDelta(D, 1, 5, 9, (rec(B),))])
+    assert gaps == 0 and chain == [] and ours.version == 10 and ours.connections == ()  # only we speak for us
 
 
 def test_delta_cannot_grow_an_entry_past_the_peer_cap():

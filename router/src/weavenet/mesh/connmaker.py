@@ -25,17 +25,21 @@ class ConnectionMaker:
     def __init__(self, rng: random.Random | None = None) -> None:
         self.targets: dict[str, Target] = {}
         self._rng = rng or random.Random()
+        self.version = 0   # bumped by every change here: the mesh re-checks its targets only then (or when due)
 
     def add(self, address: str, explicit: bool, now: float) -> None:
         t = self.targets.get(address)
         if t is None:
             self.targets[address] = Target(address, explicit, next_try=now)
+            self.version += 1
         elif explicit and not t.explicit:
             t.explicit = True
-        if t is not None and t.state in ("retrying", "failed"):
+        if t is not None and explicit and t.state in ("retrying", "failed"):
             t.next_try = now  # an operator asking again means "now"
+            self.version += 1
 
     def remove(self, address: str) -> Target | None:
+        self.version += 1
         return self.targets.pop(address, None)
 
     def explicit(self) -> list[str]:
@@ -51,16 +55,19 @@ class ConnectionMaker:
     def dialing(self, t: Target, conn_id: int) -> None:
         t.state, t.conn_id = "connecting", conn_id
         t.attempts += 1
+        self.version += 1
 
     def connected(self, address: str) -> None:
         t = self.targets.get(address)
         if t:
             t.state, t.attempts, t.info = "connected", 0, ""
+            self.version += 1
 
     def failed(self, address: str, info: str, now: float, refused: bool = False) -> None:
         t = self.targets.get(address)
         if t is None:
             return
+        self.version += 1
         t.conn_id = None
         t.state = "failed" if refused else "retrying"
         t.info = info

@@ -245,6 +245,11 @@ class Mesh:
         # Per-connection deadlines (heartbeat due, silence limit, handshake limit) as a heap of
         # (due, conn id): a tick touches only the connections whose time has come, not all N of them.
         self._timers: list[tuple[float, int]] = []
+        # The dial pass looks at every target: it runs when a target is due, the targets changed
+        # (connmaker.version) or a connection came or went (_dial_check), not on every tick.
+        self._dial_check = True
+        self._dial_version = -1
+        self._next_dial = 0.0
         self._last_flush = -1e9
         self._peers_seen: tuple[frozenset[str], frozenset[str], frozenset[str]] = (frozenset(),) * 3
         self.counters = {"gossip_sent": 0, "gossip_received": 0, "connections_refused": 0,
@@ -523,6 +528,7 @@ class Mesh:
         if not conn.outbound and self._slots_used(conn) >= self.config.conn_limit:
             return actions + self._fail(conn, f"connection limit {self.config.conn_limit} reached", now)
         conn.state, conn.last_recv, conn.last_hb = ConnState.PENDING, now, now
+        self._dial_check = True
         conn.channel = Channel(done.session)
         conn.session = done.session
         log.info("connection %s %s %s(%s) established handshake%s", "to" if conn.outbound else "from",
@@ -627,15 +633,12 @@ class Mesh:
             raise ProtocolError("bad topology delta message")
         deltas = [PeerDelta.from_wire(w, cap) for w in msg["deltas"]]
         self.counters["gossip_received"] += 1
-        topo = self.topology
-        prev = {d.name: topo.peers.get(d.name) for d in deltas}   # each accepted entry's base, in order
-        accepted, gaps = topo.apply_deltas(deltas, self._max_incarnation(now))
-        for e in accepted:
+        accepted, gaps = self.topology.apply_deltas(deltas, self._max_incarnation(now))
+        for e, chain in accepted:
             if e.name == self.identity.name:
                 self._queue_gossip(e, now)
             else:
-                self._queue_gossip(e, now, source=conn.remote.name if conn.remote else "", base=prev.get(e.name))
-            prev[e.name] = e
+                self._queue_gossip(e, now, source=conn.remote.name if conn.remote else "", chain=chain)
         repair: list[Output] = []
         if gaps:
             self.counters["gossip_delta_gaps"] += gaps
@@ -689,19 +692,21 @@ class Mesh:
         return Send(conn.id, conn.channel.encode(MsgType.SUMMARY, encode_json(summary)))
 
     def _queue_gossip(self, entry: PeerEntry, now: float, urgent: bool = False, source: str = "",
-                      base: PeerEntry | None = None) -> None:
+                      base: PeerEntry | None = None, chain: list[PeerDelta] | None = None) -> None:
         """Queue an entry; `urgent` (we lost a connection) skips the rate limit: others must stop
         routing through a dead link as soon as we know. `source`: the neighbour it came from (it
-        has it already, so it is not sent back). `base`: the entry it replaces; neighbours that
-        hold the entry as of the last flush get only the difference."""
-        chain = self._pending_deltas.get(entry.name, []) if entry.name in self._pending_gossip else []
-        if chain is not None:
-            d = PeerDelta.between(base, entry) if base is not None else None
-            if d is None or (chain and chain[-1].version != d.base) or len(chain) >= 64:
-                chain = None
+        has it already, so it is not sent back). `base`: the entry it replaces, or `chain`: the deltas
+        that made it; neighbours that hold the entry as of the last flush get only the differences."""
+        pending = self._pending_deltas.get(entry.name, []) if entry.name in self._pending_gossip else []
+        if pending is not None:
+            if chain is None:
+                d = PeerDelta.between(base, entry) if base is not None else None
+                chain = [d] if d is not None else None
+            if not chain or (pending and pending[-1].version != chain[0].base) or len(pending) + len(chain) > 64:
+                pending = None
             else:
-                chain.append(d)
-        self._pending_deltas[entry.name] = chain
+                pending = pending + chain
+        self._pending_deltas[entry.name] = pending
         self._pending_gossip[entry.name] = entry
         if source:
             self._gossip_source[entry.name] = source
@@ -858,6 +863,15 @@ class Mesh:
                 self.connmaker.remove(addr)
 
     def _dial_due(self, now: float) -> list[Output]:
+        cm = self.connmaker
+        if not self._dial_check and cm.version == self._dial_version and now < self._next_dial:
+            return []
+        actions = self._dial_pass(now)
+        self._dial_check, self._dial_version = False, cm.version
+        self._next_dial = cm.next_deadline() or float("inf")
+        return actions
+
+    def _dial_pass(self, now: float) -> list[Output]:
         actions: list[Output] = []
         connected = self._connected_names()
         live_addrs = {c.dial_address for c in self.conns.values() if c.live}
@@ -947,6 +961,7 @@ class Mesh:
 
     def _drop(self, conn: Conn, reason: str, now: float, send_close: bool = True) -> list[Output]:
         self.conns.pop(conn.id, None)
+        self._dial_check = True
         if conn.remote is None:
             if conn.outbound:
                 self.connmaker.failed(conn.address, reason, now)

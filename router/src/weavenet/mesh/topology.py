@@ -286,30 +286,62 @@ class Topology:
         return self.merge(fresh, max_incarnation)
 
     def apply_deltas(self, deltas: list[PeerDelta], max_incarnation: int | None = None
-                     ) -> tuple[list[PeerEntry], int]:
-        """Apply received deltas; return the entries they made (to be passed on) and how many did not
-        apply because we do not hold their base version (a gap: the caller pulls the whole entries).
-        A delta about ourselves newer than our entry makes us bump past it, as in merge."""
-        accepted: list[PeerEntry] = []
+                     ) -> tuple[list[tuple[PeerEntry, list[PeerDelta]]], int]:
+        """Apply received deltas; return the entries they made, each with the chain of deltas that made
+        it (to be passed on), and how many did not apply because we do not hold their base version (a
+        gap: the caller pulls the whole entries). Consecutive deltas of one entry are applied together
+        (one rebuild of the entry, not one per delta). A delta about ourselves newer than our entry
+        makes us bump past it, as in merge (its chain is empty: the whole entry must go)."""
+        accepted: list[tuple[PeerEntry, list[PeerDelta]]] = []
         gaps = 0
-        for d in deltas:
-            known = self._seen.get(d.name)
-            if known is not None and d.order <= known:
+        i = 0
+        while i < len(deltas):
+            name = deltas[i].name
+            j = i
+            while j < len(deltas) and deltas[j].name == name:
+                j += 1
+            run, i = deltas[i:j], j
+            if name == self.ourname:
+                top = max(run, key=lambda d: d.order)
+                known = self._seen.get(name)
+                if known is not None and top.order <= known:
+                    continue
+                if not self.plausible(top.order, known, max_incarnation):
+                    self.refused["ahead"] += 1
+                    continue
+                accepted.append((self._reclaim(top.order), []))
                 continue
-            if not self.plausible(d.order, known, max_incarnation):
-                self.refused["ahead"] += 1
-                continue
-            if d.name == self.ourname:
-                accepted.append(self._reclaim(d.order))
-                continue
-            cur = self.peers.get(d.name)
-            if cur is None or cur.order != (d.incarnation, d.base):
-                gaps += 1
-                continue
-            new = d.apply(cur, self.max_peers)
-            self.peers[d.name] = new
-            self._remember(d.name, new.order)
-            accepted.append(new)
+            cur = self.peers.get(name)
+            recs: dict[str, ConnRecord] | None = None
+            chain: list[PeerDelta] = []
+            order = cur.order if cur is not None else None
+            for d in run:
+                known = self._seen.get(name)
+                if known is not None and d.order <= known or order is not None and d.order <= order:
+                    continue   # stale
+                if not self.plausible(d.order, known, max_incarnation):
+                    self.refused["ahead"] += 1
+                    continue
+                if cur is None or order != (d.incarnation, d.base):
+                    gaps += 1
+                    continue
+                if recs is None:
+                    recs = {c.name: c for c in cur.connections}
+                for n in d.removed:
+                    recs.pop(n, None)
+                for c in d.changed:
+                    recs[c.name] = c
+                if len(recs) > self.max_peers:
+                    raise ProtocolError(f"bad topology delta: {name} would have more than {self.max_peers} "
+                                        "connections")
+                chain.append(d)
+                order = d.order
+            if chain and cur is not None and recs is not None:
+                new = PeerEntry(cur.name, cur.nickname, cur.uid, chain[-1].incarnation, chain[-1].version,
+                                tuple(recs[n] for n in sorted(recs)))
+                self.peers[name] = new
+                self._remember(name, new.order)
+                accepted.append((new, chain))
         return accepted, gaps
 
     def symmetric_neighbours(self) -> dict[str, list[str]]:

@@ -123,6 +123,7 @@ class Dataplane:
         self._local_macs: frozenset[str] | None = None
         self._next_local_read = 0.0
         self._eligible: dict[str, str] = {}
+        self._fast: dict[str, int] | None = None   # fast-path-capable peer -> conn id (from _conns)
         self._forbidden: frozenset[str] = frozenset()
         self._throttle = Throttle()
 
@@ -252,9 +253,12 @@ class Dataplane:
                 self._path_down(self.decider.paths[name], removed=False)
             actions += [DatapathChanged(n, "fastdp") for n in up] + [DatapathChanged(n, "sleeve") for n in down]
             changed |= bool(up or down)
-            actions += self._sync_fdb(conns, now)
+            actions += self._sync_fdb(conns, now, changed)
+        # The filter's peer set changes only with the connections or a grace period: no O(N) pass otherwise.
+        grace = bool(self._grace)
         self._expire_grace(now)
-        self._update_filter({_v4(c.remote_ip) for c in conns.values() if c.remote_ip} | set(self._grace))
+        if changed or grace:
+            self._update_filter({_v4(c.remote_ip) for c in conns.values() if c.remote_ip} | set(self._grace))
         if changed:
             links = {c.peer: self._links[cid] for cid, c in conns.items()}
             self.engine.publish(View(self.ourname, self._routes, links, self.decider.active()))
@@ -365,11 +369,14 @@ class Dataplane:
     def _read_local(self) -> None:
         self._local_read = br.local_macs(BRIDGE, self.uplinks(), fdbsync.MAX_PEER_MACS)
 
-    def _sync_fdb(self, conns: dict[int, ConnectionUp], now: float) -> list[DatapathSend]:
+    def _sync_fdb(self, conns: dict[int, ConnectionUp], now: float, changed: bool = True) -> list[DatapathSend]:
         """Static VXLAN FDB entries: advertise our local MACs to fast-path peers (full list on a new
         connection and as anti-entropy, else changes), and follow what the peers advertise."""
         actions: list[DatapathSend] = []
-        fast = {c.peer: cid for cid, c in conns.items() if c.session_keys is None and c.features.get("fastdp")}
+        if changed or self._fast is None:   # derived from the connections: recomputed when they change
+            self._fast = {c.peer: cid for cid, c in conns.items() if c.session_keys is None
+                          and c.features.get("fastdp")}
+        fast = self._fast
         if fast and now >= self._next_local_read:
             self._next_local_read = now + LOCAL_READ
             self._nl(self._read_local)
@@ -382,10 +389,11 @@ class Dataplane:
                 if body is not None:   # (the peer is connected: the mesh has a connection to send it on)
                     actions.append(DatapathSend(name, body))
         # Claims of peers neither connected nor in their grace period are forgotten.
-        keep = {c.peer for c in conns.values()}
-        keep |= {name for name, _ in self._grace.values() if name}
-        for peer in [p for p in self.remote_macs.claims if p not in keep]:
-            self.remote_macs.drop_peer(peer)
+        if self.remote_macs.claims:
+            keep = {c.peer for c in conns.values()}
+            keep |= {name for name, _ in self._grace.values() if name}
+            for peer in [p for p in self.remote_macs.claims if p not in keep]:
+                self.remote_macs.drop_peer(peer)
         eligible = {n: p.ip for n, p in self.decider.paths.items() if p.active}
         for ip, (name, _) in self._grace.items():
             if name and name not in eligible:
