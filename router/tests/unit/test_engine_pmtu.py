@@ -130,3 +130,28 @@ def test_unknown_flags_are_malformed(rig):
 
 def test_probe_socket_option_is_df_without_the_kernel_pmtu_cache(rig):
     assert rig.eng.sock.getsockopt(socket.IPPROTO_IP, 10) == 3   # IP_MTU_DISCOVER = IP_PMTUDISC_PROBE
+
+
+class NoGsoSocket(socket.socket):
+    """A kernel that refuses UDP GSO (e.g. no checksum offload on the way out)."""
+
+    def sendmsg(self, *args, **kwargs):
+        raise OSError(5, "Input/output error")   # EIO
+
+
+def test_without_udp_gso_fragments_go_one_per_call(rig):
+    real = rig.eng.sock
+    rig.eng.sock = NoGsoSocket(socket.AF_INET, socket.SOCK_DGRAM, fileno=os.dup(real.fileno()))
+    try:
+        rig.tap.send(frame(b"\xff" * 6, LOCAL_MAC, os.urandom(1300)))   # within the overlay MTU, above the PMTU
+        parts = []
+        while not parts or len(parts) < parts[-1][sleeve.HEADER.size + 1]:
+            try:
+                parts.append(rig.recv_data())
+            except TimeoutError:
+                raise AssertionError(dict(rig.eng.drops)) from None
+        assert all(len(p) + 28 <= rig.link.pmtu for p in parts)
+        assert not rig.eng.gso and rig.eng.drops["gso_off"] == 1 and rig.eng.drops["send_error"] == 0
+    finally:
+        rig.eng.sock.close()
+        rig.eng.sock = real

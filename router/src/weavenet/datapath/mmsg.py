@@ -49,6 +49,9 @@ def _libc():
 _RECVMMSG = _libc()
 
 
+ADDR = ctypes.sizeof(_SockaddrIn)
+
+
 class Receiver:
     """Receives batches from one IPv4 UDP socket without blocking: [(datagram, source ip)], empty when
     nothing is waiting. Raises OSError for errors other than EAGAIN/EINTR."""
@@ -72,6 +75,8 @@ class Receiver:
             h.iovlen = 1
         self.bufsize = bufsize
         self.view = memoryview(self.bufs).cast("B")
+        self.addr_view = memoryview(self.addrs).cast("B")
+        self.names: dict[bytes, str] = {}     # source address bytes -> dotted quad
 
     def recv(self) -> list[tuple[bytes, str]]:
         for i in range(self.batch):
@@ -83,8 +88,13 @@ class Receiver:
                 return []
             raise OSError(err, os.strerror(err))
         out = []
-        view, size = self.view, self.bufsize
+        view, size, addrs, names, msgs = self.view, self.bufsize, self.addr_view, self.names, self.msgs
         for i in range(n):
-            a = self.addrs[i].addr
-            out.append((bytes(view[i * size:i * size + self.msgs[i].len]), f"{a[0]}.{a[1]}.{a[2]}.{a[3]}"))
+            raw = addrs[i * ADDR + 4:i * ADDR + 8].tobytes()
+            ip = names.get(raw)
+            if ip is None:
+                if len(names) >= 1024:   # any source can send: the cache stays small
+                    names.clear()
+                ip = names[raw] = socket.inet_ntoa(raw)
+            out.append((view[i * size:i * size + msgs[i].len].tobytes(), ip))
         return out

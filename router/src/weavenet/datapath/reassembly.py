@@ -21,7 +21,7 @@ TIMEOUT = 2.0
 class _Pending:
     count: int
     started: float
-    parts: dict[int, bytes] = field(default_factory=dict)
+    parts: dict[int, memoryview] = field(default_factory=dict)
     size: int = 0
 
 
@@ -51,7 +51,7 @@ class Reassembler:
             raise sleeve.SleeveError("malformed")
         if index in p.parts:
             return None                                  # a duplicate: the first one stands
-        chunk = fragment[hs + sleeve.FRAG_HEAD.size:]
+        chunk = memoryview(fragment)[hs + sleeve.FRAG_HEAD.size:]   # no copy: joined once at the end
         p.size += len(chunk)
         if p.size > sleeve.MAX_DATAGRAM:
             del self.pending[seq]
