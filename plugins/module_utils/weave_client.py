@@ -198,6 +198,11 @@ class WeaveClient(object):
 
     def check_installed(self):
         if not (os.path.isfile(self.weave_bin) and os.access(self.weave_bin, os.X_OK)):
+            if getattr(self.module, "check_mode", False):
+                # --check on a fresh host: the router role's install only said what it would do, so there is
+                # no router to ask; all this task asks for is a change
+                self.module.exit_json(changed=True, msg="weave is not installed at %s yet (check mode): it would "
+                                      "be installed first, then this applied" % self.weave_bin)
             raise WeaveError("weave command not found at %s (install the router first, or set weave_bin)"
                              % self.weave_bin)
 
