@@ -190,3 +190,10 @@ def test_overlay_mtu_is_the_route_mtu_towards_the_peers_minus_the_reserve(monkey
     assert pmtu.overlay_mtu(["198.51.100.9"]) == 1376                    # no route at all: a 1500 underlay
     routes["192.0.2.3"] = 600
     assert pmtu.overlay_mtu(["192.0.2.3"]) == pmtu.OVERLAY_MIN
+
+
+def test_fragments_joined_is_the_fragments_end_to_end():
+    dg = sleeve.encode(sleeve.name_bytes(A), 3, sleeve.name_bytes(A), sleeve.BROADCAST, [os.urandom(5000)], KEY)
+    buf, count = sleeve.fragments_joined(dg, 700)
+    frags = sleeve.fragment(dg, 700)
+    assert count == len(frags) and [buf[i * 700:(i + 1) * 700] for i in range(count)] == frags

@@ -344,7 +344,7 @@ class Engine:
             if len(dg) <= limit:
                 self.sock.sendto(dg, link.addr)
             else:
-                self._send_fragments(sleeve.fragment(dg, limit), limit, link.addr, st)
+                self._send_fragments(dg, limit, link.addr, st)
         except OSError as e:
             if e.errno == errno.EMSGSIZE:
                 link.too_big = True   # the route's MTU shrank below our path MTU: the prober re-checks
@@ -354,26 +354,31 @@ class Engine:
         st.frames[(out.hop, "tx")] += len(frames)
         st.bytes[(out.hop, "tx")] += len(dg)
 
-    def _send_fragments(self, frags: list[bytes], size: int, addr: tuple[str, int], st: Stats) -> None:
-        """Fragments (all `size` bytes but the last) go out in as few system calls as UDP GSO allows: the
-        kernel cuts the buffer into datagrams of `size` bytes, each a datagram of its own with DF."""
+    def _send_fragments(self, dg: bytes, size: int, addr: tuple[str, int], st: Stats) -> None:
+        """A datagram above the path MTU goes out as fragments of `size` bytes (the last shorter), in as
+        few system calls as UDP GSO allows: the kernel cuts the buffer into datagrams of `size` bytes,
+        each a datagram of its own with DF."""
+        buf, count = sleeve.fragments_joined(dg, size)
+        view = memoryview(buf)
         per_call = min(GSO_SEGMENTS, sleeve.MAX_DATAGRAM // size) if self.gso else 1
         sock = self.sock
-        for i in range(0, len(frags), per_call):
-            group = frags[i:i + per_call]
-            if len(group) == 1:
-                sock.sendto(group[0], addr)
-                continue
-            try:
-                sock.sendmsg([b"".join(group)], [(SOL_UDP, UDP_SEGMENT, GSO_SIZE.pack(size))], 0, addr)
-            except OSError as e:
-                if e.errno not in GSO_UNSUPPORTED:
-                    raise
-                self.gso = False       # e.g. no checksum offload on the way out: one datagram per call
-                self._trouble("gso_off", e, st)
-                for frag in group:
-                    sock.sendto(frag, addr)
-                per_call = 1
+        i = 0
+        while i < count:
+            n = min(per_call, count - i)
+            part = view[i * size:(i + n) * size]
+            if n == 1:
+                sock.sendto(part, addr)
+            else:
+                try:
+                    sock.sendmsg([part], [(SOL_UDP, UDP_SEGMENT, GSO_SIZE.pack(size))], 0, addr)
+                except OSError as e:
+                    if e.errno not in GSO_UNSUPPORTED:
+                        raise
+                    self.gso = False       # e.g. no checksum offload on the way out: one datagram per call
+                    self._trouble("gso_off", e, st)
+                    per_call = 1
+                    continue               # the same fragments again, one by one
+            i += n
 
     # --- peers -> TAP / relay --------------------------------------------------------------------
     def _udp_loop(self) -> None:

@@ -36,12 +36,12 @@ class Reassembler:
         hs = sleeve.HEADER.size
         if len(fragment) < hs + sleeve.FRAG_HEAD.size:
             raise sleeve.SleeveError("malformed")
-        index, count = sleeve.FRAG_HEAD.unpack_from(fragment, hs)
+        index, count = fragment[hs], fragment[hs + 1]     # sleeve.FRAG_HEAD, read directly (hot path)
         if count < 2 or index >= count:
             raise sleeve.SleeveError("malformed")
-        self._expire(now)
         p = self.pending.get(seq)
         if p is None:
+            self._expire(now)
             if len(self.pending) >= MAX_PENDING:
                 del self.pending[next(iter(self.pending))]
                 self.evicted += 1
