@@ -102,3 +102,40 @@ def test_api_needs_the_token_and_the_cli_sends_it(lab_factory):
     token_file.write_text(f"{token}\n")
     a.weave("stop")
     assert not token_file.exists()  # removed with the socket when the router stops
+
+
+def test_weave_address_flavours_and_what_the_commands_print(lab_factory):
+    """As Weave's scripts use them: IPS=$(weave attach/detach/expose/hide ...), ip:/net: forms, ps lines."""
+    import re
+
+    lab = lab_factory(1)
+    h = lab.host(1)
+    h.weave("launch")
+    ns = lab.add_container(h, "flav")
+    out = lambda *args: h.weave(*args).stdout  # noqa: E731
+    assert out("attach", "ip:10.2.1.1/24", "net:default", "net:10.33.0.0/24", f"netns:{ns}") == \
+        "10.2.1.1 10.32.0.1 10.33.0.1\n"   # the lowest free address of each subnet
+    inside = h.exec("ip", "netns", "exec", ns, "ip", "-4", "-o", "addr", "show", "ethwe").stdout
+    assert all(a in inside for a in ("10.2.1.1/24", "10.32.0.1/12", "10.33.0.1/24"))
+    line = out("ps", f"netns:{ns}")
+    assert re.fullmatch(rf"netns:{ns} [0-9a-f:]{{17}} 10\.2\.1\.1/24 10\.32\.0\.1/12 10\.33\.0\.1/24\n", line), line
+    rows = json.loads(out("ps", "--format", "json"))
+    assert [r["cidrs"] for r in rows if r["id"] == f"netns:{ns}"] == [["10.2.1.1/24", "10.32.0.1/12", "10.33.0.1/24"]]
+
+    assert out("detach", "net:10.33.0.0/24", f"netns:{ns}") == "10.33.0.1\n"
+    assert out("detach", "net:10.99.0.0/24", f"netns:{ns}") == ""          # nothing there: not an error
+    assert out("detach", "net:default", f"netns:{ns}") == "10.32.0.1\n"
+    assert out("expose") == "10.32.0.1\n"                                   # net:default; the freed one again
+    assert out("expose", "ip:10.2.1.254/24") == "10.2.1.254\n"
+    bridge = h.exec("ip", "-4", "-o", "addr", "show", "weave").stdout
+    assert "10.32.0.1/12" in bridge and "10.2.1.254/24" in bridge
+    assert out("ps").splitlines()[0].split()[2:] == ["10.32.0.1/12", "10.2.1.254/24"]   # weave:expose first
+    assert out("hide", "net:default") == "10.32.0.1\n"
+    assert out("hide", "10.2.1.254/24") == "10.2.1.254\n"
+    assert "10.2.1.254" not in h.exec("ip", "-4", "-o", "addr", "show", "weave").stdout
+    assert out("detach", f"netns:{ns}") == "10.2.1.1\n"                     # no address: everything
+    assert out("ps") == ""
+    p = h.weave("attach", "ip:10.2.1.300/24", f"netns:{ns}", check=False)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and p.stdout == ""
+    p = h.weave("attach", "10.2.1.5/24", "netns:no-such-ns", check=False)
+    assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1

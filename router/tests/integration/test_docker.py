@@ -61,10 +61,12 @@ def test_seed_walkthrough(mesh):
     wait_dping(c1, f"{SUBNET_A}.3")
     wait_dping(c3, f"{SUBNET_A}.2")
 
-    # weave ps: id, name, MAC, addresses.
-    ps = h1.weave("ps").stdout
+    # weave ps: Weave's "ID MAC CIDR..." lines (what scripts parse); the table adds names.
     mac = dexec(c1, "cat", "/sys/class/net/ethwe/address").stdout.strip()
-    assert f"{id1[:12]} " in ps and c1 in ps and mac in ps and f"{SUBNET_A}.1/24" in ps
+    assert f"{id1[:12]} {mac} {SUBNET_A}.1/24" in h1.weave("ps").stdout.splitlines()
+    assert h1.weave("ps", c1).stdout == f"{id1[:12]} {mac} {SUBNET_A}.1/24\n"
+    table = h1.weave("ps", "--format", "table").stdout
+    assert f"{id1[:12]} " in table and c1 in table and mac in table
 
     # Application isolation: move c1 and c3 to subnet B without restarting them.
     for h, c, n in ((h1, c1, 1), (h3, c3, 3)):
