@@ -12,8 +12,9 @@ non-empty list of changed records, send `encode_gossip(changed)` to every neighb
 gossip message to `merge(data, now, src)` (src: the neighbour the mesh authenticated); call
 `peer_gone(peer)` when a router is removed (rmpeer) or has been unreachable long enough to be
 forgotten, and `peer_back(peer)` if it reappears; call `gc(now)` about once a minute; on Docker's
-die/destroy events call `remove_container(id, now)`. With each UDP query call `answer(...)`: send its
-bytes back, forward upstream on None (a bounded number at once: SERVFAIL beyond), drop on b"".
+die/destroy events call `remove_container(id, now)`. With each UDP query call `answer(...)` (over TCP:
+`answer(..., tcp=True)`, the stream cut into queries by `tcp.Deframer`, replies framed by `tcp.frame`): send
+its bytes back, forward upstream on None (a bounded number at once: SERVFAIL beyond), drop on b"".
 """
 
 from .answer import answer
