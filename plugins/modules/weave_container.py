@@ -467,6 +467,15 @@ class ContainerManager(object):
         return cid, keep + to_add
 
 
+def router_ready(client):
+    """weave installed and its router answering."""
+    try:
+        client.check_installed()
+        return client.report() is not None
+    except WeaveError:
+        return False
+
+
 def main():
     argument_spec = dict(CONTAINER_SPEC)
     argument_spec.update(CALL_SPEC)
@@ -490,6 +499,12 @@ def main():
             desired = normalize_addresses(p["cidrs"] if p["cidrs"] is not None else ["net:default"])
         if p["state"] in ("started", "attached") and not desired:
             raise WeaveError("cidrs must name at least one address for state=%s" % p["state"])
+        if module.check_mode and p["state"] == "started" and not router_ready(client):
+            # --check on a fresh fleet: the router is installed and launched by the same (checked) run
+            module.warn("the weave router is not running (yet): predicted from the declaration only")
+            module.exit_json(changed=True, container_id="", cidrs=desired, actions=["run"], differences=[],
+                             diff=dict(before=dict(exists=False, cidrs=[]),
+                                       after=dict(exists=True, cidrs=sorted(desired), image=p["image"])))
         client.check_installed()
         info = manager.inspect(p["name"])
         report = client.report()

@@ -18,11 +18,12 @@ from ansible_collections.weavenet.mesh.plugins.modules.weave_container import (
     HIDDEN,
     ContainerManager,
     hide_env,
+    router_ready,
     run_args,
     weave_dns,
 )
 from ansible_collections.weavenet.mesh.plugins.modules.weave_expose import plan
-from ansible_collections.weavenet.mesh.plugins.module_utils.weave_client import WeaveClient
+from ansible_collections.weavenet.mesh.plugins.module_utils.weave_client import WeaveClient, WeaveError
 
 COLLECTION = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
 IMAGE_ID = "sha256:" + "a" * 64
@@ -221,3 +222,21 @@ def test_missing_image_with_pull_never_fails_before_anything_is_done():
     with pytest.raises(Exception, match="not on the host and pull is never"):
         converge(host, ["net:default"])
     assert host.calls == []
+
+
+class StubClient(object):
+    def __init__(self, installed, report):
+        self.installed, self._report = installed, report
+
+    def check_installed(self):
+        if not self.installed:
+            raise WeaveError("weave command not found")
+
+    def report(self):
+        return self._report
+
+
+def test_router_ready_decides_whether_check_mode_predicts_from_the_declaration():
+    assert not router_ready(StubClient(False, None))        # fresh host: --check predicts a run
+    assert not router_ready(StubClient(True, None))         # installed, not launched yet
+    assert router_ready(StubClient(True, {"router": {}}))
