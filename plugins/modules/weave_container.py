@@ -222,6 +222,7 @@ differences:
 """
 
 import json
+import os
 import shlex
 import time
 
@@ -469,8 +470,9 @@ class ContainerManager(object):
 
 def router_ready(client):
     """weave installed and its router answering."""
+    if not (os.path.isfile(client.weave_bin) and os.access(client.weave_bin, os.X_OK)):
+        return False
     try:
-        client.check_installed()
         return client.report() is not None
     except WeaveError:
         return False

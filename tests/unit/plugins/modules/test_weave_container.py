@@ -225,18 +225,20 @@ def test_missing_image_with_pull_never_fails_before_anything_is_done():
 
 
 class StubClient(object):
-    def __init__(self, installed, report):
-        self.installed, self._report = installed, report
-
-    def check_installed(self):
-        if not self.installed:
-            raise WeaveError("weave command not found")
+    def __init__(self, weave_bin, report):
+        self.weave_bin, self._report = weave_bin, report
 
     def report(self):
+        if self._report == "error":
+            raise WeaveError("weave report failed")
         return self._report
 
 
-def test_router_ready_decides_whether_check_mode_predicts_from_the_declaration():
-    assert not router_ready(StubClient(False, None))        # fresh host: --check predicts a run
-    assert not router_ready(StubClient(True, None))         # installed, not launched yet
-    assert router_ready(StubClient(True, {"router": {}}))
+def test_router_ready_decides_whether_check_mode_predicts_from_the_declaration(tmp_path):
+    weave = tmp_path / "weave"
+    weave.write_text("#!/bin/sh\n")
+    weave.chmod(0o755)
+    assert not router_ready(StubClient(str(tmp_path / "missing"), {"router": {}}))   # fresh host
+    assert not router_ready(StubClient(str(weave), None))         # installed, not launched yet
+    assert not router_ready(StubClient(str(weave), "error"))
+    assert router_ready(StubClient(str(weave), {"router": {}}))
