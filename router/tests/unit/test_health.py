@@ -11,7 +11,15 @@ from weavenet.health import summary as sm
 from weavenet.health.service import HealthService
 from weavenet.health.summary import Link, SummaryStore
 from weavenet.health.tracker import LOSS_UNHEALTHY, HealthTracker, classify
-from weavenet.mesh.events import ConnectionDown, ConnectionFailed, ConnectionUp, Heartbeat, PeersChanged, RoutesChanged
+from weavenet.mesh.events import (
+    DUPLICATE,
+    ConnectionDown,
+    ConnectionFailed,
+    ConnectionUp,
+    Heartbeat,
+    PeersChanged,
+    RoutesChanged,
+)
 from weavenet.mesh.routes import RouteTable
 from weavenet.weaver.dataplane import DatapathChanged
 
@@ -105,6 +113,15 @@ def test_reconnects_failures_and_their_kinds():
         t.on_event(ConnectionFailed(f"198.51.100.{i % 250}:{i}", "not a weavenet peer (bad protocol header)",
                                     False), 11.0)
     assert t.unattributed_failures["version"] == 1000 and len(t.peers) == 1
+
+
+def test_a_duplicate_connection_resolved_is_neither_a_failure_nor_a_reconnect():
+    t = tracker()
+    t.on_event(up(cid=1), 0.0)
+    t.on_event(ConnectionDown(B, 1, DUPLICATE), 1.0)   # both ends dialled: the mesh drops one, then ...
+    t.on_event(up(cid=2), 1.0)                         # ... the other is up
+    r = row(t, 2.0)
+    assert (r["state"], r["reconnects"], r["last_failure"], r["state_for_s"]) == ("connected", 0, "", 2.0)
 
 
 @pytest.mark.parametrize("reason,kind", [

@@ -73,8 +73,9 @@ def dot(view: MeshView) -> str:
         extra = ' fillcolor="#c8e6c9" penwidth=2' if n.ours else ""
         lines.append(f"  {_q(n.name)} [label={label}{extra}];")
     for e in view.edges:
-        key = e.state if e.state != "ok" else e.datapath if e.datapath in STYLE else "unknown"
-        colour, style = STYLE[key]
+        path = e.datapath if e.datapath in STYLE else "unknown"
+        colour = STYLE[e.state if e.state != "ok" else path][0]
+        style = STYLE["broken" if e.state == "broken" else path][1]   # the path's style even when unhealthy
         width = 3 if e.encrypted and e.state != "broken" else 1.5
         label = "broken" if e.state == "broken" else f"{e.datapath}{' encrypted' if e.encrypted else ''} {_rtt(e)}"
         lines.append(f"  {_q(e.a)} -- {_q(e.b)} [color={_q(colour)} style={style} penwidth={width} "

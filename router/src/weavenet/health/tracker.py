@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..mesh.events import (
+    DUPLICATE,
     ConnectionDown,
     ConnectionFailed,
     ConnectionUp,
@@ -62,10 +63,12 @@ class PeerHealth:
     datapath: str = "none"           # fastdp | sleeve | none (not directly connected)
     via: str = ""                    # next hop when relayed
     ups: int = 0
+    replacing: bool = False          # its connection lost a duplicate tie-break: the other one comes up next
     fallbacks: int = 0
     failure: str = ""
     failure_kind: str = ""
     failure_at: float | None = None
+    failures: Counter = field(default_factory=Counter)   # kind -> count (FAILURE_KINDS: bounded)
     rtts: deque = field(default_factory=lambda: deque(maxlen=MAX_SAMPLES))      # (at, seconds)
     arrivals: deque = field(default_factory=lambda: deque(maxlen=MAX_SAMPLES))  # heartbeat arrival times
 
@@ -121,7 +124,8 @@ class HealthTracker:
         p = self._entry(ev.peer, now)
         if p is None:
             return
-        p.ups += 1
+        p.ups += not p.replacing
+        p.replacing = False
         p.conn_id = ev.conn_id
         p.address = f"{ev.remote_ip}:{ev.remote_port}" if ev.remote_ip else ""
         p.encrypted = ev.session_keys is not None
@@ -139,6 +143,9 @@ class HealthTracker:
         if p is None or p.conn_id != ev.conn_id:
             return   # a duplicate connection that lost the tie-break: the other one stays
         p.conn_id = None
+        if ev.reason == DUPLICATE:   # both ends dialled at once; the winner's ConnectionUp follows
+            p.replacing = True
+            return
         p.datapath = "none"
         self._record_failure(p, ev.reason, now)
         self._set_state(p, "unreachable", now)
@@ -158,6 +165,7 @@ class HealthTracker:
         p.failure = reason[:MAX_REASON]
         p.failure_kind = classify(reason)
         p.failure_at = now
+        p.failures[p.failure_kind] += 1
         self.version += 1
 
     def _heartbeat(self, ev: Heartbeat, now: float) -> None:
@@ -258,6 +266,7 @@ class HealthTracker:
                 "reconnects": max(0, p.ups - 1), "fallbacks": p.fallbacks,
                 "last_failure": p.failure, "last_failure_kind": p.failure_kind,
                 "last_failure_s_ago": round(now - p.failure_at, 1) if p.failure_at is not None else None,
+                "failures": dict(p.failures),
                 "healthy": not problems, "problems": problems,
             })
         return rows

@@ -19,6 +19,7 @@ from .connmaker import ConnectionMaker
 from .crypto import Session
 from .errors import HandshakeRefused, ProtocolError
 from .events import (
+    DUPLICATE,
     SLEEVE_KEYS,
     AppMessage,
     ConnectionDown,
@@ -519,12 +520,12 @@ class Mesh:
             if other.remote.uid != remote.uid:
                 actions += self._drop(other, "peer restarted", now)
             elif self._initiator(conn) < self._initiator(other):
-                actions += self._drop(other, "duplicate connection", now)
+                actions += self._drop(other, DUPLICATE, now)
             else:
                 self.conns.pop(conn.id)
                 if conn.outbound:
                     self.connmaker.connected(conn.address)
-                return actions + [Close(conn.id, "duplicate connection")]
+                return actions + [Close(conn.id, DUPLICATE)]
         if not conn.outbound and self._slots_used(conn) >= self.config.conn_limit:
             return actions + self._fail(conn, f"connection limit {self.config.conn_limit} reached", now)
         conn.state, conn.last_recv, conn.last_hb = ConnState.PENDING, now, now

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from .routes import RouteTable
 
 SLEEVE_KEYS = "sleeve"   # the purpose the data plane's per-connection keys are derived for
+DUPLICATE = "duplicate connection"   # ConnectionDown's reason when one of two connections to a peer is dropped
 
 
 @dataclass(frozen=True)
