@@ -4,6 +4,7 @@ overlay MTU get ICMP "fragmentation needed" back (or are cut into IP fragments w
 
 import re
 import subprocess
+import sys
 import time
 
 import pytest
@@ -26,6 +27,24 @@ def drop_udp_above(lab, limit: int) -> None:
   }}
 }}"""
     subprocess.run(["ip", "netns", "exec", lab.switch, "nft", "-f", "-"], input=nft, text=True, check=True)
+
+
+NIC_LIKE = """
+from pyroute2.ethtool import Ethtool
+e = Ethtool()
+f = e.get_features("eth0")
+f.features["tx-udp-segmentation"].enable = False
+e.set_features("eth0", f)
+"""
+
+
+def nic_like_underlay(lab) -> None:
+    """The hosts' eth0 (veth) stop passing UDP GSO super-packets on whole: the kernel cuts them into their
+    datagrams at eth0, as it does for a NIC without UDP segmentation offload (one with it does the same in
+    hardware). A veth otherwise hands the switch namespace the uncut packet, where the length rule would see
+    one packet of up to 64 KiB that no real wire carries."""
+    for h in lab.hosts:
+        subprocess.run(["ip", "netns", "exec", h.netns, sys.executable, "-c", NIC_LIKE], check=True)
 
 
 def udp_reaches(lab, size: int) -> bool:
@@ -52,6 +71,7 @@ def pmtus(h) -> dict:
 @pytest.mark.parametrize("mode", MODES)
 def test_large_ping_and_bulk_tcp_over_a_small_underlay_mtu(lab_factory, mode, limit):
     lab = lab_factory(2)
+    nic_like_underlay(lab)
     drop_udp_above(lab, limit)
     assert udp_reaches(lab, limit) and not udp_reaches(lab, limit + 1), "the underlay rule does not bite"
     h1, h2 = lab.hosts
@@ -102,3 +122,20 @@ def test_frame_bigger_than_the_overlay_mtu_gets_icmp_or_is_fragmented(lab_factor
     assert p.returncode == 0, p.stdout + p.stderr
     drops = report(lab.host(1))["dataplane"]["drops"]
     assert drops.get("frag_needed", 0) >= 1 and drops.get("fragmented", 0) >= 1, drops
+
+
+def test_fast_path_over_a_small_underlay_mtu_falls_back_to_the_sleeve(lab_factory):
+    # Full-size fast-path heartbeats do not get through: the connection stays on the sleeve, which copes.
+    lab = lab_factory(2)
+    nic_like_underlay(lab)
+    drop_udp_above(lab, 700)
+    names = launch_chain(lab.hosts)
+    wait_for(lambda: full_mesh(lab.hosts, names), 15, what="mesh")
+    c1 = container(lab, lab.host(1), "c1", "10.0.0.1/24")
+    c2 = container(lab, lab.host(2), "c2", "10.0.0.2/24")
+    wait_ping(c1, "10.0.0.2", timeout=20)
+    assert ping(c1, "10.0.0.2", count=3, size=10000, wait=2)
+    sent, received = transfer(c1, c2, "10.0.0.2", size=4 << 20)
+    assert sent == received
+    conn = next(c for c in report(lab.host(1))["connections"] if c["state"] == "established")
+    assert conn["datapath"] == "sleeve" and conn["mtu"] == 1376, conn
