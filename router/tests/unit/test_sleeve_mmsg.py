@@ -32,3 +32,24 @@ def test_batches_keep_order_sizes_and_sources():
     finally:
         tx.close()
         rx_sock.close()
+
+
+def test_udp_gro_trains_are_split_back_into_their_datagrams():
+    rx_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx_sock.bind(("127.0.0.1", 0))
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx = mmsg.Receiver(rx_sock, batch=4)
+        if not rx.gro:
+            pytest.skip("kernel without UDP_GRO")
+        parts = [bytes([i]) * 500 for i in range(5)] + [b"\x09" * 123]
+        # One UDP GSO send: loopback hands the whole train to the GRO socket in one message.
+        tx.sendmsg([b"".join(parts)], [(17, 103, (500).to_bytes(2, "little"))], 0, rx_sock.getsockname())
+        tx.sendto(b"alone", rx_sock.getsockname())
+        got = []
+        while len(got) < len(parts) + 1:
+            got += rx.recv()
+        assert [d for d, _ in got] == parts + [b"alone"] and {ip for _, ip in got} == {"127.0.0.1"}
+    finally:
+        tx.close()
+        rx_sock.close()

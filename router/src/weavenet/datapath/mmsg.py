@@ -14,6 +14,8 @@ import socket
 BATCH = 64
 BUF = 65536            # one UDP datagram at most (a peer's datagram is checked for size afterwards)
 MSG_DONTWAIT = 0x40
+SOL_UDP, UDP_GRO = 17, 104   # <linux/udp.h>: the kernel may hand over several datagrams of one flow at once
+CONTROL = 32                 # room for one cmsghdr (16 bytes) and an int, aligned
 
 
 class _Iovec(ctypes.Structure):
@@ -52,14 +54,30 @@ _RECVMMSG = _libc()
 ADDR = ctypes.sizeof(_SockaddrIn)
 
 
+class _Cmsghdr(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_size_t), ("level", ctypes.c_int), ("type", ctypes.c_int), ("value", ctypes.c_int)]
+
+
 class Receiver:
     """Receives batches from one IPv4 UDP socket without blocking: [(datagram, source ip)], empty when
-    nothing is waiting. Raises OSError for errors other than EAGAIN/EINTR."""
+    nothing is waiting. Raises OSError for errors other than EAGAIN/EINTR.
+
+    With UDP GRO on (``gro=True``, where the kernel has it) a message may hold several datagrams of one
+    source, all ``gso_size`` bytes but the last (a UDP_GRO control message says so): they are split
+    here, so callers still see one datagram at a time."""
 
     available = _RECVMMSG is not None
 
-    def __init__(self, sock: socket.socket, batch: int = BATCH, bufsize: int = BUF) -> None:
+    def __init__(self, sock: socket.socket, batch: int = BATCH, bufsize: int = BUF, gro: bool = True) -> None:
         self.fd = sock.fileno()
+        self.gro = False
+        if gro:
+            try:
+                sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+                self.gro = True
+            except OSError:
+                pass
+        self.controls = (_Cmsghdr * batch)()
         self.batch = batch
         self.bufs = (ctypes.c_char * (bufsize * batch))()
         self.addrs = (_SockaddrIn * batch)()
@@ -73,14 +91,20 @@ class Receiver:
             h.name = ctypes.addressof(self.addrs[i])
             h.iov = ctypes.pointer(self.iovs[i])
             h.iovlen = 1
+            if self.gro:
+                h.control = ctypes.addressof(self.controls[i])
         self.bufsize = bufsize
         self.view = memoryview(self.bufs).cast("B")
         self.addr_view = memoryview(self.addrs).cast("B")
         self.names: dict[bytes, str] = {}     # source address bytes -> dotted quad
 
     def recv(self) -> list[tuple[bytes, str]]:
+        gro = self.gro
         for i in range(self.batch):
-            self.msgs[i].hdr.namelen = ctypes.sizeof(_SockaddrIn)
+            h = self.msgs[i].hdr
+            h.namelen = ctypes.sizeof(_SockaddrIn)
+            if gro:
+                h.controllen = ctypes.sizeof(_Cmsghdr)
         n = _RECVMMSG(self.fd, self.msgs, self.batch, MSG_DONTWAIT, None)
         if n < 0:
             err = ctypes.get_errno()
@@ -96,5 +120,14 @@ class Receiver:
                 if len(names) >= 1024:   # any source can send: the cache stays small
                     names.clear()
                 ip = names[raw] = socket.inet_ntoa(raw)
-            out.append((view[i * size:i * size + msgs[i].len].tobytes(), ip))
+            start, end = i * size, i * size + msgs[i].len
+            seg = 0
+            if gro and msgs[i].hdr.controllen:
+                c = self.controls[i]
+                if c.level == SOL_UDP and c.type == UDP_GRO and c.len >= 20:
+                    seg = c.value
+            if 0 < seg < end - start:
+                out += [(view[o:min(o + seg, end)].tobytes(), ip) for o in range(start, end, seg)]
+            else:
+                out.append((view[start:end].tobytes(), ip))
         return out
