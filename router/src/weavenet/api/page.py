@@ -119,8 +119,9 @@ def page_data(report: dict) -> dict:
                    "ours": n.ours, "summary_age_s": n.summary_age_s} for n in view.nodes.values()],
         "links": [{"a": e.a, "b": e.b, "a_nick": view.nodes[e.a].nickname, "b_nick": view.nodes[e.b].nickname,
                    "state": e.state, "text": render.edge_words(e)} for e in view.edges],
-        "containers": [{"id": c["id"][:12] if len(c["id"]) == 64 else c["id"], "name": c.get("name", ""), "cidrs": c.get("cidrs", []),
-                        "running": c.get("running", True)} for c in r.get("containers") or []],
+        "containers": [{"id": c["id"][:12] if len(c["id"]) == 64 else c["id"], "name": c.get("name", ""),
+                        "cidrs": c.get("cidrs", []), "running": c.get("running", True)}
+                       for c in r.get("containers") or []],
         "exposed": r.get("exposed") or [],
         "subnets": sorted(subnets),
         "ipam": {"range": ipam.get("range"), "default_subnet": ipam.get("default_subnet")},

@@ -86,7 +86,6 @@ class HealthTracker:
         self._addr_peer: dict[str, str] = {}        # dialled/observed address -> peer, bounded like peers
         self.unattributed_failures: Counter = Counter()   # kind -> count (inbound, unknown remote)
         self.refused_peers = 0                      # peers not tracked: the table was full
-        self.version = 0                            # bumped on every change the link summary carries
 
     # --- events -------------------------------------------------------------------------------
     def on_event(self, ev: object, now: float) -> None:
@@ -118,7 +117,6 @@ class HealthTracker:
     def _set_state(self, p: PeerHealth, state: str, now: float) -> None:
         if p.state != state:
             p.state, p.since = state, now
-            self.version += 1
 
     def _up(self, ev: ConnectionUp, now: float) -> None:
         p = self._entry(ev.peer, now)
@@ -136,7 +134,6 @@ class HealthTracker:
         if len(self._addr_peer) < 4 * self.max_peers and p.address:
             self._addr_peer[p.address] = ev.peer
         self._set_state(p, "connected", now)
-        self.version += 1
 
     def _down(self, ev: ConnectionDown, now: float) -> None:
         p = self.peers.get(ev.peer)
@@ -166,7 +163,6 @@ class HealthTracker:
         p.failure_kind = classify(reason)
         p.failure_at = now
         p.failures[p.failure_kind] += 1
-        self.version += 1
 
     def _heartbeat(self, ev: Heartbeat, now: float) -> None:
         p = self.peers.get(ev.peer)
@@ -183,7 +179,6 @@ class HealthTracker:
         if p.datapath == "fastdp" and datapath == "sleeve":
             p.fallbacks += 1
         p.datapath = datapath
-        self.version += 1
 
     def _follow_routes(self, now: float) -> None:
         """Peers without a connection of their own: relayed via the next hop, or unreachable."""
@@ -192,9 +187,7 @@ class HealthTracker:
                 continue
             hop = self._routes.unicast.get(p.name)
             if hop and hop != p.name:
-                if p.via != hop:
-                    p.via = hop
-                    self.version += 1
+                p.via = hop
                 self._set_state(p, "relayed", now)
             elif p.state in ("relayed", "unknown"):
                 p.via = ""
@@ -208,7 +201,6 @@ class HealthTracker:
             del self.peers[n]
         if gone:
             self._addr_peer = {a: n for a, n in self._addr_peer.items() if n in self.peers}
-            self.version += 1
         for n in sorted(known - self.peers.keys()):
             if self._entry(n, now) is None:
                 break
