@@ -4,7 +4,9 @@ Every request is hostile until checked at the edge (`_edge`): any local user, ho
 web page in a browser on the host can reach 127.0.0.1. So: no Origin header (browsers send one on
 cross-site requests; the CLI never does), a loopback Host header (defeats DNS rebinding), a bearer token
 from a 0600 file in WEAVE_RUNDIR on everything but `GET /metrics`, JSON bodies only (a text/plain POST is
-a CORS "simple request" a page could send), bodies bounded, and every field type-checked.
+a CORS "simple request" a page could send), bodies bounded, and every field type-checked. The read-only
+live page (GET /ui/...) takes a session cookie instead of the token, got with a one-time ticket that only a
+token holder can ask for (api/page.py); the Host and Origin rules hold for it too.
 """
 
 from __future__ import annotations
