@@ -30,6 +30,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 
 from ..mesh.core import Action, Close, Dial, Mesh, MeshConfig, Send
@@ -107,6 +108,7 @@ class SimPeers:
             cfg.summary_interval *= len(ips)  # the full-mesh rate at the router (module docstring)
             self.peers.append(SimPeer(i, ip, port, Mesh(ident, incarnation, cfg, random.Random(rng.random()))))
         self.bytes_in = self.bytes_out = 0
+        self.tick_errors = 0
         self._tasks: set[asyncio.Task] = set()
 
     def execute(self, peer: SimPeer, actions: list[Action]) -> None:
@@ -153,14 +155,19 @@ class SimPeers:
             now = time.monotonic()
             for p in self.peers:
                 if p.state == "running":
-                    self.execute(p, p.mesh.tick(now))
+                    try:
+                        self.execute(p, p.mesh.tick(now))
+                    except Exception:  # noqa: BLE001 - one peer's bug must not stop every peer's heartbeats
+                        self.tick_errors += 1
+                        if self.tick_errors <= 3:
+                            traceback.print_exc(file=sys.stderr)
 
     def stats(self) -> dict:
         established = sum(1 for p in self.peers if p.state == "running"
                           and any(c.state == "established" for c in p.mesh.live_connections()))
         t = os.times()
         return {"event": "stats", "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
-                "established": established, "cpu_s": round(t.user + t.system, 3),
+                "established": established, "cpu_s": round(t.user + t.system, 3), "tick_errors": self.tick_errors,
                 "gossip_received": sum(p.mesh.counters["gossip_received"] for p in self.peers)}
 
     def silence(self, i: int) -> None:
