@@ -71,6 +71,9 @@ def test_page_shows_every_host_and_a_cut_link_broken(lab_factory, tmp_path):
         assert len(broken) == 1 and "h2 (" in broken[0] and "h3 (" in broken[0], broken
         text = h1.weave("topology").stdout
         assert re.search(r"^!! h[23] <-> h[23]  BROKEN", text, re.M), text
+        # On h2, h3 is still reachable (through h1), and marked: its direct connection was lost.
+        peers = h2.weave("status", "peers").stdout
+        assert re.search(r"^!! \S+\(h3\) +\[direct connection lost \(timeout\)\] relayed", peers, re.M), peers
         print(f"h2-h3 cut: shown broken on h1 after {seen_after:.1f}s")
     finally:
         h2.exec("nft", "delete", "table", "inet", "weavecut", check=False)

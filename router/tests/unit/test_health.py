@@ -141,6 +141,11 @@ def test_relayed_peers_name_their_next_hop_and_unreachable_ones_are_marked():
     t.on_event(up(B, 1), 0.0)
     r = row(t, 1.0, C)
     assert (r["state"], r["datapath"], r["via"], r["healthy"]) == ("relayed", "relayed", B, True)
+    # C's own connection, lost while B still relays: C is reachable, the direct link is marked broken.
+    t.on_event(up(C, 2), 1.0)
+    t.on_event(ConnectionDown(C, 2, "no heartbeat for 2.3s"), 1.5)
+    r = row(t, 1.6, C)
+    assert (r["state"], r["via"], r["problems"]) == ("relayed", B, ["direct connection lost (timeout)"])
     t.on_event(RoutesChanged(RouteTable({US: [B], B: [US]}, US)), 2.0)
     assert row(t, 3.0, C)["state"] == "unreachable" and not row(t, 3.0, C)["healthy"]
     t.on_event(PeersChanged(frozenset({B}), frozenset({B}), frozenset({B})), 4.0)   # C garbage-collected

@@ -12,7 +12,6 @@ from .tracker import HealthTracker
 
 PUBLISH_INTERVAL = 1.0     # our summary is rebuilt this often; a state change then leaves at once, new
                            # RTT/loss figures only with the channel's anti-entropy rounds
-BROKEN_KEEP = 600.0        # a link that broke is shown as broken this long, unless it comes back
 ANTI_ENTROPY = 5.0         # seconds between the channel's full-state rounds (jittered by the gossip layer)
 
 
@@ -42,7 +41,7 @@ class HealthService:
                 out.append(Link(p.name, "connected", p.datapath, p.encrypted,
                                 round(sorted(rtts)[len(rtts) // 2] * 1000) if rtts else None,
                                 round(loss * 1000) if loss is not None else None, not t.problems(p, now)))
-            elif (p.ups or p.failure_at is not None) and now - max(p.since, p.failure_at or 0.0) < BROKEN_KEEP:
+            elif t.link_broken(p, now):
                 out.append(Link(p.name, "broken", "none", False, None, None, False))
         return out
 

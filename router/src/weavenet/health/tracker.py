@@ -30,6 +30,7 @@ WINDOW = 60.0            # seconds of RTT samples and heartbeat arrivals the fig
 MAX_SAMPLES = 256        # per peer: a peer sending heartbeats too fast cannot grow the window
 LOSS_UNHEALTHY = 0.2     # over this fraction of heartbeats late or missing: the link is marked
 FASTDP_GRACE = 10.0      # a fast-path-capable peer still on the sleeve after this long: "fell back"
+BROKEN_KEEP = 600.0      # a direct connection that was lost counts as a broken link this long (unless back)
 MAX_REASON = 120
 
 # Failure reasons, classified for dashboards and alerts (the raw text is kept too).
@@ -230,12 +231,19 @@ class HealthTracker:
         out = []
         if p.state in ("unreachable", "failing"):
             out.append(p.state + (f" ({p.failure_kind})" if p.failure_kind else ""))
+        elif self.link_broken(p, now):
+            out.append(f"direct connection lost ({p.failure_kind})")
         loss = self.loss(p, now)
         if loss is not None and loss > LOSS_UNHEALTHY:
             out.append(f"heartbeat loss {loss:.0%}")
         if p.fastdp_capable and p.datapath == "sleeve" and now - p.since > FASTDP_GRACE:
             out.append("fell back to sleeve" if p.fallbacks else "fastdp not up")
         return out
+
+    def link_broken(self, p: PeerHealth, now: float) -> bool:
+        """No connection now, though there was one (or we tried) recently: the direct link is broken."""
+        return p.conn_id is None and (p.ups > 0 or p.failure_at is not None) \
+            and now - max(p.since, p.failure_at or 0.0) < BROKEN_KEEP
 
     def report(self, now: float, nicknames: Mapping[str, str] | None = None) -> list[dict]:
         """One dict per peer (sorted by name), the shape `weave report` carries under "health"."""
