@@ -25,7 +25,9 @@ def _label(n: Node) -> str:
 
 
 def _rtt(e: Edge) -> str:
-    return f"{e.rtt_ms} ms" if e.rtt_ms is not None else "-"
+    if e.rtt_ms is None:
+        return "-"
+    return f"{e.rtt_ms} ms" if e.rtt_ms else "<1 ms"   # summaries carry whole milliseconds
 
 
 def edge_words(e: Edge) -> str:

@@ -51,7 +51,8 @@ def main(out: Path) -> int:
         h1.weave("topology", "--svg", str(svg))
         png = out / "live-page.png"
         browser.run(h1.weave("ui").stdout.strip(), netns=h1.netns, screenshot=png, size=(1280, 1350))
-        print(h1.weave("topology").stdout)
+        print("$ weave topology\n" + h1.weave("topology").stdout)
+        print("$ weave status peers\n" + h1.weave("status", "peers").stdout)
         print(f"wrote {svg} and {png}")
     return 0
 
