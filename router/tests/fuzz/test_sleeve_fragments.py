@@ -43,3 +43,14 @@ def test_random_echoes_keep_the_prober_in_bounds(ceiling, echoes):
             p.on_reply(*sent[0], now)
         assert pmtu.FLOOR <= p.pmtu <= p.ceiling and pmtu.FLOOR <= p.ceiling <= pmtu.CEILING_MAX
         assert all(pmtu.FLOOR <= s <= p.ceiling for s in p.outstanding.values())
+
+
+@given(st.binary(max_size=4000), st.integers(1, 1500), st.booleans())
+def test_random_trains_split_without_surprises(junk, seg, framed):
+    train = junk
+    if framed and len(junk) > 20:   # make headers plausible so the whole-datagram path is tried
+        head = sleeve.HEADER.pack(sleeve.MAGIC, sleeve.F_FRAG, NAME, 1)
+        train = b"".join(head + bytes([i, 3]) + junk[:max(0, seg - 18)] for i in range(3))
+    out = sleeve.split_train(train, seg)
+    assert sum(len(d) for d in out) <= len(train)
+    assert all(len(d) <= max(seg, sleeve.MAX_DATAGRAM) for d in out)

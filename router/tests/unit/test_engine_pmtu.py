@@ -155,3 +155,14 @@ def test_without_udp_gso_fragments_go_one_per_call(rig):
     finally:
         rig.eng.sock.close()
         rig.eng.sock = real
+
+
+def test_a_gro_train_of_fragments_is_delivered_whole(rig):
+    # The peer sends the fragments of one datagram in one UDP GSO call: loopback hands the engine's GRO
+    # socket the whole train, which comes out put together and delivered once.
+    f = frame(LOCAL_MAC, B_MAC, os.urandom(4000))
+    buf, count = sleeve.fragments_joined(rig.valid([f]), 600)
+    rig.peer.sendmsg([buf], [(17, 103, (600).to_bytes(2, "little"))], 0, ("127.0.0.1", rig.eng.port))
+    assert rig.delivered() == f
+    assert rig.delivered() is None
+    rig.assert_alive_and_delivering()

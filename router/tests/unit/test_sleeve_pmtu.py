@@ -197,3 +197,18 @@ def test_fragments_joined_is_the_fragments_end_to_end():
     buf, count = sleeve.fragments_joined(dg, 700)
     frags = sleeve.fragment(dg, 700)
     assert count == len(frags) and [buf[i * 700:(i + 1) * 700] for i in range(count)] == frags
+
+
+def test_split_train_puts_whole_datagrams_together_and_leaves_the_rest_alone():
+    d1 = sleeve.encode(sleeve.name_bytes(A), 1, sleeve.name_bytes(A), sleeve.BROADCAST, [os.urandom(5000)], KEY)
+    d2 = sleeve.encode(sleeve.name_bytes(A), 2, sleeve.name_bytes(A), sleeve.BROADCAST, [os.urandom(2000)], None)
+    f1, f2 = sleeve.fragment(d1, 700), sleeve.fragment(d2, 700)
+    assert sleeve.split_train(b"".join(f1), 700) == [d1]
+    assert sleeve.split_train(b"".join(f1[:-1]), 700) == f1[:-1]                  # incomplete: one by one
+    full = [f for f in f2 if len(f) == 700]
+    assert sleeve.split_train(b"".join(full + f1), 700) == full + [d1]          # a tail of another, then a whole
+    forged = bytearray(b"".join(f1))
+    forged[700 * 2 + 3] ^= 1                                                    # one segment claims another sender
+    assert sleeve.split_train(bytes(forged), 700) == [bytes(forged[o:o + 700]) for o in range(0, len(forged), 700)]
+    assert sleeve.split_train(b"x" * 1400 + b"y" * 10, 700) == [b"x" * 700, b"x" * 700, b"y" * 10]
+    assert sleeve.split_train(b"", 700) == []

@@ -403,7 +403,7 @@ class Engine:
             try:
                 if rx is None:
                     dg, src = sock.recvfrom(65535)
-                    batch = [(dg, src[0])]
+                    batch = [(dg, src[0], 0)]
                 else:
                     batch = rx.recv()
                     if not batch:
@@ -415,13 +415,15 @@ class Engine:
                 if self._stop.is_set() or e.errno == errno.EBADF:
                     return
                 continue  # e.g. ECONNREFUSED left by an ICMP error for an earlier send
-            for dg, src_ip in batch:
-                try:
-                    receive(dg, src_ip, off, now, st)
-                except sleeve.SleeveError as e:
-                    st.drops[e.reason] += 1
-                except Exception as e:  # noqa: BLE001 - a bug must cost one datagram, not the thread
-                    self._trouble("internal", e, st)
+            for data, src_ip, seg in batch:
+                # A GRO train: whole fragmented datagrams in it come out put together (sleeve.split_train).
+                for dg in sleeve.split_train(data, seg) if seg else (data,):
+                    try:
+                        receive(dg, src_ip, off, now, st)
+                    except sleeve.SleeveError as e:
+                        st.drops[e.reason] += 1
+                    except Exception as e:  # noqa: BLE001 - a bug must cost one datagram, not the thread
+                        self._trouble("internal", e, st)
 
     def _probe_tick(self, now: float, st: Stats) -> None:
         """Run each connection's path-MTU prober (this thread owns them) and send its probes."""

@@ -59,12 +59,12 @@ class _Cmsghdr(ctypes.Structure):
 
 
 class Receiver:
-    """Receives batches from one IPv4 UDP socket without blocking: [(datagram, source ip)], empty when
+    """Receives batches from one IPv4 UDP socket without blocking: [(data, source ip, seg)], empty when
     nothing is waiting. Raises OSError for errors other than EAGAIN/EINTR.
 
-    With UDP GRO on (``gro=True``, where the kernel has it) a message may hold several datagrams of one
-    source, all ``gso_size`` bytes but the last (a UDP_GRO control message says so): they are split
-    here, so callers still see one datagram at a time."""
+    seg 0: data is one datagram. With UDP GRO on (``gro=True``, where the kernel has it) a message may
+    hold a train of datagrams of one source, each `seg` bytes but the last (a UDP_GRO control message
+    says so); the caller splits it (``sleeve.split_train``)."""
 
     available = _RECVMMSG is not None
 
@@ -126,8 +126,5 @@ class Receiver:
                 c = self.controls[i]
                 if c.level == SOL_UDP and c.type == UDP_GRO and c.len >= 20:
                     seg = c.value
-            if 0 < seg < end - start:
-                out += [(view[o:min(o + seg, end)].tobytes(), ip) for o in range(start, end, seg)]
-            else:
-                out.append((view[start:end].tobytes(), ip))
+            out.append((view[start:end].tobytes(), ip, seg if 0 < seg < end - start else 0))
         return out
