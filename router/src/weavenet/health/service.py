@@ -36,11 +36,10 @@ class HealthService:
         t = self.tracker
         for p in t.peers.values():
             if p.conn_id is not None:
-                loss = t.loss(p, now)
-                rtts = [r for _, r in p.rtts]
+                med, _, loss, problems = t.figures(p, now)
                 out.append(Link(p.name, "connected", p.datapath, p.encrypted,
-                                round(sorted(rtts)[len(rtts) // 2] * 1000) if rtts else None,
-                                round(loss * 1000) if loss is not None else None, not t.problems(p, now)))
+                                round(med * 1000) if med is not None else None,
+                                round(loss * 1000) if loss is not None else None, not problems))
             elif t.link_broken(p, now):
                 out.append(Link(p.name, "broken", "none", False, None, None, False))
         return out

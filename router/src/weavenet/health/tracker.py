@@ -70,8 +70,11 @@ class PeerHealth:
     failure_kind: str = ""
     failure_at: float | None = None
     failures: Counter = field(default_factory=Counter)   # kind -> count (FAILURE_KINDS: bounded)
-    rtts: deque = field(default_factory=lambda: deque(maxlen=MAX_SAMPLES))      # (at, seconds)
-    arrivals: deque = field(default_factory=lambda: deque(maxlen=MAX_SAMPLES))  # heartbeat arrival times
+    # The window's samples, kept so that a figure costs C-speed calls (median, sum) even for 1000 peers.
+    rtt_at: deque = field(default_factory=lambda: deque(maxlen=MAX_SAMPLES))
+    rtts: deque = field(default_factory=lambda: deque(maxlen=MAX_SAMPLES))      # seconds, as rtt_at
+    arrivals: deque = field(default_factory=lambda: deque(maxlen=MAX_SAMPLES))  # arrival times
+    missed: deque = field(default_factory=lambda: deque(maxlen=MAX_SAMPLES))    # beats missed before each
 
 
 class HealthTracker:
@@ -130,8 +133,8 @@ class HealthTracker:
         p.encrypted = ev.session_keys is not None
         p.fastdp_capable = self.fastdp and bool(ev.features.get("fastdp")) and not p.encrypted
         p.datapath, p.via = "sleeve", ""
-        p.rtts.clear()
-        p.arrivals.clear()
+        for q in (p.rtt_at, p.rtts, p.arrivals, p.missed):
+            q.clear()
         if len(self._addr_peer) < 4 * self.max_peers and p.address:
             self._addr_peer[p.address] = ev.peer
         self._set_state(p, "connected", now)
@@ -169,9 +172,11 @@ class HealthTracker:
         p = self.peers.get(ev.peer)
         if p is None or p.conn_id != ev.conn_id:
             return
+        p.missed.append(self._missed(p.arrivals[-1], now) if p.arrivals else 0)
         p.arrivals.append(now)
         if ev.rtt is not None:
-            p.rtts.append((now, ev.rtt))
+            p.rtt_at.append(now)
+            p.rtts.append(ev.rtt)
 
     def _datapath(self, peer: str, datapath: str, now: float) -> None:
         p = self.peers.get(peer)
@@ -208,32 +213,43 @@ class HealthTracker:
         self._follow_routes(now)
 
     # --- figures ------------------------------------------------------------------------------
+    def _missed(self, last: float, now: float) -> int:
+        """Heartbeats that did not arrive in a gap between two arrivals (a gap over 1.5 intervals)."""
+        gap = now - last
+        return max(0, round(gap / self.interval) - 1) if gap > 1.5 * self.interval else 0
+
     def _trim(self, p: PeerHealth, now: float) -> None:
-        while p.rtts and now - p.rtts[0][0] > WINDOW:
+        while p.rtt_at and now - p.rtt_at[0] > WINDOW:
+            p.rtt_at.popleft()
             p.rtts.popleft()
         while p.arrivals and now - p.arrivals[0] > WINDOW:
             p.arrivals.popleft()
+            p.missed.popleft()
 
     def loss(self, p: PeerHealth, now: float) -> float | None:
         """Fraction of the heartbeats expected in the window that did not arrive on time: each gap between
-        arrivals (and since the last one) longer than 1.5 intervals counts its missing beats."""
+        arrivals (and the silence since the last one) longer than 1.5 intervals counts its missing beats."""
         self._trim(p, now)
         if p.conn_id is None or not p.arrivals:
             return None
-        times = list(p.arrivals) + [now]
-        missed = sum(max(0, round((b - a) / self.interval) - 1) for a, b in zip(times, times[1:], strict=False)
-                     if b - a > 1.5 * self.interval)
+        missed = sum(p.missed) + self._missed(p.arrivals[-1], now)
         got = len(p.arrivals)
-        return round(missed / (got + missed), 3) if got + missed else None
+        return round(missed / (got + missed), 3)
 
-    def problems(self, p: PeerHealth, now: float) -> list[str]:
+    def figures(self, p: PeerHealth, now: float) -> tuple[float | None, float | None, float | None, list[str]]:
+        """(RTT median, RTT max, heartbeat loss, problems), each computed once."""
+        loss = self.loss(p, now)   # (trims the window)
+        rtts = p.rtts
+        return (statistics.median(rtts) if rtts else None, max(rtts) if rtts else None, loss,
+                self.problems(p, now, loss))
+
+    def problems(self, p: PeerHealth, now: float, loss: float | None) -> list[str]:
         """Why a peer is marked unhealthy (empty: healthy)."""
         out = []
         if p.state in ("unreachable", "failing"):
             out.append(p.state + (f" ({p.failure_kind})" if p.failure_kind else ""))
         elif self.link_broken(p, now):
             out.append(f"direct connection lost ({p.failure_kind})")
-        loss = self.loss(p, now)
         if loss is not None and loss > LOSS_UNHEALTHY:
             out.append(f"heartbeat loss {loss:.0%}")
         if p.fastdp_capable and p.datapath == "sleeve" and now - p.since > FASTDP_GRACE:
@@ -251,18 +267,16 @@ class HealthTracker:
         rows = []
         for name in sorted(self.peers):
             p = self.peers[name]
-            self._trim(p, now)
-            rtts = [r for _, r in p.rtts]
-            problems = self.problems(p, now)
+            med, top, loss, problems = self.figures(p, now)
             rows.append({
                 "name": name, "nickname": nick.get(name, ""), "state": p.state,
                 "state_for_s": round(now - p.since, 1), "address": p.address,
                 "datapath": "relayed" if p.state == "relayed" else p.datapath, "via": p.via,
                 "encrypted": p.encrypted if p.conn_id is not None else None,
                 "mtu": self.mtu if p.conn_id is not None else None,
-                "rtt_ms": round(statistics.median(rtts) * 1000, 3) if rtts else None,
-                "rtt_max_ms": round(max(rtts) * 1000, 3) if rtts else None,
-                "heartbeat_loss": self.loss(p, now),
+                "rtt_ms": round(med * 1000, 3) if med is not None else None,
+                "rtt_max_ms": round(top * 1000, 3) if top is not None else None,
+                "heartbeat_loss": loss,
                 "reconnects": max(0, p.ups - 1), "fallbacks": p.fallbacks,
                 "last_failure": p.failure, "last_failure_kind": p.failure_kind,
                 "last_failure_s_ago": round(now - p.failure_at, 1) if p.failure_at is not None else None,
