@@ -6,8 +6,10 @@
 #   whose docker connection and modules Molecule's docker driver and the lab use; galaxy is not reachable).
 # - lab_dockerd_start/stop: a Docker engine of the lab's own (own socket, data and exec root, no iptables,
 #   own network namespace), so the lab neither depends on nor disturbs another engine on this machine.
-# - lab_host_image: the host image (debootstrap bookworm + docker.io, python3, iproute2, ...), built once.
-# - lab_hosts_up/down: 3 Docker-in-Docker hosts on 198.51.100.0/26 (TEST-NET-2). Not 192.0.2.0/24: on
+# - lab_host_image: the host images (debootstrap + docker.io, python3, iproute2, ...), built once each:
+#   Debian 12 (bookworm, Python 3.11) and Debian 13 (trixie, Python 3.13), so a mesh mixes hosts whose
+#   Python differs from the controller's (the install resolves wheels per host).
+# - lab_hosts_up/down: 3 Docker-in-Docker hosts on 198.51.100.0/26 (TEST-NET-2; lab-host3 is Debian 13). Not 192.0.2.0/24: on
 #   these machines eth0 itself is 192.0.2.2/24 with the gateway 192.0.2.1, and the package registries
 #   answer on 203.0.113.80; a bridge on either range cuts the machine off. lab_subnet_safe checks.
 
@@ -16,7 +18,8 @@ ANSIBLE_VENV=${ANSIBLE_VENV:-$REPO/.venv-ansible}
 LAB_STATE=${WEAVE_LAB_STATE:-/var/lib/weavenet-ansible-lab}
 LAB_RUN=${WEAVE_LAB_RUN:-/run/weavenet-ansible-lab}
 LAB_SOCK=$LAB_RUN/docker.sock
-LAB_IMAGE=weavenet-lab-host
+LAB_IMAGE=weavenet-lab-host                 # Debian 12 (bookworm)
+LAB_IMAGE_TRIXIE=weavenet-lab-host-trixie   # Debian 13 (trixie)
 LAB_NET=weavenet-lab
 LAB_SUBNET=198.51.100.0/26
 LAB_GATEWAY=198.51.100.1
@@ -24,6 +27,7 @@ MOLECULE_SUBNET=198.51.100.64/26   # extensions/molecule/default/molecule.yml
 SYSTEMD_SUBNET=198.51.100.128/26   # tests/playbooks/systemd
 LAB_HOSTS=(lab-host1 lab-host2 lab-host3)
 LAB_IPS=(198.51.100.11 198.51.100.12 198.51.100.13)
+LAB_HOST_IMAGES=("$LAB_IMAGE" "$LAB_IMAGE" "$LAB_IMAGE_TRIXIE")
 # Docker-in-Docker without --privileged (it fails here: CAP_SYS_RESOURCE is not in the bounding set).
 LAB_RUN_FLAGS=(--cap-add ALL --cap-drop SYS_RESOURCE --security-opt seccomp=unconfined
   --security-opt apparmor=unconfined --security-opt systempaths=unconfined -v /sys/fs/cgroup:/sys/fs/cgroup:rw --tmpfs /run --tmpfs /tmp
@@ -75,6 +79,13 @@ lab_dockerd_in_netns() {  # is the lab's dockerd (pid $1) in the lab's network n
   [ -e "/run/netns/$LAB_NETNS" ] && [ "$(stat -L -c %i "/proc/$1/ns/net" 2>/dev/null)" = "$(stat -L -c %i "/run/netns/$LAB_NETNS")" ]
 }
 
+lab_close_fds() {  # close every descriptor above 2 of this (sub)shell
+  local fd
+  for fd in $(ls "/proc/$BASHPID/fd"); do
+    if ((fd > 2)); then eval "exec $fd>&-"; fi
+  done
+}
+
 lab_dockerd_start() {
   mkdir -p "$LAB_RUN" "$LAB_STATE/docker"
   local pid
@@ -89,9 +100,11 @@ lab_dockerd_start() {
   ip -n "$LAB_NETNS" link set lo up
   log "starting the lab's Docker engine ($LAB_SOCK, network namespace $LAB_NETNS)"
   # --iptables=false: its rules (FORWARD policy DROP) are not needed; the lab hosts need no NAT.
-  nohup nsenter "--net=/run/netns/$LAB_NETNS" dockerd --host "unix://$LAB_SOCK" --data-root "$LAB_STATE/docker" \
+  # Inherited descriptors closed: a `flock /tmp/weave-docker-lab.lock` around the caller would otherwise
+  # stay held by dockerd for as long as it runs.
+  (lab_close_fds; exec nohup nsenter "--net=/run/netns/$LAB_NETNS" dockerd --host "unix://$LAB_SOCK" --data-root "$LAB_STATE/docker" \
     --exec-root "$LAB_RUN/exec" --pidfile "$LAB_RUN/docker.pid" --iptables=false --ip6tables=false --bridge=none \
-    >"$LAB_STATE/dockerd.log" 2>&1 &
+    >"$LAB_STATE/dockerd.log" 2>&1) &
   local i
   for i in $(seq 1 60); do
     ldocker version >/dev/null 2>&1 && return 0
@@ -113,29 +126,45 @@ lab_dockerd_stop() {
   if [ -e "/run/netns/$LAB_NETNS" ]; then ip netns del "$LAB_NETNS" 2>/dev/null || true; fi
 }
 
-lab_host_image() {
-  local init_sum
-  init_sum=$(sha256sum "$REPO/scripts/lib/lab-host-init" | cut -c1-16)
-  if [ "$(ldocker image inspect -f '{{index .Config.Labels "weavenet.init"}}' "$LAB_IMAGE" 2>/dev/null)" = "$init_sum" ]; then
+lab_host_image() {  # both host images; the root file systems are built in parallel (~2.5 min each, once)
+  local pids=() rc=0 p
+  lab_suite_rootfs bookworm rootfs & pids+=($!)
+  lab_suite_rootfs trixie rootfs-trixie & pids+=($!)
+  for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  ((rc == 0)) || return 1
+  lab_suite_image "$LAB_IMAGE" rootfs && lab_suite_image "$LAB_IMAGE_TRIXIE" rootfs-trixie
+}
+
+# lab_suite_rootfs SUITE DIR: debootstrap SUITE into $LAB_STATE/DIR unless done with the same package list
+# (kept: images are imported from it). Debian 13 ships the docker CLI apart (docker-cli, only recommended).
+lab_suite_rootfs() {
+  local suite=$1 root=$LAB_STATE/$2
+  local pkgs=python3,python3-venv,iproute2,nftables,iptables,iputils-ping,docker.io,busybox-static,procps,ca-certificates
+  [ "$suite" = bookworm ] || pkgs+=,docker-cli
+  [ -e "$root/.complete" ] && [ "$(cat "$root/.complete")" = "$pkgs" ] && return 0
+  [ -e "$root/.complete" ] && [ "$suite" = bookworm ] && [ ! -s "$root/.complete" ] && return 0  # built before the list was recorded
+  log "building the $suite host root file system (debootstrap: a few minutes, once)"
+  rm -rf "$root.tmp"
+  debootstrap --variant=minbase --include="$pkgs" "$suite" "$root.tmp" http://deb.debian.org/debian \
+    >"$LAB_STATE/debootstrap-$suite.log" 2>&1 || { tail -5 "$LAB_STATE/debootstrap-$suite.log" >&2; return 1; }
+  rm -rf "$root"
+  mv "$root.tmp" "$root"
+  echo "$pkgs" >"$root/.complete"
+}
+
+# lab_suite_image IMAGE DIR: import $LAB_STATE/DIR as IMAGE unless it carries this lab-host-init already
+lab_suite_image() {
+  local image=$1 root=$LAB_STATE/$2 init_sum
+  # the image says which lab-host-init and package list it was made from
+  init_sum=$(cat "$REPO/scripts/lib/lab-host-init" "$root/.complete" | sha256sum | cut -c1-16)
+  if [ "$(ldocker image inspect -f '{{index .Config.Labels "weavenet.init"}}' "$image" 2>/dev/null)" = "$init_sum" ]; then
     return 0
-  fi
-  local root=$LAB_STATE/rootfs
-  if [ ! -e "$root/.complete" ]; then
-    log "building the host root file system (debootstrap bookworm: a few minutes, once)"
-    rm -rf "$root.tmp"
-    debootstrap --variant=minbase \
-      --include=python3,python3-venv,iproute2,nftables,iptables,iputils-ping,docker.io,busybox-static,procps,ca-certificates \
-      bookworm "$root.tmp" http://deb.debian.org/debian >"$LAB_STATE/debootstrap.log" 2>&1 \
-      || { tail -5 "$LAB_STATE/debootstrap.log" >&2; return 1; }
-    rm -rf "$root"
-    mv "$root.tmp" "$root"
-    touch "$root/.complete"
   fi
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
   install -m 0755 "$REPO/scripts/lib/lab-host-init" "$root/usr/local/sbin/lab-host-init"
-  log "importing the host image $LAB_IMAGE"
+  log "importing the host image $image"
   tar -C "$root" -c . | ldocker import -c 'CMD ["/usr/local/sbin/lab-host-init"]' \
-    -c "LABEL weavenet.init=$init_sum" - "$LAB_IMAGE" >/dev/null
+    -c "LABEL weavenet.init=$init_sum" - "$image" >/dev/null
 }
 
 # The same host with systemd as PID 1 (tests the roles' systemd unit): systemd added in a chroot of the
@@ -215,12 +244,14 @@ lab_hosts_up() {
   lab_network_up
   local i
   for i in "${!LAB_HOSTS[@]}"; do
-    local h=${LAB_HOSTS[$i]}
-    if [ "$(ldocker inspect -f '{{.State.Running}}' "$h" 2>/dev/null)" = true ]; then continue; fi
+    local h=${LAB_HOSTS[$i]} image=${LAB_HOST_IMAGES[$i]}
+    # kept only while it runs the current build of its image (a rebuilt image replaces it)
+    if [ "$(ldocker inspect -f '{{.State.Running}} {{.Image}}' "$h" 2>/dev/null)" = \
+      "true $(ldocker image inspect -f '{{.Id}}' "$image" 2>/dev/null)" ]; then continue; fi
     ldocker rm -f "$h" >/dev/null 2>&1 || true
-    log "starting host $h (${LAB_IPS[$i]})"
+    log "starting host $h (${LAB_IPS[$i]}, $image)"
     ldocker run -d --name "$h" --hostname "$h" --network "$LAB_NET" --ip "${LAB_IPS[$i]}" \
-      "${LAB_RUN_FLAGS[@]}" "$LAB_IMAGE" >/dev/null
+      "${LAB_RUN_FLAGS[@]}" "$image" >/dev/null
   done
 }
 

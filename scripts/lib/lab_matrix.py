@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 DOCKER = ["docker", "-H", os.environ.get("LAB_DOCKER_HOST", "unix:///run/weavenet-ansible-lab/docker.sock")]
-WEAVE = "/opt/weavenet/venv/bin/weave"
+WEAVE = "weave"  # on the PATH of every host (/usr/local/bin/weave, installed by the router role)
 
 
 def resolve(entry: str, subnets: dict[str, str]) -> ipaddress.IPv4Interface:
@@ -45,7 +45,7 @@ def endpoints(inv: dict) -> list[dict]:
 
 
 def host_exec(host: str, argv: list[str], timeout: float = 20) -> subprocess.CompletedProcess:
-    return subprocess.run(DOCKER + ["exec", host] + argv, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(DOCKER + ["exec", host] + argv, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def ping(src: dict, dst_ip: str, tries: int) -> bool:
@@ -63,7 +63,11 @@ def ping(src: dict, dst_ip: str, tries: int) -> bool:
 
 
 def main() -> int:
-    inv = json.load(open(sys.argv[1]) if len(sys.argv) > 1 else sys.stdin)
+    if len(sys.argv) > 1:
+        with open(sys.argv[1]) as f:
+            inv = json.load(f)
+    else:
+        inv = json.load(sys.stdin)
     hosts = sorted(inv.get("_meta", {}).get("hostvars", {}))
     for h in hosts:
         print(f"=== {h}: weave status")

@@ -35,7 +35,25 @@ def ping(host, argv, dst, tries=3):
 def test_router_installed_and_running(host):
     assert host.file(WEAVE).is_executable
     assert host.file("/opt/weavenet/wheelhouse").is_directory
+    assert host.file("/opt/weavenet/wheelhouse.tar").is_file
     assert report(host)["name"]
+
+
+def test_weave_on_path_after_login(host):
+    # as the docs and every Weave tutorial use it: `weave status` in a login shell
+    assert host.file("/usr/local/bin/weave").linked_to == WEAVE
+    r = host.run("bash -lc 'command -v weave && weave status'")
+    assert r.rc == 0, r.stderr
+    assert r.stdout.splitlines()[0] == "/usr/local/bin/weave"
+    assert "Peers:" in r.stdout or "Peers " in r.stdout, r.stdout
+
+
+def test_router_runs_on_the_hosts_own_python(host):
+    # mol-host3 is Debian 13 (Python 3.13), the others Debian 12 (3.11): wheels resolved per host
+    want = "3.13" if hostname(host) == "mol-host3" else "3.11"
+    venv_python = host.check_output("/opt/weavenet/venv/bin/python -c 'import sys; print(sys.version[:4])'")
+    assert venv_python.strip() == want
+    assert host.check_output("/opt/weavenet/venv/bin/python -c 'import nacl, aiohttp; print(1)'").strip() == "1"
 
 
 def test_routers_connected_to_each_other(host):
