@@ -223,8 +223,8 @@ class Mesh:
         # (None: only the whole entry will do). A chain, not one merged delta: a neighbour that already
         # holds an intermediate version (from another path) can still apply the rest.
         self._pending_deltas: dict[str, list[PeerDelta] | None] = {}
-        # The chain last sent per entry (it ends at the entry's current version, else it is useless): a
-        # summary one or two versions behind, which crossed a change in flight, is answered with it.
+        # The recent deltas sent per entry (they end at the entry's current version, else they are useless):
+        # a summary some versions behind (a new neighbour while many peers join) is answered with them.
         self._sent_chain: dict[str, list[PeerDelta]] = {}
         self._gossip_source: dict[str, str] = {}
         self._gossip_due: float | None = None
@@ -745,11 +745,20 @@ class Mesh:
         # A chain goes instead of the entry where it is smaller (a join, a lost link: one record).
         deltas = {e.name: chain for e in pending if (chain := self._pending_deltas.get(e.name))
                   and 2 * sum(d.size for d in chain) <= len(e.connections) + 1}
-        for e in pending:   # kept only where smaller than the entry: memory stays within the topology's
-            if e.name in deltas:
-                self._sent_chain[e.name] = deltas[e.name]
-            else:
+        for e in pending:
+            chain = deltas.get(e.name)
+            if chain is None:
                 self._sent_chain.pop(e.name, None)
+                continue
+            prev = self._sent_chain.get(e.name)
+            if prev and prev[-1].order == (chain[0].incarnation, chain[0].base):
+                chain = prev + chain   # the history grows across flushes: a summary far behind still gets deltas
+            # ... but stays smaller than the entry (the oldest steps go first): memory within the topology's
+            total, budget = sum(d.size for d in chain), len(e.connections) // 2 + 1
+            while chain and (total > budget or len(chain) > 64):
+                total -= chain[0].size
+                chain = chain[1:]
+            self._sent_chain[e.name] = chain
         self._pending_gossip.clear()
         self._pending_deltas = {}
         self._gossip_source.clear()
