@@ -184,3 +184,24 @@ def test_bad_delta_message_closes_only_that_connection():
         assert any(type(x).__name__ == "Close" for x in outs)
     assert c.protocol_errors.get(b.identity.name) == 1
     assert any(x.remote.name == a.identity.name for x in c.live_connections())
+
+
+def test_a_summary_a_few_versions_behind_is_answered_with_deltas():
+    net = SimNet()
+    a, b, c, d = (net.add(i) for i in (1, 2, 3, 4))
+    for m in (b, c, d):
+        net.run(net.addr_of(m), m.connect([net.addr_of(a)], net.now))
+    net.until(lambda: full_mesh(net), 20)
+    net.advance(3)
+    before = a.topology.ourself
+    net.kill(d)                                       # a's entry loses a record: a delta goes out
+    net.until(lambda: full_mesh(net, 3), 5)
+    assert a.topology.ourself.version > before.version
+    (a_to_b,) = [x for x in a.live_connections() if x.remote.name == b.identity.name]
+    (b_to_a,) = [x for x in b.live_connections() if x.remote.name == a.identity.name]
+    summary = {n: [e.incarnation, e.version] for n, e in b.topology.peers.items()}
+    summary[a.identity.name] = [before.incarnation, before.version]   # b claims a's entry as before the kill
+    outs = a.data_received(a_to_b.id, b_to_a.channel.encode(MsgType.SUMMARY, json.dumps(summary).encode()),
+                           net.now)
+    kinds = [Channel(None).feed(x.data)[0][0] for x in outs if type(x).__name__ == "Send"]
+    assert kinds == [MsgType.GOSSIP_DELTA]
