@@ -91,6 +91,22 @@ def test_containers_reach_their_subnet_across_hosts_and_nothing_else(host, src):
         assert ok == (net == src_net), f"{src} -> {dst} ({addr}): {'reached' if ok else 'unreachable'}"
 
 
+def test_declared_ports_env_and_restart_policy_applied(host):
+    # web1 on mol-host1 is declared with ports 8080:80, env ROLE=web and restart_policy unless-stopped;
+    # mol-host2 fetches the published port over the hosts' network
+    if hostname(host) == "mol-host1":
+        assert host.check_output("docker exec web1 printenv ROLE") == "web"
+        assert host.check_output("docker inspect -f '{{.HostConfig.RestartPolicy.Name}}' web1") == "unless-stopped"
+    elif hostname(host) == "mol-host2":
+        for dummy in range(3):
+            r = host.run("busybox wget -q -T 3 -O - http://198.51.100.75:8080/")
+            if r.rc == 0:
+                break
+        assert r.rc == 0 and "weavenet" in r.stdout, r.stderr
+    else:
+        pytest.skip("nothing declared with ports on this host")
+
+
 def test_exposed_host_reaches_its_subnet_only(host):
     exp_host, exp_addr, exp_net = EXPOSED
     if hostname(host) != exp_host:
