@@ -62,7 +62,17 @@ only_host_down() {  # only_host_down HOST LOG: in site.yml's output, HOST alone 
     echo "$log: another host than $host failed" >&2
     ok=1
   fi
-  grep -q "Not deployed (unreachable or failed, see above): $host\"" "$log" ||
+  grep -Eq "Not deployed \(unreachable or failed, see above\): $host[\"']" "$log" ||
     { echo "$log: the summary does not name $host" >&2; ok=1; }
+  return $ok
+}
+
+launch_failures_reported() {  # launch_failures_reported LOG HOST...: each host's failed launch was rescued (so the
+  # serial play went on to the next host) and the host failed before its containers, by name
+  local log=$1 host ok=0
+  shift
+  for host in "$@"; do
+    grep -q "weave did not launch on $host: " "$log" || { echo "$log: no launch failure reported for $host" >&2; ok=1; }
+  done
   return $ok
 }
