@@ -166,3 +166,13 @@ def test_a_gro_train_of_fragments_is_delivered_whole(rig):
     assert rig.delivered() == f
     assert rig.delivered() is None
     rig.assert_alive_and_delivering()
+
+
+def test_unfinished_fragmented_datagrams_are_counted(rig):
+    parts = sleeve.fragment(rig.valid([frame(LOCAL_MAC, B_MAC, bytes(3000))]), 600)
+    for seq in range(20):   # more unfinished datagrams than the reassembly keeps: the oldest are given up
+        head = bytearray(parts[0])
+        head[8:16] = (10**6 + seq).to_bytes(8, "big")
+        rig.send(bytes(head))
+    assert wait(lambda: rig.eng.drops["frag_incomplete"] >= 20 - 8), dict(rig.eng.drops)
+    rig.assert_alive_and_delivering()

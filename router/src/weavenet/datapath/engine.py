@@ -164,7 +164,12 @@ class Engine:
 
     @property
     def drops(self) -> Counter:
-        return self._sum("drops")
+        total = self._sum("drops")
+        # Fragmented datagrams given up unfinished (timed out, or evicted by newer ones): their fragments lost.
+        incomplete = sum(lk.reasm.evicted for lk in self._view.links.values())
+        if incomplete:
+            total["frag_incomplete"] += incomplete
+        return total
 
     def publish(self, view: View) -> None:
         """Swap in new routes/links; each attribute assignment is atomic for the threads."""
