@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import dns.flags
 import dns.message
+import dns.rrset
 import pytest
 
 from weavenet.mesh.errors import ProtocolError
@@ -223,3 +224,34 @@ def test_a_client_that_never_reads_is_dropped_not_buffered(monkeypatch):
 
     asyncio.run(run())
     assert svc.counters["tcp_dropped"] == 1 and not svc._tcp_conns
+
+
+def test_names_outside_the_domain_are_forwarded_and_relayed_over_tcp():
+    upstream = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    upstream.bind(("127.0.0.1", 0))
+    upstream.setblocking(False)
+    svc = service()
+    svc._upstream, svc._upstream_port = ["127.0.0.1"], upstream.getsockname()[1]
+
+    async def answer_once() -> None:   # the upstream: one A record for whatever it is asked
+        loop = asyncio.get_running_loop()
+        data, addr = await loop.sock_recvfrom(upstream, 4096)
+        q = dns.message.from_wire(data)
+        r = dns.message.make_response(q)
+        r.answer.append(dns.rrset.from_text(q.question[0].name, 30, "IN", "A", "192.0.2.99"))
+        await loop.sock_sendto(upstream, r.to_wire(), addr)
+
+    async def run():
+        server, port = await serve(svc)
+        task = asyncio.create_task(answer_once())
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(frame(query("example.com.")))
+        msg = await read_msg(r)
+        await task
+        w.close()
+        server.close()
+        return msg
+
+    msg = asyncio.run(run())
+    upstream.close()
+    assert [x.address for x in msg.answer[0]] == ["192.0.2.99"] and svc.counters["forwarded"] == 1
