@@ -106,10 +106,24 @@ class SimPeers:
             ident = LocalIdentity(sim_name(i + 1), f"sim{i + 1}", rng.getrandbits(63), port)
             cfg = MeshConfig(password_hash=digest, discovery=False)
             cfg.summary_interval *= len(ips)  # the full-mesh rate at the router (module docstring)
-            self.peers.append(SimPeer(i, ip, port, Mesh(ident, incarnation, cfg, random.Random(rng.random()))))
+            mesh = Mesh(ident, incarnation, cfg, random.Random(rng.random()))
+            self._count_topology(mesh)
+            self.peers.append(SimPeer(i, ip, port, mesh))
         self.bytes_in = self.bytes_out = 0
+        self.topology_bytes_in = 0   # bodies of GOSSIP, GOSSIP_DELTA and SUMMARY messages from the router
         self.tick_errors = 0
         self._tasks: set[asyncio.Task] = set()
+
+    def _count_topology(self, mesh: Mesh) -> None:
+        """Count the topology gossip the peers receive (the bench tells it apart from other traffic, e.g.
+        the health channel's summaries) by wrapping the mesh's handlers of those messages."""
+        for attr in ("_on_gossip", "_on_delta", "_on_summary"):
+            handler = getattr(mesh, attr)
+
+            def counted(conn, body, *rest, _handler=handler):
+                self.topology_bytes_in += len(body)
+                return _handler(conn, body, *rest)
+            setattr(mesh, attr, counted)
 
     def execute(self, peer: SimPeer, actions: list[Action]) -> None:
         if peer.state != "running":
@@ -167,6 +181,7 @@ class SimPeers:
                           and any(c.state == "established" for c in p.mesh.live_connections()))
         t = os.times()
         return {"event": "stats", "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
+                "topology_bytes_in": self.topology_bytes_in,
                 "established": established, "cpu_s": round(t.user + t.system, 3), "tick_errors": self.tick_errors,
                 "gossip_received": sum(p.mesh.counters["gossip_received"] for p in self.peers)}
 
