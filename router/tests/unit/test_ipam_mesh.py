@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import random
 
-from weavenet.ipam.init import default_init
+from weavenet.ipam.init import IpamInit, consensus, default_init
 from weavenet.mesh.gossip import Gossiper
 from weavenet.weaver.dns_service import DnsService
 from weavenet.weaver.events import Dispatcher
@@ -20,12 +20,12 @@ RANGE = ipaddress.IPv4Network("10.32.0.0/12")
 class Host:
     """A mesh core with the real IPAM and DNS services, plugged in by the real dispatcher and gossip layer."""
 
-    def __init__(self, net: SimNet, index: int, peers: list[Host], tmp_path) -> None:
+    def __init__(self, net: SimNet, index: int, peers: list[Host], tmp_path, init: IpamInit | None = None) -> None:
         self.net = net
         self.mesh = net.add(index)
         self.name = self.mesh.identity.name
         self.ipam = IpamService(self.mesh, tmp_path / f"ipam-{index}.json", RANGE, None,
-                                init=default_init(1 if peers else 0), on_claim_refused=lambda *a: None)
+                                init=init or default_init(1 if peers else 0), on_claim_refused=lambda *a: None)
         self.alloc = self.ipam.alloc
         self.dns_service = DnsService(self.mesh, "weave.local", 1, [], "none")
         self.dns = self.dns_service.store
@@ -90,3 +90,19 @@ def test_chain_launch_then_twenty_concurrent_allocations_per_host_and_dns_across
     assert a.dns.lookup("web.weave.local.") == [c.done[f"{c.name}-c0"].split("/")[0]]
     c.net.run(c.addr, c.dns_service.remove(f"{c.name}-c0", net.now))
     until(net, hosts, lambda: not a.dns.lookup("web.weave.local."), 5)
+
+
+def test_all_mode_launched_at_once_agree_over_the_real_mesh(tmp_path):
+    """consensus=3, every router given every other one, all allocating before any connection is up: the
+    consensus claims travel as routed unicasts of the real mesh and gossip layer; one ring results."""
+    net = SimNet(5)
+    hosts = [Host(net, i, [], tmp_path, init=consensus(3)) for i in (1, 2, 3)]
+    for h in hosts:
+        net.run(h.addr, h.mesh.connect([o.addr for o in hosts if o is not h], net.now))
+    for h in hosts:
+        h.allocate(f"{h.name}-c0")
+    until(net, hosts, lambda: all(len(h.done) == 1 for h in hosts), 30)
+    assert len({a for h in hosts for a in h.done.values()}) == 3
+    assert len({h.alloc.ring.ring_id for h in hosts}) == 1
+    assert all(h.alloc.status()["consensus"] == {"state": "achieved"} for h in hosts)
+    assert all(not h.ipam.refused() for h in hosts)
