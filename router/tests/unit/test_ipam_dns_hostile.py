@@ -313,9 +313,12 @@ def test_forwarder_caps_concurrent_forwards_against_an_upstream_that_never_answe
         silent.close()
     assert peak - base <= MAX_FORWARDS  # one socket per forward at most, never more forwards than the cap
     assert after <= base  # every upstream socket closed
-    assert svc.counters["forwarded"] == MAX_FORWARDS
-    assert svc.counters["forward_refused"] == n_queries - MAX_FORWARDS
-    assert svc.counters["upstream_failed"] == MAX_FORWARDS
+    # On a loaded machine the first forwards may time out before the last query is sent, freeing slots:
+    # the cap bounds forwards in flight (peak above), so totals are checked as a sum.
+    forwarded = svc.counters["forwarded"]
+    assert MAX_FORWARDS <= forwarded < n_queries
+    assert svc.counters["forward_refused"] == n_queries - forwarded
+    assert svc.counters["upstream_failed"] == forwarded
     assert rcodes.count(dns.rcode.SERVFAIL) == n_queries  # every client got an answer, none hangs
 
 
