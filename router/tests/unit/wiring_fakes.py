@@ -109,7 +109,7 @@ class FakeDataplane:
     def start(self, loop) -> None:
         pass
 
-    def stop(self, loop) -> None:
+    def stop(self, loop, keep_datapath: bool = False) -> None:
         pass
 
     def sync(self, *args) -> list:   # (now), or (mesh, now) before the mesh emitted events

@@ -10,6 +10,7 @@ import time
 
 from ..api.client import APIError, Client, RouterNotRunning
 from ..weaver.paths import Paths
+from ..weaver.signals import RESTART_SIGNAL
 
 START_TIMEOUT = 30.0
 
@@ -76,12 +77,13 @@ def _last_error(paths: Paths, offset: int) -> str:
     return lines[-1] if lines else ""
 
 
-def stop(paths: Paths, timeout: float = 10.0) -> bool:
-    """Stop the router; True if one was running."""
+def stop(paths: Paths, timeout: float = 10.0, restart: bool = False) -> bool:
+    """Stop the router; True if one was running. restart: the fast path keeps forwarding until the next
+    router starts (RESTART_SIGNAL; a router older than it ends at once, its kernel state left as it is)."""
     pid = running_pid(paths)
     if pid is None:
         return False
-    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, RESTART_SIGNAL if restart else signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

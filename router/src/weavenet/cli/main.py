@@ -83,7 +83,10 @@ def build_parser() -> Parser:
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=Parser)
     _add_router_flags(sub.add_parser("launch", help="start the router in the background"), launch=True)
     _add_router_flags(sub.add_parser("router", help="run the router in the foreground"), launch=False)
-    sub.add_parser("stop", help="stop the router")
+    sp = sub.add_parser("stop", help="stop the router")
+    sp.add_argument("--restart", action="store_true",
+                    help="for a restart or upgrade: the fast path (kernel VXLAN) keeps forwarding until the next "
+                         "router adopts it, instead of closing")
     sub.add_parser("reset", help="stop the router, delete its persisted state and the weave bridge")
     st = sub.add_parser("status", help="show the router's status")
     st.add_argument("section", nargs="?", choices=sorted([*fmt.SECTIONS, "ipam"]))
@@ -243,7 +246,7 @@ def dispatch(args: argparse.Namespace, paths: Paths) -> int:
         _check_range(cfg)
         return run_router(cfg, paths)
     elif cmd in ("stop", "reset"):
-        was = daemon.stop(paths)
+        was = daemon.stop(paths, restart=cmd == "stop" and args.restart)
         if cmd == "reset":
             for f in paths.persisted_files():
                 f.unlink(missing_ok=True)

@@ -37,6 +37,7 @@ from .events import Dispatcher
 from .ipam_service import IpamService
 from .paths import Paths
 from .peer_transport import PeerProtocol
+from .signals import RESTART_SIGNAL
 from .state import check_all, load_or_create_peer_name, load_targets, save_targets
 from .workloads import Workloads
 
@@ -114,6 +115,7 @@ class Router:
         self._server: asyncio.base_events.Server | None = None
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
+        self._keep_datapath = False   # set by request_restart
         self.exit_status = 0   # non-zero: the router ends on its own (e.g. 70, the data plane failed)
 
     # --- actions from the core -------------------------------------------------------------------
@@ -246,6 +248,7 @@ class Router:
         self._tasks.add(task)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(RESTART_SIGNAL, self.request_restart)
 
     def _claim_refused(self, container_id: str, address: str, reason: str) -> None:
         """Another router already uses an address given to one of ours: take it off the container."""
@@ -286,6 +289,11 @@ class Router:
     def request_stop(self) -> None:
         self._stop.set()
 
+    def request_restart(self) -> None:
+        """Stop for a restart (`weave stop --restart`): the fast path keeps forwarding meanwhile."""
+        self._keep_datapath = True
+        self._stop.set()
+
     async def wait_stopped(self) -> None:
         await self._stop.wait()
         if not self.exit_status:
@@ -300,4 +308,4 @@ class Router:
             self.dns.stop()
         await asyncio.sleep(0.05)  # let transports flush their CLOSING messages
         await asyncio.to_thread(self.attachments.close)   # the operation in progress ends first
-        self.dataplane.stop(asyncio.get_running_loop())
+        self.dataplane.stop(asyncio.get_running_loop(), keep_datapath=self._keep_datapath)

@@ -173,14 +173,17 @@ class Dataplane:
         if self._hb_sock is not None:
             loop.add_reader(self._hb_sock.fileno(), self._on_heartbeats)
 
-    def stop(self, loop) -> None:
+    def stop(self, loop, keep_datapath: bool = False) -> None:
+        """keep_datapath (a restart, e.g. an upgrade): the source filter keeps its peers, so the kernel
+        goes on forwarding fast-path traffic to and from them until the next router adopts it (GRACE)."""
         if self._hb_sock is not None:
             loop.remove_reader(self._hb_sock.fileno())
             self._hb_sock.close()
         self.engine.stop()
         self.tap.close()
-        # Fail closed while no router runs: the VXLAN device stays, but takes nothing from anyone.
-        self._nl(udpfilter.set_peers, set())
+        if not keep_datapath:
+            # Fail closed while no router runs: the VXLAN device stays, but takes nothing from anyone.
+            self._nl(udpfilter.set_peers, set())
         self._netlink.shutdown(wait=True)
 
     def _adopt_vxlan_fdb(self, kept: set[str]) -> None:
