@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from .metrics_services import services
+
 if TYPE_CHECKING:
     from ..weaver.app import Router
 
@@ -50,6 +52,7 @@ class MeshCollector:
         yield from self._mesh_hostile(mesh)
         yield from self._dataplane()
         yield from peer_health(report)
+        yield from services(report)   # weave_ipam_*, weave_dns_* (api/metrics_services.py)
 
     def _mesh_hostile(self, mesh):
         # Label values are names of peers we know (topology or a connection), anything else "unknown":
