@@ -110,7 +110,7 @@ class FakeDataplane:
         pass
 
     def stop(self, loop, keep_datapath: bool = False) -> None:
-        pass
+        self.stopped = "kept" if keep_datapath else "closed"   # how the router stopped its data plane
 
     def sync(self, *args) -> list:   # (now), or (mesh, now) before the mesh emitted events
         self.synced += 1
