@@ -111,6 +111,7 @@ class SimPeers:
             self.peers.append(SimPeer(i, ip, port, mesh))
         self.bytes_in = self.bytes_out = 0
         self.topology_bytes_in = 0   # bodies of GOSSIP, GOSSIP_DELTA and SUMMARY messages from the router
+        self.topology_bytes_by_kind = {"_on_gossip": 0, "_on_delta": 0, "_on_summary": 0}
         self.tick_errors = 0
         self._tasks: set[asyncio.Task] = set()
 
@@ -120,8 +121,9 @@ class SimPeers:
         for attr in ("_on_gossip", "_on_delta", "_on_summary"):
             handler = getattr(mesh, attr)
 
-            def counted(conn, body, *rest, _handler=handler):
+            def counted(conn, body, *rest, _handler=handler, _kind=attr):
                 self.topology_bytes_in += len(body)
+                self.topology_bytes_by_kind[_kind] += len(body)
                 return _handler(conn, body, *rest)
             setattr(mesh, attr, counted)
 
@@ -181,7 +183,8 @@ class SimPeers:
                           and any(c.state == "established" for c in p.mesh.live_connections()))
         t = os.times()
         return {"event": "stats", "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
-                "topology_bytes_in": self.topology_bytes_in,
+                "topology_bytes_in": self.topology_bytes_in, "topology_bytes_by_kind": self.topology_bytes_by_kind,
+                "gaps": sum(p.mesh.counters["gossip_delta_gaps"] for p in self.peers),
                 "established": established, "cpu_s": round(t.user + t.system, 3), "tick_errors": self.tick_errors,
                 "gossip_received": sum(p.mesh.counters["gossip_received"] for p in self.peers)}
 
