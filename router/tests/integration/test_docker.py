@@ -193,7 +193,7 @@ def test_bad_input(mesh):
         assert len(err.splitlines()) == 1 and says in err, (args, err)
         return err
 
-    fails("run", "10.2.1.300/24", "--label", label, "--network", "none", image, code=1, says="10.2.1.300")
+    fails("run", "10.2.1.300/24", "--label", label, "--network", "none", image, code=2, says="10.2.1.300")  # usage
     fails("run", f"{SUBNET_A}.21/24", "--label", label, "--frobnicate", image, code=2, says="--frobnicate")
     fails("run", f"{SUBNET_A}.21/24", "--label", label, "--pull", "never", "weavenet/nosuch:1", says="not found")
     fails("run", f"{SUBNET_A}.20/24", "--label", label, "-ti", "--network", "none", image, says="already used")
