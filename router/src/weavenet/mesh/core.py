@@ -195,6 +195,7 @@ class Conn:
     peer_hb: tuple[float, float] = (0.0, 0.0)  # (peer's timestamp, when we got it): echoed back
     rtt: float | None = None
     last_repair: float = -1e9        # when we last asked this neighbour for entries a delta of its missed
+    synced: bool = False             # we answered its summary: until then it gets no flush (the answer has it all)
     timer_due: float = 0.0           # its entry in Mesh._timers that counts (older ones are stale)
 
     @property
@@ -674,6 +675,7 @@ class Mesh:
                         deltas += suffix
                         continue
                 newer.append(e)
+        conn.synced = True
         return self._send_deltas(conn, deltas) + self._send_gossip(conn, newer)
 
     def _chain_to_current(self, name: str) -> list[PeerDelta]:
@@ -767,6 +769,8 @@ class Mesh:
         actions: list[Output] = []
         for cid, entries in per_conn.items():
             conn = self.conns[cid]
+            if not conn.synced:   # a new neighbour: deltas of entries it has not got yet would be gaps
+                continue
             if deltas and conn.remote is not None and conn.remote.features.get(DELTA_FEATURE) == 1:
                 actions += self._send_deltas(conn, [d for e in entries for d in deltas.get(e.name, ())])
                 entries = [e for e in entries if e.name not in deltas]
