@@ -8,6 +8,7 @@ it is printed (a hostile or broken host can garble its own rows, never the table
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from ansible.errors import AnsibleFilterError
 
@@ -42,22 +43,26 @@ def _loss(ratio):
 
 
 def _parse(raw):
-    """A host's report: a dict, or JSON text (a command's stdout). Returns (router dict, error text)."""
+    """A host's report: a dict, JSON text or a registered command result. Returns (router dict, None) or
+    (None, (state, why))."""
     if raw is None:
-        return None, "no report (unreachable?)"
+        return None, ("no report", "not in this run (unreachable or failed before)")
+    if isinstance(raw, Mapping) and not isinstance(raw, dict):
+        raw = dict(raw)
     if isinstance(raw, dict) and raw.get("unreachable"):
-        return None, "unreachable: " + _text(raw.get("msg"), 100)
+        msg = str(raw.get("msg") or "")
+        return None, ("unreachable", _text(msg[len("Task failed: "):] if msg.startswith("Task failed: ") else msg, 100))
     if isinstance(raw, dict) and "stdout" in raw and "router" not in raw:   # a registered command result
         if raw.get("failed") or raw.get("rc"):
-            return None, _text(raw.get("stderr") or raw.get("msg") or "weave report failed", 120)
+            return None, ("router down", _text(raw.get("stderr") or raw.get("msg") or "weave report failed", 100))
         raw = raw.get("stdout")
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
         except ValueError:
-            return None, "weave report: not JSON"
+            return None, ("bad report", "weave report: not JSON")
     if not isinstance(raw, dict) or not isinstance(raw.get("router"), dict):
-        return None, "weave report: no router section"
+        return None, ("bad report", "weave report: no router section")
     return raw["router"], None
 
 
@@ -97,7 +102,7 @@ def weave_status_table(reports, hosts=None, var=None):
     variables (hostvars) and the report is that variable. One table: a row per (host, peer) it measures; a host whose report is missing or broken gets one
     '!!' row saying why; a host with no peer gets one row saying so. Hosts in the order of `hosts` (else
     sorted). Ends with a line counting the unhealthy rows."""
-    if not isinstance(reports, dict):
+    if not isinstance(reports, Mapping):   # a dict, or hostvars
         raise AnsibleFilterError("weave_status_table: expects a dict of host -> weave report, got %s"
                                  % type(reports).__name__)
     order = list(hosts) if hosts is not None else sorted(reports)
@@ -109,7 +114,7 @@ def weave_status_table(reports, hosts=None, var=None):
             raw = raw.get(var)
         router, err = _parse(raw)
         if router is None:
-            rows.append([UNHEALTHY, name, "-", "router down", "", "", "", "", err])
+            rows.append([UNHEALTHY, name, "-", err[0], "", "", "", "", err[1]])
             continue
         for problem in _host_problems(router):
             rows.append([UNHEALTHY, name, "(this host)", "", "", "", "", "", problem])

@@ -50,9 +50,10 @@ def test_unhealthy_peers_unreachable_hosts_and_dead_routers_are_marked():
     }, ["h1", "h2", "h3", "h4"])
     rows = lines(out)
     assert rows[1].startswith("!!") and "relayed via bb" in rows[1] and "direct connection lost (timeout)" in rows[1]
-    assert rows[2].startswith("!!") and "unreachable: Failed to connect" in rows[2]
-    assert rows[3].startswith("!!") and "router not running" in rows[3]
-    assert rows[4].startswith("!!") and "h4" in rows[4] and "no report" in rows[4]   # no result at all
+    assert rows[2].split()[:4] == ["!!", "h2", "-", "unreachable"] and "Failed to connect via ssh" not in rows[2]
+    assert rows[2].endswith("Failed to connect to the host via ssh")
+    assert rows[3].split()[:5] == ["!!", "h3", "-", "router", "down"] and rows[3].endswith("router not running")
+    assert rows[4].split()[:5] == ["!!", "h4", "-", "no", "report"]   # no result at all
     assert rows[-1] == "4 host(s), 4 row(s), 4 unhealthy (!!)"
 
 
