@@ -95,7 +95,7 @@ def test_declared_ports_env_and_restart_policy_applied(host):
     # web1 on mol-host1 is declared with ports 8080:80, env ROLE=web and restart_policy unless-stopped;
     # mol-host2 fetches the published port over the hosts' network
     if hostname(host) == "mol-host1":
-        assert host.check_output("docker exec web1 printenv ROLE") == "web"
+        assert host.check_output("docker exec web1 /bin/sh -c 'echo \"$ROLE\"'") == "web"
         assert host.check_output("docker inspect -f '{{.HostConfig.RestartPolicy.Name}}' web1") == "unless-stopped"
     elif hostname(host) == "mol-host2":
         for dummy in range(3):
