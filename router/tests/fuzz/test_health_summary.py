@@ -1,6 +1,7 @@
 """Fuzz: the `health` gossip channel. Any bytes merge without raising (a bad message is counted, never an
 exception); what a merge stores is always valid (re-encodes and decodes to itself); merges of valid entries
-are idempotent and end in the same state whatever the order."""
+are idempotent and end in the same state whatever the order. Deltas (applied only on their base) are in the
+any-bytes mix."""
 
 from __future__ import annotations
 
@@ -21,8 +22,12 @@ values = st.recursive(scalars, lambda kids: st.lists(kids, max_size=8) | st.dict
 links = st.lists(st.tuples(st.sampled_from(PEERS + [US]), st.sampled_from(STATES), st.sampled_from(DATAPATHS),
                            st.booleans(), st.none() | st.integers(0, 60000), st.none() | st.integers(0, 1000),
                            st.booleans()).map(list), max_size=5)
+links = links.filter(lambda ls: len({lk[0] for lk in ls}) == len(ls))   # a peer's link once
 entries = st.fixed_dictionaries({"o": st.sampled_from(PEERS), "e": st.integers(0, 3), "n": st.integers(0, 3),
-                                 "k": st.sampled_from(["a", "b", ""]), "c": st.integers(0, 9), "l": links})
+                                 "r": st.integers(0, 3), "k": st.sampled_from(["a", "b", ""]),
+                                 "c": st.integers(0, 9), "l": links})
+deltas = st.tuples(entries, st.integers(0, 3), st.lists(st.sampled_from(PEERS + [US]), max_size=3)).map(
+    lambda t: {**t[0], "n": t[0]["n"] + 1, "b": min(t[1], t[0]["n"]), "x": t[2]})
 
 
 def store() -> SummaryStore:
@@ -32,7 +37,8 @@ def store() -> SummaryStore:
 
 
 @given(st.binary(max_size=300) | values.map(lambda v: json.dumps(v).encode())
-       | st.fixed_dictionaries({"v": st.just(1), "s": st.lists(values | entries, max_size=4)}).map(
+       | st.fixed_dictionaries({"v": st.sampled_from([1, 2]),
+                               "s": st.lists(values | entries | deltas, max_size=4)}).map(
            lambda v: json.dumps(v).encode()))
 def test_any_bytes_merge_without_raising_and_what_is_stored_is_valid(payload):
     s = store()
@@ -46,7 +52,7 @@ def test_any_bytes_merge_without_raising_and_what_is_stored_is_valid(payload):
 
 @given(st.lists(entries, min_size=1, max_size=6), st.randoms())
 def test_merges_are_idempotent_and_order_independent(batch, rnd):
-    msgs = [json.dumps({"v": 1, "s": [e]}).encode() for e in batch]
+    msgs = [json.dumps({"v": 2, "s": [e]}).encode() for e in batch]
     a, b = store(), store()
     for m in msgs:
         a.merge("02:00:00:00:00:99", m, 1.0)   # relayed by a neighbour, not the origins themselves
@@ -56,7 +62,19 @@ def test_merges_are_idempotent_and_order_independent(batch, rnd):
         b.merge("02:00:00:00:00:99", m, 1.0)
     key = lambda s: {n: (e.order, e.wire()) for n, e in s.entries.items()}   # noqa: E731
     # Equal orders with different content are a broken origin's doing: only compare when orders are unique.
-    orders = [(e["o"], e["e"], e["n"]) for e in batch]
+    orders = [(e["o"], e["e"], e["n"], e["r"]) for e in batch]
     if len(set(orders)) == len(orders):
         assert key(a) == key(b)
     assert encode(list(a.entries.values())) is not None
+
+
+@given(st.lists(entries | deltas, min_size=1, max_size=8))
+def test_a_sequence_of_entries_and_deltas_leaves_a_valid_store_and_forwards_only_what_decodes(batch):
+    s = store()
+    for e in batch:
+        out = s.merge(e["o"], json.dumps({"v": 2, "s": [e]}).encode(), 1.0)
+        if out is not None:
+            assert decode(out, 10)
+    full = s.full_state()
+    if full is not None:
+        assert {e.origin for e in decode(full, 10)} == set(s.entries)

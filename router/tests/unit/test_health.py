@@ -8,7 +8,7 @@ import json
 import pytest
 
 from weavenet.health import summary as sm
-from weavenet.health.service import HealthService
+from weavenet.health.service import FIGURES_INTERVAL, HealthService
 from weavenet.health.summary import Link, SummaryStore
 from weavenet.health.tracker import LOSS_UNHEALTHY, HealthTracker, classify
 from weavenet.mesh.events import (
@@ -162,12 +162,17 @@ def test_the_table_is_capped_like_the_mesh():
 
 
 # --- the gossip channel ------------------------------------------------------------------------------------
-def entry(origin: str = B, epoch: int = 1, seq: int = 1, links=None, nick: str = "b", containers: int = 2) -> dict:
-    return {"o": origin, "e": epoch, "n": seq, "k": nick, "c": containers,
+def entry(origin: str = B, epoch: int = 1, seq: int = 1, links=None, nick: str = "b", containers: int = 2,
+          rev: int = 0) -> dict:
+    return {"o": origin, "e": epoch, "n": seq, "r": rev, "k": nick, "c": containers,
             "l": links if links is not None else [[US, "connected", "fastdp", False, 1, 0, True]]}
 
 
-def msg(*entries, v: int = 1) -> bytes:
+def delta(base: int, seq: int, links=(), removed=(), origin: str = B, epoch: int = 1, rev: int = 0) -> dict:
+    return {**entry(origin, epoch, seq, list(links), rev=rev), "b": base, "x": list(removed)}
+
+
+def msg(*entries, v: int = 2) -> bytes:
     return json.dumps({"v": v, "s": list(entries)}).encode()
 
 
@@ -183,10 +188,12 @@ def test_a_summary_is_stored_and_passed_on_only_when_news():
     assert out is not None and json.loads(out)["s"][0]["o"] == B
     assert s.merge(C, msg(entry()), 2.0) is None                 # the same again: nothing to pass on
     # Only new figures (RTT): stored, not flooded (anti-entropy carries them).
-    assert s.merge(C, msg(entry(seq=2, links=[[US, "connected", "fastdp", False, 9, 0, True]])), 3.0) is None
-    assert s.entries[B].seq == 2 and s.entries[B].links[0].rtt_ms == 9
-    # A state change is news.
-    assert s.merge(C, msg(entry(seq=3, links=[[US, "broken", "none", False, None, None, False]])), 4.0)
+    assert s.merge(C, msg(entry(seq=1, rev=2, links=[[US, "connected", "fastdp", False, 9, 0, True]])), 3.0) is None
+    assert s.entries[B].rev == 2 and s.entries[B].links[0].rtt_ms == 9
+    # A state change is news, passed on as a delta (the changed link only) from the seq we held.
+    out = s.merge(C, msg(entry(seq=3, rev=3, links=[[US, "broken", "none", False, None, None, False]])), 4.0)
+    assert out is not None and json.loads(out)["s"][0] == delta(1, 3, [[US, "broken", "none", False, None, None,
+                                                                        False]], rev=3)
     assert s.merge(C, msg(entry(seq=1)), 5.0) is None and s.entries[B].seq == 3   # older: ignored
 
 
@@ -206,6 +213,10 @@ def test_the_origin_itself_overrides_a_relayed_entry_from_the_future():
     msg(entry(links=[[US, "connected", "fastdp", False, 1, 1001, True]])),
     msg(entry(nick="x" * 65)), msg(entry(nick="evil\x1b[31m")), msg(entry(containers=True)),
     msg({**entry(), "extra": 1}), msg(entry(links=[[US, "connected", "fastdp", False, 1, 0, True]] * 1025)),
+    msg(entry(links=[[US, "connected", "fastdp", False, 1, 0, True]] * 2)), msg({**entry(), "r": -1}),
+    msg(delta(2, 2)), msg(delta(3, 2)), msg({**delta(1, 2), "x": "all"}), msg(delta(1, 2, removed=["nobody"])),
+    msg({**delta(1, 2), "x": [US] * 1025}), msg({k: v for k, v in delta(1, 2).items() if k != "x"}),
+    msg({k: v for k, v in entry().items() if k != "r"}), b'{"v":0,"s":[]}', b'{"v":true,"s":[]}',
     msg(*[entry(origin=f"02:00:00:00:02:{i:02x}") for i in range(51)]),
     b'{"v":1,"s":[' + b"[" * 100000 + b"]" * 100000 + b"]}",
     b'{"v":1,"s":[],"pad":"' + b"x" * sm.MAX_PAYLOAD + b'"}',
@@ -218,7 +229,7 @@ def test_hostile_summaries_are_counted_and_dropped_whole(payload):
 
 def test_a_newer_wire_version_and_unknown_origins_are_ignored():
     s = store()
-    assert s.merge(B, msg(entry(), v=2), 1.0) is None and s.refused["malformed"] == 0
+    assert s.merge(B, msg(entry(), v=3), 1.0) is None and s.refused["malformed"] == 0
     stranger = "02:00:00:00:09:09"
     assert s.merge(B, msg(entry(origin=stranger)), 1.0) is None and s.refused["unknown_origin"] == 1
     assert s.merge(B, msg(entry(origin=US)), 1.0) is None and US not in s.entries   # ours is ours
@@ -249,12 +260,64 @@ def test_service_publishes_a_state_change_at_once_and_figures_quietly():
     (send,) = svc.tick(0.0, containers=3)
     body = json.loads(send.payload)["s"][0]
     assert (send.channel, send.dest, body["c"], body["l"][0][:3]) == ("health", None, 3, [B, "connected", "sleeve"])
-    t.on_event(Heartbeat(B, 1, 0.004), 0.7)
-    assert svc.tick(1.5, containers=3) == []              # an RTT figure: stored, not sent
-    assert svc.store.entries[US].links[0].rtt_ms == 4
-    svc.on_event(ConnectionDown(B, 1, "EOF"), 2.0)
-    (send,) = svc.tick(2.6, containers=3)
-    assert json.loads(send.payload)["s"][0]["l"][0][1] == "broken"
+    for i in range(1, 15):
+        t.on_event(Heartbeat(B, 1, 0.004), HB * i)
+    assert svc.tick(1.5, containers=3) == []              # no medians computed between figure refreshes
+    assert svc.store.entries[US].links[0].rtt_ms is None
+    assert svc.tick(FIGURES_INTERVAL, containers=3) == []   # an RTT figure: stored (new rev), not sent
+    ours = svc.store.entries[US]
+    assert (ours.links[0].rtt_ms, ours.seq, ours.rev) == (4, 1, 2)
+    svc.on_event(ConnectionDown(B, 1, "EOF"), 11.0)
+    (send,) = svc.tick(11.5, containers=3)
+    assert json.loads(send.payload)["s"][0] == {**delta(1, 2, [[B, "broken", "none", False, None, None, False]],
+                                                        origin=US, rev=3), "k": "us", "c": 3}
+
+
+def test_one_changed_link_of_many_costs_one_link_record_not_the_whole_summary():
+    t = tracker(max_peers=300)
+    svc = HealthService(t, SummaryStore(US, 1, 300), "us")
+    peers = [f"02:00:00:00:01:{i:02x}" for i in range(200)]
+    for i, p in enumerate(peers):
+        t.on_event(up(p, i + 1), 0.0)
+    (first,) = svc.tick(0.0, containers=0)
+    svc.on_event(ConnectionDown(peers[7], 8, "EOF"), 1.0)
+    (change,) = svc.tick(1.0, containers=0)
+    assert len(first.payload) > 200 * 40 and len(change.payload) < 200
+    # A neighbour that held the first summary ends with the same links as ours; it passes the delta on as is.
+    other = SummaryStore(B, 2, 300)
+    other.merge(US, first.payload, 0.5)
+    assert other.merge(US, change.payload, 1.5) == change.payload
+    assert other.entries[US].links == svc.store.entries[US].links
+
+
+def test_a_delta_applies_only_on_its_base_a_gap_waits_for_anti_entropy():
+    s = store()
+    s.merge(B, msg(entry(seq=1)), 1.0)
+    c_link = [C, "connected", "sleeve", True, 3, 0, True]
+    assert s.merge(C, msg(delta(1, 2, [c_link])), 2.0) is not None
+    assert [lk.peer for lk in s.entries[B].links] == [US, C] and s.entries[B].seq == 2
+    assert s.merge(C, msg(delta(1, 2, [c_link])), 2.5) is None          # the same again: nothing
+    assert s.merge(C, msg(delta(3, 4, removed=[US])), 3.0) is None and s.gaps == 1   # seq 3 missed
+    assert [lk.peer for lk in s.entries[B].links] == [US, C]
+    assert s.merge(C, msg(delta(2, 3, removed=[US])), 3.5) is not None
+    assert [lk.peer for lk in s.entries[B].links] == [C] and s.gaps == 1
+    assert s.merge(C, msg(delta(1, 2, epoch=2)), 4.0) is None and s.gaps == 2     # another epoch's delta
+    # Anti-entropy: the full entry repairs whatever was missed.
+    s.merge(C, msg(entry(seq=5, epoch=2, links=[c_link])), 5.0)
+    assert s.entries[B].order == (2, 5, 0)
+    # A delta that would leave more links than the cap is refused.
+    big = [[f"02:00:00:01:{i // 256:02x}:{i % 256:02x}", "connected", "sleeve", False, 1, 0, True] for i in range(1000)]
+    s.merge(B, msg(entry(seq=6, epoch=2, links=big)), 6.0)
+    more = [[f"02:00:00:02:00:{i:02x}", "connected", "sleeve", False, 1, 0, True] for i in range(30)]
+    assert s.merge(B, msg(delta(6, 7, more, epoch=2)), 7.0) is None and s.refused["malformed"] == 1
+    assert s.entries[B].seq == 6
+
+
+def test_an_older_routers_version_1_message_is_still_read():
+    s = store()
+    v1 = {k: v for k, v in entry(seq=4).items() if k != "r"}
+    assert s.merge(B, msg(v1, v=1), 1.0) is not None and s.entries[B].order == (1, 4, 0)
+    assert s.merge(B, msg(entry(seq=4), v=1), 1.0) is None and s.refused["malformed"] == 1   # "r" is not v1
 
 
 def test_the_mesh_says_heartbeat_and_connection_failed():

@@ -1,15 +1,24 @@
 """The "health" gossip channel: every router's compact summary of its own links, so any router can show every
 link of the mesh. Plugs into the one gossip layer (mesh/gossip.py) like IPAM and DNS.
 
-Wire (JSON, version 1): ``{"v": 1, "s": [entry, ...]}``, an entry ``{"o": origin, "e": epoch, "n": seq,
-"k": nickname, "c": containers, "l": [[peer, state, datapath, encrypted, rtt_ms, loss_permille, healthy], ...]}``.
-(epoch, seq) orders an origin's entries: epoch is the origin's start time (ms), seq counts its changes.
+Wire (JSON, version 2): ``{"v": 2, "s": [entry, ...]}``. A full entry ``{"o": origin, "e": epoch, "n": seq,
+"r": rev, "k": nickname, "c": containers, "l": [[peer, state, datapath, encrypted, rtt_ms, loss_permille,
+healthy], ...]}``; a delta entry has the same keys plus ``"b": base seq`` and ``"x": [removed peer, ...]``,
+and "l" holds only the links that changed since seq b. epoch is the origin's start time (ms), seq counts its
+significant changes (state, datapath, encryption, health, nickname, containers), rev every change, RTT
+figures included: (epoch, seq, rev) orders an origin's entries. A version-1 message (full entries, rev 0) of
+an older router is still read.
+
+Cost: a router sends only deltas of its OWN significant changes to its neighbours (O(changed links) bytes
+per neighbour, not its whole N-link summary); relays forward deltas they could apply. A delta whose base a
+router does not hold is a gap (counted, dropped): the channel's anti-entropy (full state to a random
+neighbour every few seconds, bounded by MAX_PAYLOAD) repairs it, and carries the RTT figures, which no
+delta carries on their own (they are refreshed at most every few seconds: service.FIGURES_INTERVAL).
 
 Hostile input: the payload, entry and link counts and every field are bounded and type-checked; a bad message
 is counted (``refused``) and dropped whole — the connection stays, as for DNS (the data path needs it). Only
 peers in the mesh's topology are stored (bounded by its peer cap); an origin's own message always replaces
 what others relayed for it (a relayed entry claiming a far-future epoch cannot freeze an origin out).
-Routers forward only what changed a link's state (not RTT figures): those spread by anti-entropy alone.
 """
 
 from __future__ import annotations
@@ -21,14 +30,19 @@ from dataclasses import dataclass
 from ..mesh.names import parse_peer_name
 
 CHANNEL = "health"
-WIRE_VERSION = 1
+WIRE_VERSION = 2
+READS = (1, 2)              # wire versions decoded (1: an older router's full entries)
 MAX_PAYLOAD = 1024 * 1024   # bytes of one message (a full state of a few hundred routers fits)
 MAX_LINKS = 1024            # links in one origin's summary (the mesh's connection limit is below)
 MAX_NICK = 64
 MAX_CONTAINERS = 1_000_000
 MAX_RTT_MS = 60_000
+MAX_COUNTER = 2**53
 STATES = ("connected", "broken")   # broken: was connected (or tried), is not now
 DATAPATHS = ("fastdp", "sleeve", "none")
+_FULL_KEYS = frozenset({"o", "e", "n", "r", "k", "c", "l"})
+_V1_KEYS = frozenset({"o", "e", "n", "k", "c", "l"})
+_DELTA_KEYS = _FULL_KEYS | {"b", "x"}
 
 
 @dataclass(frozen=True)
@@ -57,17 +71,58 @@ class Summary:
     containers: int
     links: tuple[Link, ...]
     received: float = 0.0   # when it reached us (local monotonic time, not on the wire)
+    rev: int = 0
 
     @property
-    def order(self) -> tuple[int, int]:
-        return (self.epoch, self.seq)
+    def order(self) -> tuple[int, int, int]:
+        return (self.epoch, self.seq, self.rev)
 
     def wire(self) -> dict:
-        return {"o": self.origin, "e": self.epoch, "n": self.seq, "k": self.nickname, "c": self.containers,
-                "l": [lk.wire() for lk in self.links]}
+        return {"o": self.origin, "e": self.epoch, "n": self.seq, "r": self.rev, "k": self.nickname,
+                "c": self.containers, "l": [lk.wire() for lk in self.links]}
 
     def significant(self) -> tuple:
         return (self.nickname, self.containers, tuple(lk.significant() for lk in self.links))
+
+
+@dataclass(frozen=True)
+class Delta:
+    """An origin's change from seq `base` to `seq`: the links added or changed, the peers removed."""
+    origin: str
+    epoch: int
+    seq: int
+    rev: int
+    base: int
+    nickname: str
+    containers: int
+    links: tuple[Link, ...]
+    removed: tuple[str, ...]
+
+    def wire(self) -> dict:
+        return {"o": self.origin, "e": self.epoch, "n": self.seq, "r": self.rev, "b": self.base,
+                "k": self.nickname, "c": self.containers, "l": [lk.wire() for lk in self.links],
+                "x": list(self.removed)}
+
+    def apply(self, old: Summary, now: float) -> Summary:
+        """`old` (at seq `base`) with this change. Its rev stays `old`'s: the other links' figures are as
+        old as that (a full entry of the same seq with fresher figures still replaces it)."""
+        links = {lk.peer: lk for lk in old.links}
+        for p in self.removed:
+            links.pop(p, None)
+        links.update((lk.peer, lk) for lk in self.links)
+        if len(links) > MAX_LINKS:
+            raise BadSummary(f"a delta leaves over {MAX_LINKS} links")
+        return Summary(old.origin, old.epoch, self.seq, self.nickname, self.containers,
+                       tuple(sorted(links.values(), key=lambda lk: lk.peer)), now, old.rev)
+
+
+def diff(old: Summary, new: Summary) -> Delta:
+    """The delta from `old` to `new` (same origin and epoch)."""
+    before = {lk.peer: lk for lk in old.links}
+    after = {lk.peer for lk in new.links}
+    return Delta(new.origin, new.epoch, new.seq, new.rev, old.seq, new.nickname, new.containers,
+                 tuple(lk for lk in new.links if before.get(lk.peer) != lk),
+                 tuple(sorted(before.keys() - after)))
 
 
 class BadSummary(ValueError):
@@ -80,6 +135,10 @@ def _int(v: object, lo: int, hi: int, what: str, nullable: bool = False) -> int 
     if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
         raise BadSummary(f"{what} must be an integer in {lo}..{hi}")
     return v
+
+
+def _count(v: object, what: str) -> int:
+    return _int(v, 0, MAX_COUNTER, what)  # type: ignore[return-value]
 
 
 def _name(v: object, what: str) -> str:
@@ -101,7 +160,36 @@ def _link(v: object) -> Link:
                 _int(loss, 0, 1000, "loss", True), healthy)
 
 
-def decode(payload: bytes, max_entries: int) -> list[Summary]:
+def _entry(e: object, version: int) -> Summary | Delta:
+    keys = set(e) if isinstance(e, dict) else None
+    if version == 1 and keys != _V1_KEYS:
+        raise BadSummary("an entry must have exactly o, e, n, k, c, l")
+    if version > 1 and keys not in (_FULL_KEYS, _DELTA_KEYS):
+        raise BadSummary("an entry must have exactly o, e, n, r, k, c, l (and b, x for a delta)")
+    assert isinstance(e, dict)
+    nick, links = e["k"], e["l"]
+    if not isinstance(nick, str) or len(nick) > MAX_NICK or not nick.isprintable():
+        raise BadSummary("bad nickname")
+    if not isinstance(links, list) or len(links) > MAX_LINKS:
+        raise BadSummary(f"'l' must be a list of at most {MAX_LINKS} links")
+    origin, epoch, seq = _name(e["o"], "origin"), _count(e["e"], "epoch"), _count(e["n"], "seq")
+    rev = _count(e["r"], "rev") if version > 1 else 0
+    containers: int = _int(e["c"], 0, MAX_CONTAINERS, "containers")  # type: ignore[assignment]
+    lks = tuple(_link(x) for x in links)
+    if len({lk.peer for lk in lks}) != len(lks):
+        raise BadSummary("a peer's link twice")
+    if "b" not in e:
+        return Summary(origin, epoch, seq, nick, containers, lks, 0.0, rev)
+    base, removed = _count(e["b"], "base"), e["x"]
+    if base >= seq:
+        raise BadSummary("a delta's base must be before its seq")
+    if not isinstance(removed, list) or len(removed) > MAX_LINKS:
+        raise BadSummary(f"'x' must be a list of at most {MAX_LINKS} peers")
+    return Delta(origin, epoch, seq, rev, base, nick, containers, lks,
+                 tuple(_name(x, "removed peer") for x in removed))
+
+
+def decode(payload: bytes, max_entries: int) -> list[Summary | Delta]:
     """Checked entries of a message (a message of a newer wire version: none). Raises BadSummary."""
     if len(payload) > MAX_PAYLOAD:
         raise BadSummary(f"message of {len(payload)} bytes over {MAX_PAYLOAD}")
@@ -109,30 +197,19 @@ def decode(payload: bytes, max_entries: int) -> list[Summary]:
         msg = json.loads(payload)
     except (ValueError, RecursionError):
         raise BadSummary("not JSON") from None
-    if not isinstance(msg, dict) or not isinstance(msg.get("v"), int):
+    if not isinstance(msg, dict) or not isinstance(msg.get("v"), int) or isinstance(msg["v"], bool):
         raise BadSummary("not a health summary")
-    if msg["v"] != WIRE_VERSION:
-        return []   # a newer router's format: not ours to judge
+    if msg["v"] not in READS:
+        if msg["v"] > WIRE_VERSION:
+            return []   # a newer router's format: not ours to judge
+        raise BadSummary(f"wire version {msg['v']} unknown")
     entries = msg.get("s")
     if not isinstance(entries, list) or len(entries) > max_entries:
         raise BadSummary(f"'s' must be a list of at most {max_entries} entries")
-    out = []
-    for e in entries:
-        if not isinstance(e, dict) or set(e) != {"o", "e", "n", "k", "c", "l"}:
-            raise BadSummary("an entry must have exactly o, e, n, k, c, l")
-        nick, links = e["k"], e["l"]
-        if not isinstance(nick, str) or len(nick) > MAX_NICK or not nick.isprintable():
-            raise BadSummary("bad nickname")
-        if not isinstance(links, list) or len(links) > MAX_LINKS:
-            raise BadSummary(f"'l' must be a list of at most {MAX_LINKS} links")
-        out.append(Summary(_name(e["o"], "origin"), _int(e["e"], 0, 2**53, "epoch"),  # type: ignore[arg-type]
-                           _int(e["n"], 0, 2**53, "seq"), nick,  # type: ignore[arg-type]
-                           _int(e["c"], 0, MAX_CONTAINERS, "containers"),  # type: ignore[arg-type]
-                           tuple(_link(x) for x in links)))
-    return out
+    return [_entry(e, msg["v"]) for e in entries]
 
 
-def encode(entries: list[Summary], max_bytes: int = MAX_PAYLOAD) -> bytes | None:
+def encode(entries: list[Summary] | list[Delta] | list[Summary | Delta], max_bytes: int = MAX_PAYLOAD) -> bytes | None:
     """The message for `entries`, in order, leaving out whatever would push it over `max_bytes`."""
     parts: list[bytes] = []
     size = 20
@@ -144,7 +221,7 @@ def encode(entries: list[Summary], max_bytes: int = MAX_PAYLOAD) -> bytes | None
         size += len(b) + 1
     if not parts:
         return None
-    return b'{"v":1,"s":[' + b",".join(parts) + b"]}"
+    return b'{"v":2,"s":[' + b",".join(parts) + b"]}"
 
 
 class SummaryStore:
@@ -155,24 +232,32 @@ class SummaryStore:
         self.epoch = epoch
         self.max_peers = max_peers
         self.seq = 0
+        self.rev = 0
         self.entries: dict[str, Summary] = {}
         self.known: frozenset[str] | None = None   # the topology's peers (None: not told yet)
         self.refused: Counter = Counter()          # reason -> messages or entries dropped
+        self.gaps = 0                              # deltas whose base we did not hold (anti-entropy repairs)
         self.last_refusal = ""
 
     # --- ours ---------------------------------------------------------------------------------
-    def publish(self, nickname: str, containers: int, links: list[Link], now: float) -> Summary | None:
-        """Our new summary. Returns it when something significant changed (to send to every neighbour
-        now), else None (stored with fresh figures; anti-entropy carries it)."""
+    def publish(self, nickname: str, containers: int, links: list[Link], now: float) -> Delta | Summary | None:
+        """Our new summary. Returns what to send to every neighbour now when something significant changed:
+        the delta from our previous summary (the first one whole), else None (stored with fresh figures
+        under a new rev; anti-entropy carries it)."""
         old = self.entries.get(self.ourname)
         links_t = tuple(sorted(links, key=lambda lk: lk.peer))[:MAX_LINKS]
+        nickname, containers = nickname[:MAX_NICK], min(containers, MAX_CONTAINERS)
         if old is not None and old.links == links_t and old.nickname == nickname and old.containers == containers:
             return None
+        self.rev += 1
+        candidate = Summary(self.ourname, self.epoch, self.seq + 1, nickname, containers, links_t, now, self.rev)
+        if old is not None and old.significant() == candidate.significant():
+            self.entries[self.ourname] = Summary(self.ourname, self.epoch, self.seq, nickname, containers,
+                                                 links_t, now, self.rev)
+            return None
         self.seq += 1
-        new = Summary(self.ourname, self.epoch, self.seq, nickname[:MAX_NICK], min(containers, MAX_CONTAINERS),
-                      links_t, now)
-        self.entries[self.ourname] = new
-        return new if old is None or old.significant() != new.significant() else None
+        self.entries[self.ourname] = candidate
+        return candidate if old is None else diff(old, candidate)
 
     # --- the gossip channel -------------------------------------------------------------------
     def full_state(self) -> bytes | None:
@@ -187,7 +272,7 @@ class SummaryStore:
             self.refused["malformed"] += 1
             self.last_refusal = f"from {src}: {e}"[:200]
             return None
-        forward = []
+        forward: list[Summary | Delta] = []
         for s in entries:
             if s.origin == self.ourname:
                 continue   # ours is authoritative here
@@ -195,17 +280,38 @@ class SummaryStore:
                 self.refused["unknown_origin"] += 1
                 continue
             old = self.entries.get(s.origin)
+            if isinstance(s, Delta):
+                out = self._merge_delta(s, old, now)
+                if out is not None:
+                    forward.append(out)
+                continue
             authoritative = s.origin == src   # the origin itself (authenticated by the mesh) always wins
             if old is not None and not (s.order > old.order or (authoritative and s.order != old.order)):
                 continue
             if old is None and len(self.entries) >= self.max_peers:
                 self.refused["full"] += 1
                 continue
-            new = Summary(s.origin, s.epoch, s.seq, s.nickname, s.containers, s.links, now)
+            new = Summary(s.origin, s.epoch, s.seq, s.nickname, s.containers, s.links, now, s.rev)
             self.entries[s.origin] = new
             if old is None or old.significant() != new.significant():
-                forward.append(new)
+                # Passed on as a delta where the neighbours can hold its base (O(changed links) bytes).
+                forward.append(new if old is None or old.epoch != new.epoch or old.seq >= new.seq
+                               else diff(old, new))
         return encode(forward) if forward else None
+
+    def _merge_delta(self, d: Delta, old: Summary | None, now: float) -> Delta | None:
+        if old is not None and old.epoch == d.epoch and old.seq >= d.seq:
+            return None   # already have it (or newer)
+        if old is None or old.epoch != d.epoch or old.seq != d.base:
+            self.gaps += 1   # we missed a change: anti-entropy's full state repairs it
+            return None
+        try:
+            self.entries[d.origin] = d.apply(old, now)
+        except BadSummary as e:
+            self.refused["malformed"] += 1
+            self.last_refusal = f"delta of {d.origin}: {e}"[:200]
+            return None
+        return d
 
     def peers_changed(self, known: frozenset[str]) -> None:
         """The topology's peers: summaries of peers it forgot (gone long enough) are dropped."""
