@@ -65,3 +65,21 @@ def test_every_metric_the_dashboard_and_the_rules_query_is_served_by_a_real_rout
 def test_names_are_found_in_expressions():
     assert _names('sum by (kind) (rate(weave_dns_events_total{kind="x"}[5m])) or up{job="w"} == 0') == {
         "weave_dns_events_total", "up"}
+
+
+def test_ipam_and_dns_figures():
+    from weavenet.api.metrics_services import DNS_KINDS, services
+
+    report = {"name": "aa", "ipam": {"consensus": {"state": "achieved"}, "pending": 2, "peers": [
+        {"peer": "aa", "addresses": 512, "used": 10}, {"peer": "bb", "addresses": 512, "used": 500}]},
+        "dns": {"upstream_failed": 3, "records": [{"name": "web"}]}}
+    got = {(s.name, tuple(sorted(s.labels.items()))): s.value for fam in services(report) for s in fam.samples}
+    assert got[("weave_ipam_ring_ready", ())] == 1 and got[("weave_ipam_pending", ())] == 2
+    assert got[("weave_ipam_addresses", (("kind", "used"), ("scope", "mesh")))] == 510
+    assert got[("weave_ipam_addresses", (("kind", "owned"), ("scope", "local")))] == 512
+    assert got[("weave_dns_events_total", (("kind", "upstream_failed"),))] == 3
+    assert sum(1 for k in got if k[0] == "weave_dns_events_total") == len(DNS_KINDS)   # every kind, from zero
+    assert got[("weave_dns_records", ())] == 1
+    # DNS off (--no-dns): no weave_dns_* at all; no ring yet: ready 0
+    got = {s.name: s.value for fam in services({"ipam": {"consensus": {"state": "waiting"}}}) for s in fam.samples}
+    assert got["weave_ipam_ring_ready"] == 0 and not any(n.startswith("weave_dns") for n in got)
