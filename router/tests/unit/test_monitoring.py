@@ -43,6 +43,8 @@ def test_every_metric_the_dashboard_and_the_rules_query_is_served_by_a_real_rout
             await until(lambda: established(a, "b") and established(b, "a"))
             await until(lambda: any(r["rtt_ms"] is not None for r in a.report()["router"]["health"]["peers"]))
             await a.attach("web", ["net:default"])
+            from weavenet.api.metrics_services import DNS_KINDS
+            assert a.dns is not None and set(a.dns.counters) == set(DNS_KINDS)   # one list of DNS counters
             return render(make_registry(a)).decode()
 
     fams = list(text_string_to_metric_families(asyncio.run(main())))
