@@ -51,7 +51,9 @@ def _parse(raw):
         raw = dict(raw)
     if isinstance(raw, dict) and raw.get("unreachable"):
         msg = str(raw.get("msg") or "")
-        return None, ("unreachable", _text(msg[len("Task failed: "):] if msg.startswith("Task failed: ") else msg, 100))
+        if msg.startswith("Task failed: "):
+            msg = msg[len("Task failed: "):]
+        return None, ("unreachable", _text(msg, 100))
     if isinstance(raw, dict) and "stdout" in raw and "router" not in raw:   # a registered command result
         if raw.get("failed") or raw.get("rc"):
             return None, ("router down", _text(raw.get("stderr") or raw.get("msg") or "weave report failed", 100))
@@ -130,8 +132,8 @@ def weave_status_table(reports, hosts=None, var=None):
     widths = [max(len(r[i]) for r in rows + [list(COLUMNS)]) for i in range(len(COLUMNS))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [list(COLUMNS)] + rows]
     bad = sum(1 for r in rows if r[0] == UNHEALTHY)
-    lines.append("%d host(s), %d row(s), %s" % (len(order), len(rows),
-                                                 "all healthy" if not bad else "%d unhealthy (%s)" % (bad, UNHEALTHY)))
+    verdict = "all healthy" if not bad else "%d unhealthy (%s)" % (bad, UNHEALTHY)
+    lines.append("%d host(s), %d row(s), %s" % (len(order), len(rows), verdict))
     return "\n".join(lines)
 
 
