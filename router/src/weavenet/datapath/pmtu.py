@@ -8,9 +8,10 @@ network says, the verified size stays within [FLOOR, ceiling] (ceiling = the MTU
 
 Search: rounds of up to ROUND_PROBES probes spread over (lo, hi], plus one of size lo as a control; the
 largest answered size becomes lo, the smallest unanswered one above it hi + 1, until hi - lo < STEP (a
-round whose control is lost changes nothing). Then the size in use is confirmed
-every CONFIRM_EVERY seconds (MISSES unanswered confirmations in a row: search again from the floor,
-sending at the floor meanwhile) and a bigger one looked for every RESEARCH_EVERY seconds.
+round whose control is lost changes nothing; after VOID_FREE such rounds in a row the next ones back off, up
+to VOID_BACKOFF_MAX apart: a peer that never answers must not cost a burst of probes every second). Then the
+size in use is confirmed every CONFIRM_EVERY seconds (MISSES unanswered confirmations in a row: search again
+from the floor, sending at the floor meanwhile) and a bigger one looked for every RESEARCH_EVERY seconds.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ ROUND_TIMEOUT = 1.0    # seconds a probe may take to be answered
 CONFIRM_EVERY = 10.0
 RESEARCH_EVERY = 120.0
 MISSES = 2
+VOID_FREE = 3          # void rounds (nothing answered, not even the control) retried at once; then backing off
+VOID_BACKOFF_MAX = 30.0   # a peer that never answers (no sleeve, UDP blocked) costs a round per 30 s, not per second
 IP_MTU = 14            # <linux/in.h> getsockopt: the MTU of a connected socket's route
 UDP_IP_OVERHEAD = 28   # IPv4 + UDP headers: a probe of size S carries S - 28 bytes of UDP payload
 
@@ -96,6 +99,7 @@ class Prober:
     misses: int = 0
     ignored: int = 0                     # replies that matched no probe (late, forged, wrong size)
     rounds: int = 0
+    voids: int = 0                       # void rounds in a row
 
     def __post_init__(self) -> None:
         self.ceiling = clamp(self.ceiling)
@@ -148,6 +152,8 @@ class Prober:
             return []
         if self.rounds:
             self._end_round(now)
+            if now < self.round_ends:                 # void rounds backing off
+                return []
         return self._round(now) if self.searching else []
 
     # --- internals -----------------------------------------------------------------------------
@@ -156,6 +162,7 @@ class Prober:
         self.outstanding.clear()
         self.answered.clear()
         self.rounds = 0
+        self.voids = 0
         self.round_ends = now
 
     def _probe(self, size: int) -> tuple[bytes, int]:
@@ -174,11 +181,15 @@ class Prober:
         return [self._probe(s) for s in sizes]
 
     def _end_round(self, now: float) -> None:
-        if self.lo not in self.answered:        # a void round: try again
+        if self.lo not in self.answered:        # a void round: try again (later, after a few in a row)
             self.outstanding.clear()
             self.answered.clear()
-            self.round_ends = now
+            self.voids += 1
+            over = self.voids - VOID_FREE
+            self.round_ends = now + (min(VOID_BACKOFF_MAX, ROUND_TIMEOUT * 2 ** min(over, 8)) if over > 0 else 0.0)
+            self.rounds = 0                      # none out: the next tick after round_ends starts one
             return
+        self.voids = 0
         sent = set(self.outstanding.values()) | self.answered
         ok = [s for s in self.answered if s > self.lo]
         if ok:

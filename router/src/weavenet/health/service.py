@@ -78,5 +78,6 @@ class HealthService:
         return {"peers": self.tracker.report(now, nicknames),
                 "mesh": {n: {**s.wire(), "age_s": round(now - s.received, 1)}
                          for n, s in sorted(self.store.entries.items())},
-                "refused": dict(self.store.refused), "untracked_peers": self.tracker.refused_peers,
+                "refused": dict(self.store.refused), "delta_gaps": self.store.gaps,
+                "untracked_peers": self.tracker.refused_peers,
                 "unattributed_failures": dict(self.tracker.unattributed_failures)}
