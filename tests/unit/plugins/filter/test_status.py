@@ -57,6 +57,12 @@ def test_unhealthy_peers_unreachable_hosts_and_dead_routers_are_marked():
     assert rows[-1] == "4 host(s), 4 row(s), 4 unhealthy (!!)"
 
 
+def test_a_task_that_never_ran_the_command_is_a_failed_row():
+    out = lines(weave_status_table({"h1": {"msg": "MODULE FAILURE", "module_stderr": "No such container: h1",
+                                           "failed": False}}))
+    assert out[1].split()[:4] == ["!!", "h1", "-", "failed"] and out[1].endswith("No such container: h1")
+
+
 def test_host_problems_datapath_and_ipam_ring():
     out = lines(weave_status_table({"h1": report(dataplane={"health": "degraded", "health_reason": "sleeve thread dead"},
                                                  ipam={"consensus": {"state": "waiting"}})}))
