@@ -58,8 +58,7 @@ def _parse(raw):
         if raw.get("failed") or raw.get("rc"):
             return None, ("router down", _text(raw.get("stderr") or raw.get("msg") or "weave report failed", 100))
         raw = raw.get("stdout")
-    elif isinstance(raw, dict) and "router" not in raw and ("msg" in raw or "module_stderr" in raw
-                                                             or "failed" in raw or "changed" in raw):
+    elif isinstance(raw, dict) and "router" not in raw and set(raw) & {"msg", "module_stderr", "failed", "changed"}:
         # the task did not run the command at all (e.g. no such container for a docker connection)
         why = " ".join(str(raw.get(k) or "") for k in ("msg", "module_stderr")).strip()
         return None, ("failed", _text(why or "weave report did not run", 100))
