@@ -4,7 +4,13 @@ import random
 
 import pytest
 
-from weavenet.mesh.connmaker import BACKOFF_AFTER_REFUSAL, BACKOFF_INITIAL, BACKOFF_MAX, ConnectionMaker
+from weavenet.mesh.connmaker import (
+    BACKOFF_AFTER_REFUSAL,
+    BACKOFF_INITIAL,
+    BACKOFF_MAX,
+    RECONNECT_QUICK,
+    ConnectionMaker,
+)
 
 
 class FixedRng(random.Random):
@@ -163,3 +169,17 @@ def test_remove_and_unknown_addresses():
     cm.failed("a:1", "x", 0.0)  # unknown: ignored
     cm.connected("a:1")
     assert cm.targets == {} and cm.explicit() == []
+
+
+def test_a_lost_connection_is_redialled_quickly_then_backs_off():
+    cm = ConnectionMaker(FixedRng(0.5))
+    cm.add("a:1", False, 0.0)
+    cm.dialing(cm.targets["a:1"], 1)
+    cm.connected("a:1")
+    waits = fail_n(cm, RECONNECT_QUICK + 3)
+    assert waits == [BACKOFF_INITIAL] * RECONNECT_QUICK + [BACKOFF_INITIAL, 2 * BACKOFF_INITIAL, 4 * BACKOFF_INITIAL]
+    # a refusal (password, version) ends the quick redials at once
+    cm.dialing(cm.targets["a:1"], 2)
+    cm.connected("a:1")
+    assert fail_n(cm, 1, refused=True)[0] >= BACKOFF_AFTER_REFUSAL * 0.75
+    assert fail_n(cm, 1)[0] > BACKOFF_INITIAL
