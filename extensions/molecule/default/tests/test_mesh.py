@@ -99,7 +99,8 @@ def test_declared_ports_env_and_restart_policy_applied(host):
         assert host.check_output("docker inspect -f '{{.HostConfig.RestartPolicy.Name}}' web1") == "unless-stopped"
     elif hostname(host) == "mol-host2":
         for dummy in range(3):
-            r = host.run("busybox wget -q -T 3 -O - http://198.51.100.75:8080/")
+            r = host.run("python3 -c \"import urllib.request as u; "
+                         "print(u.urlopen('http://198.51.100.75:8080/', timeout=3).read().decode())\"")
             if r.rc == 0:
                 break
         assert r.rc == 0 and "weavenet" in r.stdout, r.stderr
