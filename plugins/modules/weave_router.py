@@ -45,6 +45,15 @@ options:
         targets it had before).
     type: list
     elements: str
+  upgrade:
+    description:
+      - The installed router package changed (a new version) - if the router runs, restart it right before
+        launching the new one, with C(weave stop --restart), which leaves the kernel fast path forwarding the
+        containers' traffic until the new router adopts it. The settings are checked (dry run) before the stop,
+        so the router is down only between the stop and the launch.
+      - Ignored when a changed setting needs a restart anyway (then the router is stopped and launched again).
+    type: bool
+    default: false
   systemd_unit:
     description:
       - Start, stop and restart the router through this systemd unit instead of C(weave launch) and C(weave stop).
@@ -98,7 +107,7 @@ actions:
   elements: str
   sample: ["connect --replace 192.0.2.11:6783"]
 restart_reasons:
-  description: Settings that differed and caused a restart.
+  description: Settings that differed and caused a restart (C(upgrade) for a new router version).
   returned: always
   type: list
   elements: str
@@ -247,6 +256,12 @@ class RouterManager(object):
             self.client.run(["stop"])
         self._wait_stopped()
 
+    def _restart_stop(self):
+        # The router exits 0 keeping the fast path (SIGUSR2); under systemd the unit then goes inactive
+        # (Restart=on-failure leaves it), and _launch starts it again.
+        self.client.run(["stop", "--restart"])
+        self._wait_stopped()
+
     def _wait_stopped(self, timeout=15.0):
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -270,6 +285,11 @@ class RouterManager(object):
         if plan["restart"]:
             self.restart_reasons = [d for d in plan["differ"] if d != "peers"]
             self.do("stop", self._stop)
+            self._launch_action()
+            return
+        if self.module.params["upgrade"]:
+            self.restart_reasons = ["upgrade"]
+            self.do("restart (keeping the fast path)", self._restart_stop)
             self._launch_action()
             return
         self._sync_config_file()
@@ -321,6 +341,7 @@ def argument_spec():
     spec = dict(
         state=dict(type="str", default="started", choices=["started", "stopped", "absent"]),
         peers=dict(type="list", elements="str"),
+        upgrade=dict(type="bool", default=False),
         systemd_unit=dict(type="str"),
         config_file=dict(type="path"),
     )

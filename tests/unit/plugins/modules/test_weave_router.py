@@ -18,7 +18,7 @@ SETTINGS = dict(nickname="h2", port=6783, conn_limit=100, fastdp=True, mtu=1376,
 
 class FakeModule(object):
     def __init__(self, tmpdir, check_mode=False, **params):
-        base = dict(state="started", peers=None, systemd_unit=None, config_file=None,
+        base = dict(state="started", peers=None, upgrade=False, systemd_unit=None, config_file=None,
                     weave_bin="/x/weave", rundir=None, datadir=None)
         base.update(dict((k, None) for k in ROUTER_SETTINGS))
         base.update(params)
@@ -168,6 +168,20 @@ def test_setting_change_restarts(manage, change, reason):
     assert m.restart_reasons == [reason]
     assert [a[0] for a, dummy in c.calls] == ["stop", "launch"]
     assert "peers" not in c.dry_runs[0]  # peers unmanaged: the router relaunches with its persisted targets
+
+
+def test_upgrade_checks_settings_first_then_restarts_keeping_the_fast_path(manage):
+    m, c = manage(running(["192.0.2.11:6783"]), upgrade=True, peers=["192.0.2.11"], **SETTINGS)
+    assert m.restart_reasons == ["upgrade"] and len(c.dry_runs) == 1
+    assert [a for a, dummy in c.calls][:1] == [["stop", "--restart"]] and c.calls[1][0][0] == "launch"
+    # not running: a plain launch; a setting that needs a restart: the plain stop (the new settings may drop
+    # the fast path, e.g. a password)
+    m, c = manage(None, upgrade=True, **SETTINGS)
+    assert m.actions and [a[0] for a, dummy in c.calls] == ["launch"]
+    m, c = manage(running(["192.0.2.11:6783"]), upgrade=True, **dict(SETTINGS, mtu=1400))
+    assert [a for a, dummy in c.calls][0] == ["stop"] and m.restart_reasons == ["mtu"]
+    m, c = manage(running(["192.0.2.11:6783"]), upgrade=True, check_mode=True, **SETTINGS)
+    assert m.changed and c.calls == []
 
 
 def test_a_bad_setting_fails_with_the_routers_reason(tmp_path):
