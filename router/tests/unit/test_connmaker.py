@@ -8,6 +8,7 @@ from weavenet.mesh.connmaker import (
     BACKOFF_AFTER_REFUSAL,
     BACKOFF_INITIAL,
     BACKOFF_MAX,
+    RECONNECT_INTERVAL,
     RECONNECT_QUICK,
     ConnectionMaker,
 )
@@ -111,7 +112,7 @@ def test_connected_resets_backoff():
     t = cm.targets["a:1"]
     assert (t.state, t.attempts, t.info) == ("connected", 0, "")
     assert cm.due(1e9) == [] and cm.next_deadline() is None
-    assert fail_n(cm, 1) == [BACKOFF_INITIAL]
+    assert fail_n(cm, 1) == [RECONNECT_INTERVAL]  # a lost connection: quick redials first (below)
 
 
 def test_due_and_next_deadline_over_several_targets():
@@ -177,7 +178,7 @@ def test_a_lost_connection_is_redialled_quickly_then_backs_off():
     cm.dialing(cm.targets["a:1"], 1)
     cm.connected("a:1")
     waits = fail_n(cm, RECONNECT_QUICK + 3)
-    assert waits == [BACKOFF_INITIAL] * RECONNECT_QUICK + [BACKOFF_INITIAL, 2 * BACKOFF_INITIAL, 4 * BACKOFF_INITIAL]
+    assert waits == [RECONNECT_INTERVAL] * RECONNECT_QUICK + [BACKOFF_INITIAL, 2 * BACKOFF_INITIAL, 4 * BACKOFF_INITIAL]
     # a refusal (password, version) ends the quick redials at once
     cm.dialing(cm.targets["a:1"], 2)
     cm.connected("a:1")

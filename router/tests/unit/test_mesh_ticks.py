@@ -1,6 +1,6 @@
 """An idle mesh does O(due) work per tick: the dial pass runs only when something changed or is due."""
 
-from weavenet.mesh.connmaker import ConnectionMaker
+from weavenet.mesh.connmaker import RECONNECT_QUICK, ConnectionMaker
 from weavenet.mesh.core import Dial
 
 from .meshsim import SimNet, full_mesh
@@ -31,8 +31,8 @@ def test_idle_mesh_skips_the_dial_pass_until_a_connection_goes():
     net.advance(1)
     assert calls, "a lost connection must re-check the dial targets"
     n = len(calls)
-    net.advance(60)                                  # retries with backoff (0.5 s doubling to 30 s): a few passes
-    assert n < len(calls) < n + 30, len(calls)
+    net.advance(60)   # quick redials (RECONNECT_QUICK), then backoff (0.5 s doubling to 30 s): a few passes each
+    assert n < len(calls) < n + 30 + 2 * RECONNECT_QUICK, len(calls)
     assert a.connmaker.targets[net.addr_of(meshes[3])].state == "retrying"
 
 

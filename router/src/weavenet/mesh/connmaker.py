@@ -9,9 +9,10 @@ BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 30.0
 BACKOFF_AFTER_REFUSAL = 10.0  # a peer that refused us (password, version) is retried slowly
 # A peer we were connected to is most often restarting (an upgrade, `weave stop --restart`): it is redialled
-# every BACKOFF_INITIAL for this many failed dials (~3 s) before the backoff grows, so the sleeve is back
-# within half a second of the new router listening instead of after the 0.5+1+2 s... schedule.
-RECONNECT_QUICK = 6
+# every RECONNECT_INTERVAL for RECONNECT_QUICK failed dials (~3 s) before the backoff grows, so the sleeve is
+# back within a quarter second of the new router listening instead of after the 0.5+1+2 s... schedule.
+RECONNECT_QUICK = 12
+RECONNECT_INTERVAL = 0.25
 
 
 @dataclass
@@ -81,6 +82,8 @@ class ConnectionMaker:
         elif t.quick > 0:
             t.quick -= 1
             t.attempts = 0  # the growing backoff starts from BACKOFF_INITIAL once the quick redials are spent
+            t.next_try = now + RECONNECT_INTERVAL * self._rng.uniform(0.75, 1.25)
+            return
         delay = min(BACKOFF_MAX, BACKOFF_INITIAL * (2 ** min(16, max(0, t.attempts - 1))))
         if refused:
             delay = max(delay, BACKOFF_AFTER_REFUSAL)
