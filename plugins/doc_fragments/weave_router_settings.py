@@ -29,6 +29,11 @@ options:
     description:
       - "127.0.0.1 port of the HTTP API, 0 = none (0-65535; default 6784). Router flag C(--api-port)."
     type: int
+  metrics_addr:
+    description:
+      - "IP:PORT serving GET /metrics only, for a remote Prometheus (e.g. 0.0.0.0:6782) (default: none
+        (/metrics on the loopback API only)). Router flag C(--metrics-addr)."
+    type: str
   conn_limit:
     description:
       - "Maximum number of connections (1-100000; default 100). Router flag C(--conn-limit)."

@@ -27,6 +27,11 @@ ROUTER_SETTINGS = {
         type="int", default=6784, range=[0, 65535], restart=True, public=True, secret=False,
         flag="--api-port",
         description="127.0.0.1 port of the HTTP API, 0 = none (0-65535; default 6784). Router flag C(--api-port)."),
+    "metrics_addr": dict(
+        type="str", default=None, range=None, restart=True, public=True, secret=False,
+        flag="--metrics-addr",
+        description=("IP:PORT serving GET /metrics only, for a remote Prometheus (e.g. 0.0.0.0:6782) (default: none "
+                     "(/metrics on the loopback API only)). Router flag C(--metrics-addr).")),
     "conn_limit": dict(
         type="int", default=100, range=[1, 100000], restart=True, public=True, secret=False,
         flag="--conn-limit",

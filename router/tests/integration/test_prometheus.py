@@ -11,7 +11,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,23 +20,9 @@ from .conftest import wait_for
 from .helpers import full_mesh, launch_chain, report
 
 MONITORING = Path(__file__).resolve().parents[3] / "monitoring"
-PORT = 9784
-# /metrics is served on 127.0.0.1 only and refuses a non-loopback Host header (api/server.py: DNS rebinding), so a
-# scraper on another machine goes through a reverse proxy on the host, as an operator's nginx would: this one
-# (aiohttp, the router venv's) relays GET /metrics from <host ip>:9784 to 127.0.0.1:6784.
-RELAY = """
-import sys
-from aiohttp import ClientError, ClientSession, web
-async def metrics(request):
-    try:
-        async with ClientSession() as s, s.get("http://127.0.0.1:6784/metrics") as r:
-            return web.Response(body=await r.read(), status=r.status, content_type="text/plain")
-    except ClientError:   # the router is down: the scrape fails, `up` goes 0
-        return web.Response(status=503)
-app = web.Application()
-app.router.add_get("/metrics", metrics)
-web.run_app(app, host=sys.argv[1], port=int(sys.argv[2]), print=None)
-"""
+PORT = 6782
+# The API (with its own /metrics) listens on 127.0.0.1 only; a scraper on another machine reads the listener that
+# --metrics-addr opens (GET /metrics and nothing else), as with Weave's --metrics-addr.
 TRAFFIC_ONLY = {"weave_bytes_total", "weave_frames_total"}   # counters with a sample per peer once frames flow
 
 
@@ -73,12 +58,10 @@ def test_prometheus_scrapes_three_routers_and_fires_router_down_and_peer_unreach
     lab = lab_factory(3)
     routers = list(lab.hosts)
     h1, h2, h3 = routers
-    names = launch_chain(routers)
+    names = launch_chain(routers, "--metrics-addr", f"0.0.0.0:{PORT}")
     wait_for(lambda: full_mesh(routers, names), 20, what="full mesh")
     procs: list[subprocess.Popen] = []
     try:
-        procs += [subprocess.Popen(["ip", "netns", "exec", h.netns, sys.executable, "-c", RELAY, h.ip, str(PORT)])
-                  for h in routers]
         mon = lab.add_host(len(routers) + 1)   # Prometheus' own namespace on the switch
         port = 19090
         procs.append(start_prometheus(mon.netns, port, [f"{h.ip}:{PORT}" for h in routers], tmp_path))

@@ -57,7 +57,8 @@ def parse(*argv: str) -> tuple[RouterConfig, set[str]]:
 def test_every_setting_has_a_flag_and_router_argv_round_trips(monkeypatch):
     monkeypatch.delenv("WEAVE_PASSWORD", raising=False)
     cfg, given = parse("launch", "--nickname", "n1", "--name", "02:00:00:00:00:01", "--port", "7000",
-                       "--api-port", "0", "--conn-limit", "5", "--max-peers", "50", "--no-discovery", "--mtu", "1400",
+                       "--api-port", "0", "--metrics-addr", "0.0.0.0:6782", "--conn-limit", "5", "--max-peers", "50",
+                       "--no-discovery", "--mtu", "1400",
                        "--no-fastdp", "--ipalloc-range", "10.0.0.0/16", "--ipalloc-default-subnet", "10.0.1.0/24",
                        "--ipalloc-init", "consensus=3", "--no-dns", "--dns-domain", "m.", "--dns-ttl", "5",
                        "--dns-upstream", "192.0.2.53", "--password", "pw", "h1", "192.0.2.2:7000")

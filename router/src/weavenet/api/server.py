@@ -251,6 +251,27 @@ def make_app(router: Router, token: str, registry: object | None = None) -> web.
     return app
 
 
+@web.middleware
+async def _metrics_only(request: web.Request, handler):
+    """The remote metrics listener (--metrics-addr): GET/HEAD /metrics and nothing else, no body, any Host
+    (a scraper names the host's address); the API's token-guarded paths are not routed on it at all."""
+    if request.method not in ("GET", "HEAD") or request.body_exists:
+        return _error(405, "only GET /metrics here", {"Allow": "GET, HEAD"})
+    try:
+        return await handler(request)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return _error(e.status, e.text or e.reason)
+
+
+def make_metrics_app(registry: object) -> web.Application:
+    app = web.Application(middlewares=[_metrics_only], client_max_size=1024)
+    app[REGISTRY_KEY] = registry
+    app.router.add_get("/metrics", get_metrics)
+    return app
+
+
 class _OneLineServerLog(logging.LoggerAdapter):
     """aiohttp logs every malformed request (bad header, no Host...) with a traceback at ERROR; any local
     process can send those, so each becomes one warning line."""
@@ -290,7 +311,11 @@ async def start_api(router: Router) -> web.AppRunner:
     sock = router.paths.socket
     sock.parent.mkdir(parents=True, exist_ok=True)
     token = write_token(router.paths.api_token)  # before the listeners: a client that connects can read it
-    runner = make_runner(make_app(router, token))
+    app = make_app(router, token)
+    metrics = make_runner(make_metrics_app(app[REGISTRY_KEY])) if router.config.metrics_addr else None
+    if metrics is not None:
+        app.on_cleanup.append(lambda _app: metrics.cleanup())  # one cleanup (the caller's) stops both
+    runner = make_runner(app)
     await runner.setup()
     if sock.exists():
         sock.unlink()  # stale from a crash: launch refuses to start while a router answers on it
@@ -298,4 +323,8 @@ async def start_api(router: Router) -> web.AppRunner:
     os.chmod(sock, 0o600)  # root's only; the token is still required on it (one rule for both listeners)
     if router.config.api_port:
         await web.TCPSite(runner, "127.0.0.1", router.config.api_port, reuse_address=True).start()
+    if metrics is not None:
+        host, _, port = str(router.config.metrics_addr).rpartition(":")
+        await metrics.setup()
+        await web.TCPSite(metrics, host.strip("[]"), int(port), reuse_address=True).start()
     return runner

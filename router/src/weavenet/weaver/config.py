@@ -10,7 +10,7 @@ from typing import Any
 
 from ..ipam.init import parse_init
 from ..ipam.spec import parse_cidr
-from ..mesh.names import DEFAULT_PORT, normalise_address, parse_peer_name
+from ..mesh.names import DEFAULT_PORT, format_address, normalise_address, parse_peer_name
 from ..nameserver.store import normalise_domain
 from .settings import Setting, setting, settings_of
 
@@ -41,6 +41,20 @@ def _ip(v: str) -> str:
         raise ValueError("expected an IP address") from None
 
 
+def _listen(v: str) -> str:
+    """IP:PORT of a listener (IPv4 or [IPv6], 0.0.0.0 allowed); Weave's --metrics-addr spelling."""
+    host, sep, port = v.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    if not sep or ip is None or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("expected IP:PORT, e.g. 0.0.0.0:6782")
+    return format_address(str(ip), int(port))
+
+
 @dataclass
 class RouterConfig:
     peers: list[str] = setting(list, help="host[:port] of peers to connect to", check=normalise_address,
@@ -53,6 +67,10 @@ class RouterConfig:
                                default_text="default: generated once and persisted")
     port: int = setting(DEFAULT_PORT, help="TCP (and sleeve UDP) port for peer connections", lo=1, hi=65535)
     api_port: int = setting(6784, help="127.0.0.1 port of the HTTP API, 0 = none", lo=0, hi=65535)
+    # Weave's --metrics-addr: Prometheus on another host scrapes this; the API itself stays on loopback
+    metrics_addr: str | None = setting(None, help="IP:PORT serving GET /metrics only, for a remote Prometheus "
+                                       "(e.g. 0.0.0.0:6782)", metavar="IP:PORT", check=_listen,
+                                       default_text="default: none (/metrics on the loopback API only)")
     conn_limit: int = setting(100, help="maximum number of connections", lo=1, hi=100_000)
     # peers a topology may hold (and entries one gossip message may carry)
     max_peers: int = setting(1000, help="peers the topology may hold; gossip beyond it is refused", lo=2, hi=100_000)
