@@ -20,6 +20,18 @@ CUT = """table inet weavecut {{
 """
 
 
+# Per row of the open page's links table: is it marked broken?
+LINK_ROWS = ("Array.from(document.querySelectorAll('#links tbody tr'))"
+             ".map(r => r.outerHTML.includes('data-state=\"broken\"'))")
+
+
+def link_rows(live: browser.LivePage) -> list | None:
+    try:
+        return live.evaluate(LINK_ROWS)
+    except RuntimeError:   # the page is still loading (no page target yet)
+        return None
+
+
 def links(h) -> dict[frozenset, str]:
     """Each link's state as `h` shows it (from every router's summary)."""
     from weavenet.health.view import build
@@ -60,12 +72,22 @@ def test_page_shows_every_host_and_a_cut_link_broken(lab_factory, tmp_path):
     assert "10.2.1.1/24" in dom and "10.2.1.0/24" in dom                  # this host's container and subnet
     assert len(rows(dom, "peers")) == 2
 
-    t0 = time.monotonic()
-    subprocess.run(["ip", "netns", "exec", h2.netns, "nft", "-f", "-"], input=CUT.format(ip=h3.ip), text=True,
-                   check=True)
+    # One page kept open across the cut: it must refresh itself (DevTools protocol reads it as it is now).
+    live = browser.LivePage(h1.weave("ui").stdout.strip(), h1.netns)
     try:
+        wait_for(lambda: link_rows(live) == [False, False, False], 30, interval=0.5,
+                 what="open page: 3 healthy links")
+        subprocess.run(["ip", "netns", "exec", h2.netns, "nft", "-f", "-"], input=CUT.format(ip=h3.ip), text=True,
+                       check=True)
+        t0 = time.monotonic()
         wait_for(lambda: links(h1).get(frozenset(("h2", "h3"))) == "broken", 20, what="h2-h3 broken on h1")
         seen_after = time.monotonic() - t0
+        wait_for(lambda: sorted(link_rows(live) or []) == [False, False, True], 20, interval=0.5,
+                 what="the open page showing h2-h3 broken")
+        print(f"h2-h3 cut: on the open page after {time.monotonic() - t0:.1f}s")
+    finally:
+        live.close()
+    try:
         dom = page(h1, tmp_path, "after.png")
         broken = [r for r in rows(dom, "links") if 'data-state="broken"' in r]
         assert len(broken) == 1 and "h2 (" in broken[0] and "h3 (" in broken[0], broken
