@@ -1,5 +1,4 @@
 import json
-import struct
 import time
 
 from weavenet.lab.netns import Host
@@ -41,13 +40,3 @@ def full_mesh(hosts: list[Host], names: list[str]) -> bool:
 def log_text(h: Host) -> str:
     time.sleep(0.1)
     return (h.rundir / "weave.log").read_text()
-
-
-def inet_checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071) of hand-built IPv4/ICMP headers."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF

@@ -10,8 +10,10 @@ import time
 
 import pytest
 
+from weavenet.datapath.icmp import checksum
+
 from .conftest import wait_for
-from .helpers import full_mesh, inet_checksum, launch_chain, report
+from .helpers import full_mesh, launch_chain, report
 from .overlay import container, wait_ping
 
 MODES = {"plain": [], "encrypted": ["--password", "s3cret"]}
@@ -50,7 +52,7 @@ def udp_frame(dst_mac: str, src_mac: str, src_ip: str, dst_ip: str, dport: int, 
     udp = struct.pack("!HHHH", 40000, dport, 8 + len(payload), 0) + payload
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
                      bytes(map(int, src_ip.split("."))), bytes(map(int, dst_ip.split("."))))
-    ip = ip[:10] + struct.pack("!H", inet_checksum(ip)) + ip[12:]
+    ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
     mac = lambda m: bytes.fromhex(m.replace(":", ""))  # noqa: E731
     return mac(dst_mac) + mac(src_mac) + b"\x08\x00" + ip + udp
 

@@ -24,11 +24,10 @@ from pathlib import Path
 import pytest
 
 from weavenet import net
+from weavenet.datapath.icmp import checksum
 from weavenet.net import bridge
 from weavenet.net.arp import gratuitous_arp_frame
 from weavenet.net.netns import run_in_netns
-
-from .helpers import inet_checksum
 
 _seq = itertools.count()
 ZERO = "00:00:00:00:00:00"
@@ -96,7 +95,7 @@ def ping(src: Ns, dst: str, timeout: float = 5.0) -> bool:
     def body() -> bool:
         ident = random.randrange(1, 0xFFFF)
         msg = struct.pack("!BBHHH", 8, 0, 0, ident, 1) + b"weavenet-test"
-        msg = msg[:2] + struct.pack("!H", inet_checksum(msg)) + msg[4:]
+        msg = msg[:2] + struct.pack("!H", checksum(msg)) + msg[4:]
         deadline = time.monotonic() + timeout
         with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as s:
             while (left := deadline - time.monotonic()) > 0:

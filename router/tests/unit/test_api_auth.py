@@ -12,6 +12,7 @@ import os
 import socket
 import stat
 import threading
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import pytest
@@ -73,14 +74,19 @@ class StubRouter:
         return ""
 
 
-@contextlib.contextmanager
 def served(router: StubRouter):
     """The real app for `router` on 127.0.0.1 (an ephemeral port), in a thread's event loop; yields the port."""
+    return served_app(lambda: make_app(router, TOKEN, registry=CollectorRegistry()))
+
+
+@contextlib.contextmanager
+def served_app(make: Callable[[], web.Application]):
+    """The app `make()` returns, served on 127.0.0.1 (an ephemeral port) in a thread's event loop; yields the port."""
     loop = asyncio.new_event_loop()
     box: dict = {}
 
     async def serve():
-        runner = make_runner(make_app(router, TOKEN, registry=CollectorRegistry()))
+        runner = make_runner(make())
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

@@ -1,44 +1,21 @@
 """--metrics-addr: a listener for a Prometheus on another host that serves GET /metrics and nothing else."""
 from __future__ import annotations
 
-import asyncio
-import threading
-
 import pytest
-from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
-from weavenet.api.server import make_metrics_app, make_runner
+from weavenet.api.server import make_metrics_app
 from weavenet.weaver.config import RouterConfig
 
-from .test_api_auth import AUTH, JSON, raw
+from .test_api_auth import AUTH, JSON, raw, served_app
 
 
 @pytest.fixture
 def metrics_port():
     registry = CollectorRegistry()
     Counter("weave_probe_total", "a counter only this test registers", registry=registry).inc()
-    loop = asyncio.new_event_loop()
-    box: dict = {}
-
-    async def serve():
-        runner = make_runner(make_metrics_app(registry))
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        box["port"], box["runner"] = site._server.sockets[0].getsockname()[1], runner
-
-    t = threading.Thread(target=loop.run_forever, daemon=True)
-    t.start()
-    try:
-        asyncio.run_coroutine_threadsafe(serve(), loop).result(10)
-        yield box["port"]
-    finally:
-        if "runner" in box:
-            asyncio.run_coroutine_threadsafe(box["runner"].cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        t.join(10)
-        loop.close()
+    with served_app(lambda: make_metrics_app(registry)) as port:
+        yield port
 
 
 def test_metrics_served_to_any_host_name(metrics_port):

@@ -4,22 +4,16 @@ from router/src must be reflected there, or the collection's sanity step fails; 
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import shutil
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[3]
+from . import repo_scripts
+from .repo_scripts import REPO
 
 
 def _gen():
-    loader = importlib.machinery.SourceFileLoader("gen_sanity_ignores", str(REPO / "scripts" / "gen-sanity-ignores"))
-    spec = importlib.util.spec_from_loader("gen_sanity_ignores", loader)
-    mod = importlib.util.module_from_spec(spec)
-    loader.exec_module(mod)
-    return mod
+    return repo_scripts.load("gen-sanity-ignores")
 
 
 @pytest.mark.skipif(shutil.which("git") is None or not (REPO / ".git").exists(), reason="needs the git checkout")

@@ -4,11 +4,8 @@ hands the background router, --config files, the dry-run comparison, and the Ans
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import json
 import os
-from pathlib import Path
 
 import pytest
 
@@ -16,15 +13,12 @@ from weavenet.cli import main as cli
 from weavenet.weaver import settings
 from weavenet.weaver.config import SETTINGS, RouterConfig
 
-REPO = Path(__file__).resolve().parents[3]
+from . import repo_scripts
+from .repo_scripts import REPO
 
 
 def _gen():
-    loader = importlib.machinery.SourceFileLoader("gen_settings", str(REPO / "scripts" / "gen-settings"))
-    spec = importlib.util.spec_from_loader("gen_settings", loader)
-    mod = importlib.util.module_from_spec(spec)
-    loader.exec_module(mod)
-    return mod
+    return repo_scripts.load("gen-settings")
 
 
 def test_collection_files_are_generated_from_the_schema():
