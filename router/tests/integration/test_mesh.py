@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import time
+from datetime import datetime
 from pathlib import Path
 
 from .conftest import wait_for
@@ -29,16 +30,29 @@ def test_chain_of_five_becomes_full_mesh_and_kill_is_noticed(lab_factory):
     wait_for(lambda: full_mesh(others, [n for n in names if n != names[2]]), 5, what="mesh of four")
 
 
+def _lost_at(h, peer: str, reason: str) -> float | None:
+    """Wall-clock time of the router's own "connection ... lost: <reason>" log line for ``peer``."""
+    for line in log_text(h).splitlines():
+        if f"{peer}(" in line and " lost: " in line and reason in line:
+            stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+            return stamp.timestamp()
+    return None
+
+
 def test_silently_cut_peer_detected_within_3s(lab_factory):
     lab = lab_factory(3)
     names = launch_chain(lab.hosts)
     wait_for(lambda: full_mesh(lab.hosts, names), 15, what="full mesh")
     victim = lab.host(3)
+    cut = time.time()
     victim.exec("ip", "link", "set", "eth0", "down")  # unplugged: no FIN, no RST
-    t0 = time.monotonic()
-    wait_for(lambda: all(names[2] not in peer_names(h) for h in lab.hosts[:2]), 3.5, 0.05, "cut peer dropped")
-    took = time.monotonic() - t0
-    assert took <= 3.0, took
+    # Each `weave report` is a CLI start (~0.3 s per host here), so polling reports would add up to a second
+    # to what is measured; the routers' own log stamps say when they gave the peer up.
+    wait_for(lambda: all(names[2] not in peer_names(h) for h in lab.hosts[:2]), 6, 0.05, "cut peer dropped")
+    for h in lab.hosts[:2]:
+        lost = _lost_at(h, names[2], "no heartbeat")
+        assert lost is not None, log_text(h)[-2000:]
+        assert lost - cut <= 3.0, (h.index, lost - cut)
     # Plugged back in: the connection maker brings it back.
     victim.exec("ip", "link", "set", "eth0", "up")
     wait_for(lambda: full_mesh(lab.hosts, names), 20, what="mesh restored")
