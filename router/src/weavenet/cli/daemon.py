@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -36,11 +37,14 @@ def _is_zombie(pid: int) -> bool:
         return False
 
 
-def launch(paths: Paths, router_args: list[str], password: str | None) -> str:
-    """Start `weave router` detached; return its peer name once it answers. Raises RuntimeError."""
+def launch(paths: Paths, router_args: list[str], password: str | None, replace: bool = False) -> str:
+    """Start `weave router` detached; return its peer name once it answers. Raises RuntimeError.
+    replace: a running router is taken over (`weave router --takeover PID`: see takeover)."""
     pid = running_pid(paths)
-    if pid is not None:
+    if pid is not None and not replace:
         raise RuntimeError(f"weave router is already running (pid {pid}); use 'weave stop' first")
+    if pid is not None:
+        router_args = ["--takeover", str(pid), *router_args]   # before the peers (positional)
     paths.rundir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.pop("WEAVE_PASSWORD", None)
@@ -57,9 +61,12 @@ def launch(paths: Paths, router_args: list[str], password: str | None) -> str:
         if proc.poll() is not None:
             raise RuntimeError(_last_error(paths, log_offset) or f"weave router exited with status {proc.returncode}")
         try:
-            return client.report()["router"]["name"]
+            router = client.report()["router"]
+            if router.get("pid") == proc.pid:   # not the router being replaced, still answering
+                return router["name"]
         except (RouterNotRunning, APIError, OSError, ValueError):
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
     proc.terminate()
     raise RuntimeError(f"weave router did not answer within {START_TIMEOUT:.0f}s; see {paths.logfile}")
 
@@ -83,13 +90,36 @@ def stop(paths: Paths, timeout: float = 10.0, restart: bool = False) -> bool:
     pid = running_pid(paths)
     if pid is None:
         return False
-    os.kill(pid, RESTART_SIGNAL if restart else signal.SIGTERM)
+    _end(pid, RESTART_SIGNAL if restart else signal.SIGTERM, timeout)
+    return True
+
+
+def _end(pid: int, sig: int, timeout: float) -> None:
+    """Signal pid and wait until it has exited (SIGKILL after timeout). An exited router is a zombie until
+    its parent (init: the launching `weave` is gone) reaps it, which some inits do only every few seconds:
+    a zombie has exited, waiting for the reaping made every restart seconds longer."""
+    os.kill(pid, sig)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return True
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    return True
+            return
+        if _is_zombie(pid):
+            return
+        time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def takeover(paths: Paths, pid: int, timeout: float = 10.0) -> None:
+    """In a new router (`weave launch --replace`), its code loaded: stop the old one for a restart (the
+    fast path keeps forwarding) and wait until it has gone, so that the sleeve's gap is the old router's
+    exit and the new one's setup, not also Python's start and imports (~1.5 s). pid: the router that was
+    running when `weave launch --replace` started; if another runs now, nothing is stopped (RuntimeError)."""
+    now = running_pid(paths)
+    if now is None:
+        return   # it has gone meanwhile
+    if now != pid:
+        raise RuntimeError(f"weave router pid {now} is running, not pid {pid} that was to be replaced")
+    _end(pid, RESTART_SIGNAL, timeout)
