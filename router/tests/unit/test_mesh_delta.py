@@ -157,11 +157,11 @@ def test_a_gap_is_repaired_by_a_summary():
     net = SimNet()
     a, b, c = launch_chain(net, 3)
     net.until(lambda: full_mesh(net), 20)
-    # b sends c a delta whose base c does not hold: c asks b (summary) and gets the whole entry.
+    # b sends c a delta whose base c never held: c asks b (summary) and gets what it lacks.
     stale = b.topology.peers[a.identity.name]
     (b_to_c,) = [x for x in b.live_connections() if x.remote.name == c.identity.name]
     (c_to_b,) = [x for x in c.live_connections() if x.remote.name == b.identity.name]
-    d = PeerDelta(a.identity.name, stale.incarnation, stale.version - 1, stale.version + 5, ())
+    d = PeerDelta(a.identity.name, stale.incarnation, stale.version + 2, stale.version + 5, ())
     body = b'{"deltas":[' + d.wire_json + b"]}"
     outs = c.data_received(c_to_b.id, b_to_c.channel.encode(MsgType.GOSSIP_DELTA, body), net.now)
     assert c.counters["gossip_delta_gaps"] == 1
@@ -205,3 +205,66 @@ def test_a_summary_a_few_versions_behind_is_answered_with_deltas():
                            net.now)
     kinds = [Channel(None).feed(x.data)[0][0] for x in outs if type(x).__name__ == "Send"]
     assert kinds == [MsgType.GOSSIP_DELTA]
+
+
+def test_compose_does_what_the_chain_does_once_per_record():
+    old = entry(3, rec(B), rec(C, False))
+    chain = [PeerDelta(A, 1, 3, 4, (rec(C),)), PeerDelta(A, 1, 4, 5, (rec(D, False),), (B,)),
+             PeerDelta(A, 1, 5, 6, (rec(D), rec(B, False)))]
+    one = PeerDelta.compose(chain)
+    assert (one.base, one.version, one.removed) == (3, 6, ()) and one.size == 3   # B, C, D once each
+    t1, t2 = Topology(entry(1, name="02:00:00:00:00:09"), 10), Topology(entry(1, name="02:00:00:00:00:09"), 10)
+    t1.merge([old])
+    t2.merge([old])
+    t1.apply_deltas(chain)
+    t2.apply_deltas([one])
+    assert t1.peers[A] == t2.peers[A] == entry(6, rec(B, False), rec(C), rec(D))
+    with pytest.raises(ValueError, match="not a chain"):
+        PeerDelta.compose([chain[0], chain[2]])
+
+
+def test_a_delta_based_on_a_version_we_held_before_still_applies():
+    # The sender answered our summary (we held 3) while we moved on to 4 by another path: no gap.
+    t = Topology(entry(1, name=D), max_peers=10)
+    t.merge([entry(3, rec(B))])
+    t.apply_deltas([PeerDelta(A, 1, 3, 4, (rec(C, False),))])
+    applied, gaps = t.apply_deltas([PeerDelta(A, 1, 3, 6, (rec(C),), (B,))])
+    assert gaps == 0 and t.peers[A] == entry(6, rec(C))
+    assert t.held(A, (1, 4)) == entry(4, rec(B), rec(C, False)) and t.held(A, (1, 2)) is None
+
+
+def test_history_is_bounded_and_forgotten_with_the_peer():
+    from weavenet.mesh.topology import HISTORY_VERSIONS
+    t = Topology(entry(1, name=D), max_peers=10)
+    for v in range(1, HISTORY_VERSIONS + 10):
+        t.merge([entry(v, rec(B, v % 2 == 0))])
+    assert len(t._history[A]) == HISTORY_VERSIONS and t.held(A, (1, 2)) is None
+    t.merge([entry(1, rec(B), inc=2)])               # a new life: the old one's versions are of no use
+    assert A not in t._history
+    t.merge([entry(2, rec(C), inc=2)])
+    t.garbage_collect({D})
+    assert A not in t._history
+
+
+def test_a_summary_naming_a_version_we_held_gets_one_delta():
+    net = SimNet()
+    a, b, c, d = (net.add(i) for i in (1, 2, 3, 4))
+    for m in (b, c, d):
+        net.run(net.addr_of(m), m.connect([net.addr_of(a)], net.now))
+    net.until(lambda: full_mesh(net), 20)
+    net.advance(3)
+    a._sent_chain.clear()                             # no chain to answer with: only the history
+    before = a.topology.ourself
+    net.kill(d)
+    net.until(lambda: full_mesh(net, 3), 5)
+    a._sent_chain.clear()
+    (a_to_b,) = [x for x in a.live_connections() if x.remote.name == b.identity.name]
+    (b_to_a,) = [x for x in b.live_connections() if x.remote.name == a.identity.name]
+    summary = {n: [e.incarnation, e.version] for n, e in b.topology.peers.items()}
+    summary[a.identity.name] = [before.incarnation, before.version]
+    outs = a.data_received(a_to_b.id, b_to_a.channel.encode(MsgType.SUMMARY, json.dumps(summary).encode()),
+                           net.now)
+    (msg,) = [Channel(None).feed(x.data)[0] for x in outs if type(x).__name__ == "Send"]
+    assert msg[0] == MsgType.GOSSIP_DELTA
+    (one,) = json.loads(msg[1])["deltas"]
+    assert one[2:4] == [before.version, a.topology.ourself.version] and one[5] == [d.identity.name]

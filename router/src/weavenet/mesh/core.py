@@ -75,6 +75,7 @@ MAX_GOSSIP_BODY = 1024 * 1024        # bigger gossip is split over several messa
 ROUTE_TREE_BUDGET = 200_000          # BFS steps one gossip flush may spend on per-origin broadcast trees
 RTT_MAX = 60.0
 DELTA_FEATURE = "topo_delta"         # hello feature: the peer takes GOSSIP_DELTA messages
+SENT_CHAIN_STEPS = 128               # deltas kept per entry to answer summaries that are behind
 REPAIR_INTERVAL = 1.0                # at most one summary a second asks a neighbour for entries a delta missed
 _LOG_INTERVAL = 60.0
 
@@ -668,12 +669,21 @@ class Mesh:
         for name, e in self.topology.peers.items():
             theirs = summary.get(name)
             if theirs is None or tuple(theirs) < e.order:
+                past = self.topology.held(name, (theirs[0], theirs[1])) if takes_deltas and theirs else None
+                one = PeerDelta.between(past, e) if past is not None else None
+                if one is not None and one.size <= len(e.connections):
+                    deltas.append(one)   # from a version we held too: the records changed since, once each
+                    continue
                 chain = self._chain_to_current(name) if takes_deltas and theirs is not None else None
                 if chain and chain[-1].order == e.order and theirs[0] == e.incarnation:
                     suffix = [d for d in chain if d.base >= theirs[1]]
                     if suffix and suffix[0].base == theirs[1]:
-                        deltas += suffix
-                        continue
+                        # One delta from the asker's version: a record changed in many steps goes once
+                        # (a receiver that moved on since applies it to the version it held, Topology.held).
+                        one = PeerDelta.compose(suffix)
+                        if one.size <= len(e.connections):
+                            deltas.append(one)
+                            continue
                 newer.append(e)
         conn.synced = True
         return self._send_deltas(conn, deltas) + self._send_gossip(conn, newer)
@@ -735,11 +745,14 @@ class Mesh:
         size = len(routes.adj) + sum(len(v) for v in routes.adj.values()) if fresh else 0
         use_trees = len(fresh) * size <= ROUTE_TREE_BUDGET
         per_conn: dict[int, list[PeerEntry]] = {}
+        # A neighbour not in our routes yet (its connection not confirmed by both ends) is in no tree:
+        # it gets everything directly, or the deltas that follow once it is would all be gaps.
+        orphans = [n for n in live if n not in reachable]
         for e in pending:
             if e.name == self.identity.name or e.name not in reachable or not use_trees:
                 dests = live.keys()
             else:
-                dests = [n for n in routes.broadcast(e.name) if n in live]
+                dests = [n for n in routes.broadcast(e.name) if n in live] + orphans
             src = self._gossip_source.get(e.name)
             for n in dests:
                 if n != src:
@@ -755,9 +768,11 @@ class Mesh:
             prev = self._sent_chain.get(e.name)
             if prev and prev[-1].order == (chain[0].incarnation, chain[0].base):
                 chain = prev + chain   # the history grows across flushes: a summary far behind still gets deltas
-            # ... but stays smaller than the entry (the oldest steps go first): memory within the topology's
-            total, budget = sum(d.size for d in chain), len(e.connections) // 2 + 1
-            while chain and (total > budget or len(chain) > 64):
+            # ... but stays within about the entry's size (the oldest steps go first): memory within the
+            # topology's. Answers compose it into one delta, so a summary far behind during a join storm
+            # gets the records that changed since its version, not the whole entry.
+            total, budget = sum(d.size for d in chain), len(e.connections) + 8
+            while chain and (total > budget or len(chain) > SENT_CHAIN_STEPS):
                 total -= chain[0].size
                 chain = chain[1:]
             self._sent_chain[e.name] = chain

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections import deque
 from dataclasses import dataclass, field, replace
 
 from .errors import ProtocolError
@@ -22,6 +23,8 @@ MAX_INCARNATION = 2**63 - 1
 MAX_VERSION = 2**53 - 1            # exact as a JSON number everywhere
 MAX_VERSION_JUMP = 1 << 20         # a million changes unseen within one incarnation is not a real peer
 DAY_MS = 86_400_000                # incarnations are milliseconds: a day ahead of our clock is refused
+HISTORY_VERSIONS = 16              # past versions kept per entry (see Topology.held)
+HISTORY_RECORDS = 4                # ... holding at most this many times the current entry's records (+64)
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,26 @@ class PeerDelta:
         removed = tuple(sorted(c.name for c in old.connections if c.name not in names))
         return cls(new.name, new.incarnation, old.version, new.version, changed, removed)
 
+    @classmethod
+    def compose(cls, chain: list[PeerDelta]) -> PeerDelta:
+        """One delta doing what the consecutive ``chain`` does (each step's base is the previous step's
+        version): a record touched by several steps travels once, in its last state. For an asker whose
+        version is the chain's base (a summary answer, a repair) this is smaller than the chain."""
+        first, last = chain[0], chain[-1]
+        final: dict[str, ConnRecord | None] = {}
+        version = first.base
+        for d in chain:
+            if (d.name, d.incarnation, d.base) != (first.name, first.incarnation, version):
+                raise ValueError("not a chain: one entry's consecutive deltas within one incarnation")
+            version = d.version
+            for n in d.removed:
+                final[n] = None
+            for c in d.changed:
+                final[c.name] = c
+        changed = tuple(c for _, c in sorted(final.items()) if c is not None)
+        removed = tuple(sorted(n for n, c in final.items() if c is None))
+        return cls(first.name, first.incarnation, first.base, last.version, changed, removed)
+
     def apply(self, old: PeerEntry, max_conns: int) -> PeerEntry:
         """The entry this delta makes of ``old`` (which has order (incarnation, base))."""
         recs = {c.name: c for c in old.connections}
@@ -204,14 +227,43 @@ class Topology:
         # Entries skipped (not errors of the message): topology full, or versions implausibly far ahead.
         self.refused = {"full": 0, "ahead": 0}
         self.reclaimed = 0  # times gossip claimed a newer entry of ours and we bumped past it
+        # Recent past versions per entry (same incarnation as the current one, newest last): a delta based
+        # on a version we held applies even if we moved on since (a summary answer racing other gossip),
+        # and a summary naming one of them is answered with one delta, not the whole entry. Bounded in
+        # versions and records; the records are shared with the entries, so this costs references.
+        self._history: dict[str, deque[PeerEntry]] = {}
 
     @property
     def ourself(self) -> PeerEntry:
         return self.peers[self.ourname]
 
     def set_ourself(self, entry: PeerEntry) -> None:
-        self.peers[self.ourname] = entry
-        self._remember(self.ourname, entry.order)
+        self._store(entry)
+
+    def _store(self, entry: PeerEntry) -> None:
+        """Make ``entry`` the current one of its peer; the one it replaces goes to the history."""
+        old = self.peers.get(entry.name)
+        self.peers[entry.name] = entry
+        self._remember(entry.name, entry.order)
+        if old is None or old.incarnation != entry.incarnation or old.uid != entry.uid:
+            self._history.pop(entry.name, None)
+            return
+        past = self._history.setdefault(entry.name, deque())
+        past.append(old)
+        budget = HISTORY_RECORDS * len(entry.connections) + 64
+        total = sum(len(e.connections) for e in past)
+        while past and (len(past) > HISTORY_VERSIONS or total > budget):
+            total -= len(past.popleft().connections)
+
+    def held(self, name: str, order: tuple[int, int]) -> PeerEntry | None:
+        """The entry of ``name`` at ``order`` if it is the current one or one we held recently."""
+        cur = self.peers.get(name)
+        if cur is None or cur.order == order:
+            return cur
+        for e in self._history.get(name, ()):
+            if e.order == order:
+                return e
+        return None
 
     def _remember(self, name: str, order: tuple[int, int]) -> None:
         self._seen.pop(name, None)
@@ -251,8 +303,7 @@ class Topology:
             if e.name not in self.peers and len(self.peers) >= self.max_peers:
                 self.refused["full"] += 1
                 continue
-            self.peers[e.name] = e
-            self._remember(e.name, e.order)
+            self._store(e)
             accepted.append(e)
         return accepted
 
@@ -323,8 +374,13 @@ class Topology:
                     self.refused["ahead"] += 1
                     continue
                 if cur is None or order != (d.incarnation, d.base):
-                    gaps += 1
-                    continue
+                    # Based on a version we held before the one we hold (we moved on since the sender
+                    # looked): applied to that version, it makes its own version all the same.
+                    past = self.held(name, (d.incarnation, d.base)) if cur is not None else None
+                    if past is None:
+                        gaps += 1
+                        continue
+                    recs, chain = {c.name: c for c in past.connections}, []
                 if recs is None:
                     recs = {c.name: c for c in cur.connections}
                 for n in d.removed:
@@ -339,8 +395,7 @@ class Topology:
             if chain and cur is not None and recs is not None:
                 new = PeerEntry(cur.name, cur.nickname, cur.uid, chain[-1].incarnation, chain[-1].version,
                                 tuple(recs[n] for n in sorted(recs)))
-                self.peers[name] = new
-                self._remember(name, new.order)
+                self._store(new)
                 accepted.append((new, chain))
         return accepted, gaps
 
@@ -355,4 +410,5 @@ class Topology:
         gone = [n for n in self.peers if n not in reachable and n != self.ourname]
         for n in gone:
             del self.peers[n]
+            self._history.pop(n, None)
         return gone
