@@ -47,10 +47,13 @@ options:
     elements: str
   upgrade:
     description:
-      - The installed router package changed (a new version) - if the router runs, restart it right before
-        launching the new one, with C(weave stop --restart), which leaves the kernel fast path forwarding the
-        containers' traffic until the new router adopts it. The settings are checked (dry run) before the stop,
-        so the router is down only between the stop and the launch.
+      - The installed router package changed (a new version) - if the router runs, replace it with
+        C(weave launch --replace) - the new router loads its code first, then stops the old one as
+        C(weave stop --restart) does (the kernel fast path keeps forwarding the containers' traffic until the
+        new router adopts it) and takes over. The settings are checked (dry run) first, so the router is down
+        only between the old one's exit and the new one's setup.
+      - With O(systemd_unit), C(weave stop --restart), then the unit is started (the new router's start is
+        then part of the gap).
       - Ignored when a changed setting needs a restart anyway (then the router is stopped and launched again).
     type: bool
     default: false
@@ -232,12 +235,13 @@ class RouterManager(object):
         if self.config_file and private_file_differs(self.config_file, self.config_text):
             self.do("write " + self.config_file, lambda: write_private_file(self.config_file, self.config_text))
 
-    def _launch(self):
+    def _launch(self, replace=False):
         unit = self.module.params.get("systemd_unit")
         if unit:
             self._systemctl("start", unit)
         else:
-            self.client.run(["launch", "--config", os.path.join(self.module.tmpdir, "weave-config.json")])
+            self.client.run(["launch"] + (["--replace"] if replace else [])
+                            + ["--config", os.path.join(self.module.tmpdir, "weave-config.json")])
         if self.peers == []:  # launched without peers, it reconnects to its old targets: forget them
             report = self.client.report()
             old = list((report or {}).get("router", {}).get("targets") or [])
@@ -289,8 +293,13 @@ class RouterManager(object):
             return
         if self.module.params["upgrade"]:
             self.restart_reasons = ["upgrade"]
-            self.do("restart (keeping the fast path)", self._restart_stop)
-            self._launch_action()
+            if self.module.params.get("systemd_unit"):
+                self.do("restart (keeping the fast path)", self._restart_stop)
+                self._launch_action()
+            else:  # the new router loads before the old one stops (weave launch --replace)
+                self._sync_config_file()
+                self.do("launch --replace" + ("" if not self.peers else " " + " ".join(self.peers)),
+                        lambda: self._launch(replace=True))
             return
         self._sync_config_file()
         if "peers" not in plan["differ"]:

@@ -170,10 +170,14 @@ def test_setting_change_restarts(manage, change, reason):
     assert "peers" not in c.dry_runs[0]  # peers unmanaged: the router relaunches with its persisted targets
 
 
-def test_upgrade_checks_settings_first_then_restarts_keeping_the_fast_path(manage):
+def test_upgrade_checks_settings_first_then_restarts_keeping_the_fast_path(manage, tmp_path):
     m, c = manage(running(["192.0.2.11:6783"]), upgrade=True, peers=["192.0.2.11"], **SETTINGS)
     assert m.restart_reasons == ["upgrade"] and len(c.dry_runs) == 1
-    assert [a for a, dummy in c.calls][:1] == [["stop", "--restart"]] and c.calls[1][0][0] == "launch"
+    # the new router loads before it stops the old one (weave launch --replace); under systemd: stop, start
+    assert [a[:2] for a, dummy in c.calls] == [["launch", "--replace"]] and m.actions[0].startswith("launch --replace")
+    m, c = manage(running(["192.0.2.11:6783"]), upgrade=True, systemd_unit="weave.service",
+                  config_file=str(tmp_path / "weave.json"), **SETTINGS)
+    assert [a for a, dummy in c.calls] == [["stop", "--restart"]] and m.module.systemctl == [["start", "weave.service"]]
     # not running: a plain launch; a setting that needs a restart: the plain stop (the new settings may drop
     # the fast path, e.g. a password)
     m, c = manage(None, upgrade=True, **SETTINGS)
