@@ -78,3 +78,25 @@ def test_a_sequence_of_entries_and_deltas_leaves_a_valid_store_and_forwards_only
     full = s.full_state()
     if full is not None:
         assert {e.origin for e in decode(full, 10)} == set(s.entries)
+
+
+digest_items = st.lists(st.tuples(st.sampled_from(PEERS + [US]), st.integers(-1, 4), st.integers(-1, 4),
+                                  st.integers(-1, 4)).map(list), max_size=6)
+
+
+@given(st.lists(entries, max_size=5), digest_items | values)
+def test_any_digest_is_answered_with_decodable_entries_only_to_its_sender_or_refused(batch, q):
+    s = store()
+    for e in batch:
+        s.merge(e["o"], json.dumps({"v": 2, "s": [e]}).encode(), 1.0)
+    sent: list[tuple[bytes, str | None]] = []
+    s.send = lambda payload, dest=None: sent.append((payload, dest))
+    before = dict(s.entries)
+    assert s.merge(PEERS[1], json.dumps({"v": 3, "q": q}).encode(), 2.0) is None
+    assert s.entries == before                      # a digest changes nothing here
+    assert len(sent) <= 1 and all(dest == PEERS[1] for _, dest in sent)
+    for payload, _ in sent:
+        got = decode(payload, 10)
+        assert got and all(e.origin in s.entries for e in got)
+    if s.refused["malformed"]:
+        assert not sent

@@ -70,6 +70,17 @@ def test_merge_passes_on_what_was_new_and_anti_entropy_picks_one_neighbour_per_i
     assert len({s.dest for s in sent}) > 1
 
 
+def test_a_channel_with_a_digest_sends_it_in_anti_entropy_rounds_and_its_full_state_to_new_neighbours():
+    class Digested(SetChannel):
+        def digest(self) -> bytes:
+            return b"Q" + str(len(self.items)).encode()
+    g = Gossiper(random.Random(3))
+    g.register("s", Digested(b"x", b"y"), interval=10.0)
+    assert g.neighbours_changed(frozenset({"a"}), 0) == [GossipSend("s", b"Fx,y", "a")]
+    sent = [s for t in range(0, 300) for s in g.tick(t / 10)]
+    assert sent and all(s == GossipSend("s", b"Q2", "a") for s in sent)
+
+
 def test_a_refused_message_sends_nothing_queued_during_its_merge():
     g = Gossiper()
 

@@ -229,7 +229,7 @@ def test_hostile_summaries_are_counted_and_dropped_whole(payload):
 
 def test_a_newer_wire_version_and_unknown_origins_are_ignored():
     s = store()
-    assert s.merge(B, msg(entry(), v=3), 1.0) is None and s.refused["malformed"] == 0
+    assert s.merge(B, msg(entry(), v=4), 1.0) is None and s.refused["malformed"] == 0   # (3 is the digest)
     stranger = "02:00:00:00:09:09"
     assert s.merge(B, msg(entry(origin=stranger)), 1.0) is None and s.refused["unknown_origin"] == 1
     assert s.merge(B, msg(entry(origin=US)), 1.0) is None and US not in s.entries   # ours is ours
@@ -336,3 +336,66 @@ def test_the_mesh_says_heartbeat_and_connection_failed():
     net.advance(3)
     beats = [e for e in net.events[net.addr_of(c)] if isinstance(e, Heartbeat)]
     assert len(beats) >= 3 and any(e.rtt is not None for e in beats) and {e.peer for e in beats} == {a.identity.name}
+
+
+def digest_round(asker: SummaryStore, answerer: SummaryStore, now: float) -> bytes | None:
+    """One anti-entropy round: the asker's digest to the answerer, the answer (if any) merged by the asker."""
+    sent: list[tuple[bytes, str | None]] = []
+    answerer.send = lambda payload, dest=None: sent.append((payload, dest))
+    q = asker.digest()
+    assert q is not None and answerer.merge(asker.ourname, q, now) is None
+    if not sent:
+        return None
+    ((answer, dest),) = sent
+    assert dest == asker.ourname
+    asker.merge(answerer.ourname, answer, now)
+    return answer
+
+
+def test_anti_entropy_sends_versions_and_gets_back_only_what_it_lacks():
+    names = [f"02:00:00:00:03:{i:02x}" for i in range(150)]
+    a, b = SummaryStore(US, 1, 300), SummaryStore(B, 2, 300)
+    for s in (a, b):
+        s.peers_changed(frozenset(names + [US, B]))
+    links = [[n, "connected", "sleeve", False, 1, 0, True] for n in names[:100]]
+    for n in names:
+        b.merge(n, msg(entry(origin=n, links=links)), 1.0)
+    b.publish("b", 0, [Link(US, "connected", "sleeve", False, 1, 0, True)], 1.0)
+    for n in names[:140]:                 # a has all but 10 of them, one of those at an older seq
+        a.merge(n, msg(entry(origin=n, links=links, seq=0 if n == names[0] else 1)), 1.0)
+    answer = digest_round(a, b, 2.0)
+    assert answer is not None
+    got = sorted(e.origin for e in sm.decode(answer, 300))
+    assert got == sorted([B, names[0], *names[140:]])
+    assert {n: s.order for n, s in a.entries.items()} == {n: s.order for n, s in b.entries.items()}
+    # The digest is O(N) bytes; the full state it replaces is O(N x links).
+    assert len(a.digest()) * 20 < len(b.full_state())
+    assert digest_round(a, b, 3.0) is None        # nothing behind: no answer at all
+
+
+def test_a_digest_answer_carries_a_few_entries_behind_only_in_figures():
+    names = [f"02:00:00:00:03:{i:02x}" for i in range(40)]
+    a, b = SummaryStore(US, 1, 300), SummaryStore(B, 2, 300)
+    for s in (a, b):
+        s.peers_changed(frozenset(names + [US, B]))
+    for n in names:
+        a.merge(n, msg(entry(origin=n, seq=1, rev=1)), 1.0)
+        b.merge(n, msg(entry(origin=n, seq=1, rev=2)), 1.0)      # fresher RTT figures only
+    answer = digest_round(a, b, 2.0)
+    assert answer is not None and len(sm.decode(answer, 300)) == sm.FIGURES_PER_ANSWER
+    rounds = 1
+    while digest_round(a, b, 2.0 + rounds) is not None:
+        rounds += 1
+    assert rounds == -(-len(names) // sm.FIGURES_PER_ANSWER) and all(s.rev == 2 for s in a.entries.values())
+
+
+@pytest.mark.parametrize("q", [
+    "all", [[B, 1, 1]], [[B, 1, 1, 1], [B, 1, 2, 2]], [["nobody", 1, 1, 1]], [[B, -1, 1, 1]], [[B, 1, 1, True]],
+    [[B, 1, 1, 1]] * 51,
+])
+def test_hostile_digests_are_counted_and_dropped(q):
+    s = store()
+    s.send = lambda payload, dest=None: pytest.fail("a bad digest is answered")
+    assert s.merge(B, json.dumps({"v": 3, "q": q}).encode(), 1.0) is None
+    assert s.refused["malformed"] == 1
+    assert s.merge(B, json.dumps({"v": 3, "q": [], "s": []}).encode(), 1.0) is None and s.refused["malformed"] == 2

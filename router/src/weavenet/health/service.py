@@ -16,7 +16,7 @@ from .tracker import HealthTracker
 PUBLISH_INTERVAL = 1.0     # our links' states are checked this often; a significant change leaves at once (a delta)
 FIGURES_INTERVAL = 10.0    # RTT/loss figures are recomputed (medians over the window) only this often; they
                            # travel with the channel's anti-entropy rounds, never on their own
-ANTI_ENTROPY = 5.0         # seconds between the channel's full-state rounds (jittered by the gossip layer)
+ANTI_ENTROPY = 5.0         # seconds between the channel's digest rounds (jittered by the gossip layer)
 
 
 class HealthService:
@@ -28,7 +28,8 @@ class HealthService:
         self._next_figures = 0.0
 
     def attach(self, gossip: Gossiper) -> None:
-        gossip.register(CHANNEL, self.store, interval=ANTI_ENTROPY)
+        # The handle answers a neighbour's anti-entropy digest with what it lacks (to it only).
+        self.store.send = gossip.register(CHANNEL, self.store, interval=ANTI_ENTROPY)
 
     def on_event(self, ev: object, now: float) -> None:
         self.tracker.on_event(ev, now)

@@ -11,9 +11,13 @@ an older router is still read.
 
 Cost: a router sends only deltas of its OWN significant changes to its neighbours (O(changed links) bytes
 per neighbour, not its whole N-link summary); relays forward deltas they could apply. A delta whose base a
-router does not hold is a gap (counted, dropped): the channel's anti-entropy (full state to a random
-neighbour every few seconds, bounded by MAX_PAYLOAD) repairs it, and carries the RTT figures, which no
-delta carries on their own (they are refreshed at most every few seconds: service.FIGURES_INTERVAL).
+router does not hold is a gap (counted, dropped): the channel's anti-entropy repairs it. An anti-entropy
+round sends a random neighbour a DIGEST first, ``{"v": 3, "q": [[origin, epoch, seq, rev], ...]}`` (O(N)
+bytes), and the neighbour answers (to the asker only) with the whole entries the asker is behind on: every
+one whose (epoch, seq) is behind, and at most FIGURES_PER_ANSWER of those only behind in rev (fresher RTT
+figures, which no delta carries: they are refreshed every service.FIGURES_INTERVAL and reach everyone this
+way, a few entries per round). A new neighbour still gets the full state once (an older router, which
+ignores digests as a newer wire version, gets everything it needs that way and from deltas).
 
 Hostile input: the payload, entry and link counts and every field are bounded and type-checked; a bad message
 is counted (``refused``) and dropped whole — the connection stays, as for DNS (the data path needs it). Only
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..mesh.names import parse_peer_name
@@ -32,6 +37,8 @@ from ..mesh.names import parse_peer_name
 CHANNEL = "health"
 WIRE_VERSION = 2
 READS = (1, 2)              # wire versions decoded (1: an older router's full entries)
+DIGEST_VERSION = 3          # an anti-entropy digest (versions only): an older router ignores it
+FIGURES_PER_ANSWER = 16     # entries behind only in their figures (rev) that one digest answer carries
 MAX_PAYLOAD = 1024 * 1024   # bytes of one message (a full state of a few hundred routers fits)
 MAX_LINKS = 1024            # links in one origin's summary (the mesh's connection limit is below)
 MAX_NICK = 64
@@ -189,8 +196,7 @@ def _entry(e: object, version: int) -> Summary | Delta:
                  tuple(_name(x, "removed peer") for x in removed))
 
 
-def decode(payload: bytes, max_entries: int) -> list[Summary | Delta]:
-    """Checked entries of a message (a message of a newer wire version: none). Raises BadSummary."""
+def _parse(payload: bytes) -> dict:
     if len(payload) > MAX_PAYLOAD:
         raise BadSummary(f"message of {len(payload)} bytes over {MAX_PAYLOAD}")
     try:
@@ -199,6 +205,15 @@ def decode(payload: bytes, max_entries: int) -> list[Summary | Delta]:
         raise BadSummary("not JSON") from None
     if not isinstance(msg, dict) or not isinstance(msg.get("v"), int) or isinstance(msg["v"], bool):
         raise BadSummary("not a health summary")
+    return msg
+
+
+def decode(payload: bytes, max_entries: int) -> list[Summary | Delta]:
+    """Checked entries of a message (a message of a newer wire version, or a digest: none). Raises BadSummary."""
+    return _entries(_parse(payload), max_entries)
+
+
+def _entries(msg: dict, max_entries: int) -> list[Summary | Delta]:
     if msg["v"] not in READS:
         if msg["v"] > WIRE_VERSION:
             return []   # a newer router's format: not ours to judge
@@ -207,6 +222,32 @@ def decode(payload: bytes, max_entries: int) -> list[Summary | Delta]:
     if not isinstance(entries, list) or len(entries) > max_entries:
         raise BadSummary(f"'s' must be a list of at most {max_entries} entries")
     return [_entry(e, msg["v"]) for e in entries]
+
+
+def decode_digest(payload: bytes, max_entries: int) -> dict[str, tuple[int, int, int]] | None:
+    """origin -> (epoch, seq, rev) of a digest message; None for any other message. Raises BadSummary."""
+    return _digest(_parse(payload), max_entries)
+
+
+def _digest(msg: dict, max_entries: int) -> dict[str, tuple[int, int, int]] | None:
+    if msg["v"] != DIGEST_VERSION:
+        return None
+    if set(msg) != {"v", "q"} or not isinstance(msg["q"], list) or len(msg["q"]) > max_entries:
+        raise BadSummary(f"a digest is {{v, q}} with at most {max_entries} versions")
+    out: dict[str, tuple[int, int, int]] = {}
+    for item in msg["q"]:
+        if not isinstance(item, list) or len(item) != 4:
+            raise BadSummary("a digest item is [origin, epoch, seq, rev]")
+        origin = _name(item[0], "digest origin")
+        if origin in out:
+            raise BadSummary("an origin twice in a digest")
+        out[origin] = (_count(item[1], "epoch"), _count(item[2], "seq"), _count(item[3], "rev"))
+    return out
+
+
+def encode_digest(entries: list[Summary]) -> bytes:
+    return json.dumps({"v": DIGEST_VERSION, "q": [[s.origin, s.epoch, s.seq, s.rev] for s in entries]},
+                      separators=(",", ":")).encode()
 
 
 def encode(entries: list[Summary] | list[Delta] | list[Summary | Delta], max_bytes: int = MAX_PAYLOAD) -> bytes | None:
@@ -238,6 +279,9 @@ class SummaryStore:
         self.refused: Counter = Counter()          # reason -> messages or entries dropped
         self.gaps = 0                              # deltas whose base we did not hold (anti-entropy repairs)
         self.last_refusal = ""
+        # The gossip layer's send handle (answers to one router's digest); None: digests are not answered.
+        self.send: Callable[[bytes, str | None], None] | None = None
+        self.digests_answered = 0
 
     # --- ours ---------------------------------------------------------------------------------
     def publish(self, nickname: str, containers: int, links: list[Link], now: float) -> Delta | Summary | None:
@@ -265,9 +309,35 @@ class SummaryStore:
         others = sorted((s for n, s in self.entries.items() if n != self.ourname), key=lambda s: -s.received)
         return encode(([ours] if ours else []) + others)
 
+    def digest(self) -> bytes | None:
+        """An anti-entropy round's message: the versions we hold (a neighbour answers what we lack)."""
+        return encode_digest(list(self.entries.values())) if self.entries else None
+
+    def answer(self, theirs: dict[str, tuple[int, int, int]]) -> bytes | None:
+        """Whole entries a digest's sender is behind on: all those behind in (epoch, seq), and the
+        FIGURES_PER_ANSWER oldest-known of those behind only in rev (figures)."""
+        behind, figures = [], []
+        for n, s in self.entries.items():
+            t = theirs.get(n)
+            if t is None or t[:2] < s.order[:2]:
+                behind.append(s)
+            elif t < s.order:
+                figures.append(s)
+        figures.sort(key=lambda s: s.received)
+        out = behind + figures[:FIGURES_PER_ANSWER]
+        return encode(out) if out else None
+
     def merge(self, src: str, payload: bytes, now: float) -> bytes | None:
         try:
-            entries = decode(payload, self.max_peers)
+            msg = _parse(payload)
+            theirs = _digest(msg, self.max_peers)
+            if theirs is not None:
+                reply = self.answer(theirs)
+                if reply is not None and self.send is not None:
+                    self.digests_answered += 1
+                    self.send(reply, src)
+                return None
+            entries = _entries(msg, self.max_peers)
         except BadSummary as e:
             self.refused["malformed"] += 1
             self.last_refusal = f"from {src}: {e}"[:200]

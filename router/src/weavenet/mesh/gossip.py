@@ -29,7 +29,9 @@ class GossipSend:
 
 class GossipChannel(Protocol):
     """What a channel implements. Optional hooks: ``on_neighbour_up(peer, now)``, ``on_neighbour_down(peer,
-    now)`` (called when the mesh's neighbours change, before the new ones are sent the full state)."""
+    now)`` (called when the mesh's neighbours change, before the new ones are sent the full state), and
+    ``digest()``: what an anti-entropy round sends instead of the full state (e.g. the versions held, which
+    the neighbour's merge answers with what we lack through its send handle: O(N) bytes, not the state)."""
 
     def full_state(self) -> bytes | None:
         """Everything this router knows on the channel (None: nothing worth sending)."""
@@ -108,14 +110,15 @@ class Gossiper:
         return self._take([GossipSend(channel, delta)] if delta is not None else [])
 
     def tick(self, now: float) -> list[GossipSend]:
-        """Anti-entropy: each channel's full state to one random neighbour every `interval` (±50 %)."""
+        """Anti-entropy: each channel's full state (or digest) to one random neighbour every `interval` (±50 %)."""
         out: list[GossipSend] = []
         for name, reg in self._channels.items():
             if reg.next_sync is not None and now < reg.next_sync:
                 continue
             reg.next_sync = now + reg.interval * self._rng.uniform(0.5, 1.5)
             if self._neighbours:
-                state = reg.channel.full_state()
+                digest = getattr(reg.channel, "digest", None)
+                state = digest() if digest is not None else reg.channel.full_state()
                 if state is not None:
                     out.append(GossipSend(name, state, self._rng.choice(sorted(self._neighbours))))
         return self._take(out)
