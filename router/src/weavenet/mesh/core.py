@@ -76,7 +76,6 @@ ROUTE_TREE_BUDGET = 200_000          # BFS steps one gossip flush may spend on p
 RTT_MAX = 60.0
 DELTA_FEATURE = "topo_delta"         # hello feature: the peer takes GOSSIP_DELTA messages
 SENT_CHAIN_STEPS = 128               # deltas kept per entry to answer summaries that are behind
-SENT_CHAIN_STEPS = 128               # deltas kept per entry to answer summaries that are behind
 REPAIR_INTERVAL = 1.0                # at most one summary a second asks a neighbour for entries a delta missed
 _LOG_INTERVAL = 60.0
 
