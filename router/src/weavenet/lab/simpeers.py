@@ -9,6 +9,15 @@ peer sends its anti-entropy summary to one random neighbour of N-1, so the route
 ``summary_interval`` on average: each simulated peer (whose only neighbour is the router) sends its
 summaries N-1 times less often, or the star would bury the router under N-1 times the real rate.
 
+What the simulated peers save, so that one process can play hundreds of them (at 400 peers the process
+was the bottleneck: 64 s of CPU in 120 s, every peer repeating the same work on the same bytes): the
+router sends every peer the same gossip, so a message body is decoded once and the (read-only) result
+shared by the peers that get the same bytes (``SharedDecode``); and each peer recomputes its routes at
+most once a second (``SimMesh``: in a star they are trivial, everything goes through the router, and
+nothing the router sees depends on them, except that a peer forgets an unreachable one up to a second
+later). Everything on the wire (handshake, heartbeats, gossip, summaries and their answers) is the real
+Mesh's, per peer.
+
 Run as a child process (``python -m weavenet.lab.simpeers``) in a namespace that owns the addresses;
 it takes commands on stdin and answers with one JSON object per line on stdout:
 
@@ -33,6 +42,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
+from ..mesh import core as _core
 from ..mesh.core import Action, Close, Dial, Mesh, MeshConfig, Send
 from ..mesh.crypto import password_digest
 from ..mesh.handshake import LocalIdentity
@@ -40,6 +50,44 @@ from ..mesh.names import format_address
 
 TICK = 0.1          # as the router's ticker
 DIAL_TIMEOUT = 5.0
+RECOMPUTE_INTERVAL = 1.0   # a simulated peer's routes (a star: all via the router) at most this often
+SHARED_MIN = 256           # bodies shorter than this are decoded by each peer (cheaper than the lookup)
+
+
+class SharedDecode:
+    """``channel.decode_json`` for the whole process, remembering the last few big bodies: every simulated
+    peer gets the same gossip from the router, and the Mesh only reads what it decoded (never mutates it)."""
+
+    def __init__(self, decode, size: int = 64) -> None:
+        self._decode, self._size = decode, size
+        self._cache: dict[bytes, object] = {}
+        self.hits = self.misses = 0
+
+    def __call__(self, body: bytes, *args, **kw) -> object:
+        if len(body) < SHARED_MIN or args or kw:
+            return self._decode(body, *args, **kw)
+        hit = self._cache.get(body)
+        if hit is not None:
+            self.hits += 1
+            return hit
+        self.misses += 1
+        out = self._decode(body)   # a ProtocolError is raised for every peer, as it would be
+        if len(self._cache) >= self._size:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[body] = out
+        return out
+
+
+class SimMesh(Mesh):
+    """A real Mesh whose route recomputation is rate-limited (see the module docstring)."""
+
+    _next_recompute = 0.0
+
+    def _recompute(self, now: float) -> list:
+        if now < self._next_recompute:
+            return []            # still dirty: the next tick after the interval recomputes
+        self._next_recompute = now + RECOMPUTE_INTERVAL
+        return super()._recompute(now)
 
 
 def sim_name(i: int) -> str:
@@ -106,7 +154,7 @@ class SimPeers:
             ident = LocalIdentity(sim_name(i + 1), f"sim{i + 1}", rng.getrandbits(63), port)
             cfg = MeshConfig(password_hash=digest, discovery=False)
             cfg.summary_interval *= len(ips)  # the full-mesh rate at the router (module docstring)
-            mesh = Mesh(ident, incarnation, cfg, random.Random(rng.random()))
+            mesh = SimMesh(ident, incarnation, cfg, random.Random(rng.random()))
             self._count_topology(mesh)
             self.peers.append(SimPeer(i, ip, port, mesh))
         self.bytes_in = self.bytes_out = 0
@@ -186,7 +234,9 @@ class SimPeers:
                 "topology_bytes_in": self.topology_bytes_in, "topology_bytes_by_kind": self.topology_bytes_by_kind,
                 "gaps": sum(p.mesh.counters["gossip_delta_gaps"] for p in self.peers),
                 "established": established, "cpu_s": round(t.user + t.system, 3), "tick_errors": self.tick_errors,
-                "gossip_received": sum(p.mesh.counters["gossip_received"] for p in self.peers)}
+                "gossip_received": sum(p.mesh.counters["gossip_received"] for p in self.peers),
+                "shared_decodes": [_core.decode_json.hits, _core.decode_json.misses]
+                if isinstance(_core.decode_json, SharedDecode) else None}
 
     def silence(self, i: int) -> None:
         """A frozen host: nothing is read or sent any more, but no socket is closed either."""
@@ -224,6 +274,7 @@ def _emit(obj: dict) -> None:
 
 
 async def _main(args: argparse.Namespace) -> None:
+    _core.decode_json = SharedDecode(_core.decode_json)   # this process only plays peers (see SharedDecode)
     ips = args.ips.split(",")
     dialers = set(range(0, len(ips), 2)) if args.dial == "half" else set(range(len(ips))) if args.dial == "all" \
         else set()
