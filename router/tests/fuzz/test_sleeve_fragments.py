@@ -19,7 +19,7 @@ def test_random_fragments(frags, step):
         dg = sleeve.HEADER.pack(sleeve.MAGIC, sleeve.F_FRAG, NAME, seq) + bytes([index, count]) + chunk
         now += step
         try:
-            whole = r.add(dg, seq, now)
+            whole = r.add(dg, seq, now, 1 + len(chunk) % 4)    # runs of 1-4 fragments too (sleeve.Run)
         except sleeve.SleeveError as e:
             assert e.reason == "malformed"
             continue
@@ -52,5 +52,22 @@ def test_random_trains_split_without_surprises(junk, seg, framed):
         head = sleeve.HEADER.pack(sleeve.MAGIC, sleeve.F_FRAG, NAME, 1)
         train = b"".join(head + bytes([i, 3]) + junk[:max(0, seg - 18)] for i in range(3))
     out = sleeve.split_train(train, seg)
-    assert sum(len(d) for d in out) <= len(train)
-    assert all(len(d) <= max(seg, sleeve.MAX_DATAGRAM) for d in out)
+    dgs = [d.fragment if isinstance(d, sleeve.Run) else d for d in out]
+    assert sum(len(d) for d in dgs) <= len(train)
+    assert all(len(d) <= max(seg, sleeve.MAX_DATAGRAM) for d in dgs)
+    # What a Run claims is what the train holds: consecutive fragments within the count, one header.
+    for d in out:
+        if isinstance(d, sleeve.Run):
+            hs = sleeve.HEADER.size
+            assert d.frags >= 2 and d.fragment[hs] + d.frags <= d.fragment[hs + 1]
+            assert d.fragment[1] & sleeve.F_FRAG
+    r = reassembly.Reassembler()
+    for d in out:                   # whatever came out, reassembly takes it or refuses it as malformed
+        try:
+            if isinstance(d, sleeve.Run):
+                r.add(d.fragment, 1, 0.0, d.frags)
+            elif len(d) >= sleeve.HEADER.size + 2 and d[1] & sleeve.F_FRAG:
+                r.add(d, 1, 0.0)
+        except sleeve.SleeveError as e:
+            assert e.reason == "malformed"
+        assert all(p.size <= sleeve.MAX_DATAGRAM for p in r.pending.values())

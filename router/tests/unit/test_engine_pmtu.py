@@ -115,7 +115,8 @@ def test_frame_above_the_overlay_mtu_gets_icmp_or_is_cut(rig):
 def test_send_failing_with_emsgsize_makes_the_prober_look_again(rig, monkeypatch):
     calls = []
     monkeypatch.setattr("weavenet.datapath.engine.route_mtu", lambda ip, port: calls.append(ip) or 800)
-    rig.link.too_big = True
+    rig.link.too_big = True          # as _send does on EMSGSIZE: flag, then wake the prober's thread
+    rig.eng.poke_prober()
     assert wait(lambda: calls and rig.link.prober.ceiling == 800)
     assert rig.link.pmtu <= 800
 

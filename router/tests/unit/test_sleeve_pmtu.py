@@ -203,12 +203,36 @@ def test_split_train_puts_whole_datagrams_together_and_leaves_the_rest_alone():
     d1 = sleeve.encode(sleeve.name_bytes(A), 1, sleeve.name_bytes(A), sleeve.BROADCAST, [os.urandom(5000)], KEY)
     d2 = sleeve.encode(sleeve.name_bytes(A), 2, sleeve.name_bytes(A), sleeve.BROADCAST, [os.urandom(2000)], None)
     f1, f2 = sleeve.fragment(d1, 700), sleeve.fragment(d2, 700)
+    hs2 = sleeve.HEADER.size + 2
     assert sleeve.split_train(b"".join(f1), 700) == [d1]
-    assert sleeve.split_train(b"".join(f1[:-1]), 700) == f1[:-1]                  # incomplete: one by one
+    # Incomplete (the train ended): one Run standing for the 7 fragments, their payloads end to end.
+    assert sleeve.split_train(b"".join(f1[:-1]), 700) == [sleeve.Run(f1[0] + b"".join(f[hs2:] for f in f1[1:-1]), 7)]
     full = [f for f in f2 if len(f) == 700]
-    assert sleeve.split_train(b"".join(full + f1), 700) == full + [d1]          # a tail of another, then a whole
+    run2 = sleeve.Run(full[0] + b"".join(f[hs2:] for f in full[1:]), len(full))
+    assert sleeve.split_train(b"".join(full + f1), 700) == [run2, d1]         # part of another, then a whole
     forged = bytearray(b"".join(f1))
     forged[700 * 2 + 3] ^= 1                                                    # one segment claims another sender
-    assert sleeve.split_train(bytes(forged), 700) == [bytes(forged[o:o + 700]) for o in range(0, len(forged), 700)]
+    segs = [bytes(forged[o:o + 700]) for o in range(0, len(forged), 700)]
+    assert sleeve.split_train(bytes(forged), 700) == [                          # runs around it, it alone
+        sleeve.Run(segs[0] + segs[1][hs2:], 2), segs[2],
+        sleeve.Run(segs[3] + b"".join(s[hs2:] for s in segs[4:]), len(segs) - 3)]
     assert sleeve.split_train(b"x" * 1400 + b"y" * 10, 700) == [b"x" * 700, b"x" * 700, b"y" * 10]
     assert sleeve.split_train(b"", 700) == []
+
+
+def test_runs_and_single_fragments_reassemble_and_stay_bounded():
+    dg = sleeve.encode(sleeve.name_bytes(A), 4, sleeve.name_bytes(A), sleeve.BROADCAST, [os.urandom(6000)], KEY)
+    frags = sleeve.fragment(dg, 700)
+    runs = sleeve.split_train(b"".join(frags[:4]), 700) + sleeve.split_train(b"".join(frags[5:]), 700)
+    assert [type(r) for r in runs] == [sleeve.Run, sleeve.Run]
+    r = reassembly.Reassembler()
+    assert r.add(runs[1].fragment, 4, 0.0, runs[1].frags) is None
+    assert r.add(runs[0].fragment, 4, 0.0, runs[0].frags) is None
+    assert r.add(runs[0].fragment, 4, 0.0, runs[0].frags) is None            # a duplicate changes nothing
+    assert r.add(frags[4], 4, 0.0) == dg and not r.pending
+    head = frags[0][:sleeve.HEADER.size]
+    with pytest.raises(sleeve.SleeveError):                                  # a run beyond the count
+        r.add(head + bytes([len(frags) - 1, len(frags)]) + b"x", 4, 0.0, 2)
+    r.add(frags[0], 5, 0.0)
+    assert r.add(head + bytes([0, len(frags)]) + b"x", 5, 0.0, 3) is None   # overlaps fragment 0: ignored
+    assert r.pending[5].have == 1

@@ -10,6 +10,7 @@ on. A thread that ends anyway is visible in ``dead_threads()`` for the control p
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import logging
@@ -42,7 +43,11 @@ LOOPS = {"weave-tap-rx": "_tap_loop", "weave-udp-rx": "_udp_loop"}
 # <linux/in.h>, not exported by Python's socket module. PROBE: DF set, the kernel's PMTU cache (which any
 # ICMP can lower) ignored; each connection's prober decides the size (see pmtu).
 IP_MTU_DISCOVER, IP_PMTUDISC_PROBE = 10, 3
-PROBE_TICK = 0.1         # seconds between the receive thread's runs of the probers
+# The receive thread runs the probers when the earliest one is due (Prober.due), not on a fixed tick, so an
+# idle router with many peers sleeps; it still comes round every IDLE_WAKE seconds (its heartbeat for
+# stalled_threads) and at once when woken (new links published, a send failed with EMSGSIZE).
+IDLE_WAKE = 2.0
+SEND_TIMEOUT = 0.1       # a send into a full socket buffer gives up (counted) rather than stall its thread
 UDP_IP = UDP_IP_OVERHEAD
 # UDP GSO (<linux/udp.h>): one sendmsg carries up to GSO_SEGMENTS fragments (the older kernels' limit).
 SOL_UDP, UDP_SEGMENT, GSO_SEGMENTS = 17, 103, 64
@@ -125,7 +130,9 @@ class Engine:
         self.sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)
         self.sock.bind((bind, port))
         self.port: int = self.sock.getsockname()[1]  # port 0 (tests): the one the kernel chose
-        self.sock.settimeout(PROBE_TICK)
+        self.sock.settimeout(SEND_TIMEOUT)
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)   # pokes the receive thread
+        self._probe_at = 0.0      # when the receive thread next runs the probers (0: at once)
         self.gso = True           # until the kernel refuses UDP GSO once
         self._view = View(ourself, RouteTable({ourself: []}, ourself), {})
         self._by_bytes: dict[bytes, PeerLink] = {}
@@ -176,6 +183,13 @@ class Engine:
         self._by_bytes = view.link_by_bytes()
         self._fwd = Forwarder(view.ourself, view.routes, view.fastdp, self.macs)
         self._view = view
+        self.poke_prober()        # new links probe at once
+
+    def poke_prober(self) -> None:
+        """Have the receive thread run the probers now (any thread may call this)."""
+        self._probe_at = 0.0
+        with contextlib.suppress(OSError):   # closed (stopping) or the counter full: awake anyway
+            os.eventfd_write(self._wake, 1)
 
     def start(self) -> None:
         for name in LOOPS:
@@ -186,6 +200,7 @@ class Engine:
         for t in self._threads.values():
             t.join(timeout=2)
         self.sock.close()
+        os.close(self._wake)
 
     # --- thread health ---------------------------------------------------------------------------
     def _spawn(self, name: str) -> None:
@@ -353,6 +368,7 @@ class Engine:
         except OSError as e:
             if e.errno == errno.EMSGSIZE:
                 link.too_big = True   # the route's MTU shrank below our path MTU: the prober re-checks
+                self.poke_prober()
             st.drops["send_error"] += len(frames)
             log.debug("sleeve send to %s failed: %s", link.name, e)
             return
@@ -395,43 +411,52 @@ class Engine:
         rx = mmsg.Receiver(sock) if mmsg.Receiver.available else None
         poller = select.poll()
         poller.register(sock, select.POLLIN)
-        next_probe = 0.0
+        poller.register(self._wake, select.POLLIN)
         receive = self._receive
+        Run = sleeve.Run
         while not self._stop.is_set():
             now = beats["weave-udp-rx"] = time.monotonic()
-            if now >= next_probe:
-                next_probe = now + PROBE_TICK
+            if now >= self._probe_at:
                 try:
-                    self._probe_tick(now, st)
+                    self._probe_at = self._probe_tick(now, st)
                 except Exception as e:  # noqa: BLE001 - as for a datagram: counted, logged, the loop goes on
+                    self._probe_at = now + 1.0
                     self._trouble("internal", e, st)
             try:
-                if rx is None:
+                batch = rx.recv() if rx is not None else None
+                if not batch:
+                    wait = min(IDLE_WAKE, max(0.0, self._probe_at - now))
+                    ready = poller.poll(wait * 1000)
+                    if any(fd == self._wake for fd, _ in ready):
+                        os.eventfd_read(self._wake)
+                    if rx is not None or not any(fd == sock.fileno() for fd, _ in ready):
+                        continue
                     dg, src = sock.recvfrom(65535)
                     batch = [(dg, src[0], 0)]
-                else:
-                    batch = rx.recv()
-                    if not batch:
-                        poller.poll(PROBE_TICK * 1000)
-                        continue
-            except TimeoutError:
+            except (TimeoutError, BlockingIOError):
                 continue
             except OSError as e:
                 if self._stop.is_set() or e.errno == errno.EBADF:
                     return
                 continue  # e.g. ECONNREFUSED left by an ICMP error for an earlier send
             for data, src_ip, seg in batch:
-                # A GRO train: whole fragmented datagrams in it come out put together (sleeve.split_train).
+                # A GRO train: whole fragmented datagrams in it come out put together, runs of fragments of
+                # one as one Run (sleeve.split_train).
                 for dg in sleeve.split_train(data, seg) if seg else (data,):
                     try:
-                        receive(dg, src_ip, off, now, st)
+                        if type(dg) is Run:
+                            receive(dg.fragment, src_ip, off, now, st, dg.frags)
+                        else:
+                            receive(dg, src_ip, off, now, st)
                     except sleeve.SleeveError as e:
                         st.drops[e.reason] += 1
                     except Exception as e:  # noqa: BLE001 - a bug must cost one datagram, not the thread
                         self._trouble("internal", e, st)
 
-    def _probe_tick(self, now: float, st: Stats) -> None:
-        """Run each connection's path-MTU prober (this thread owns them) and send its probes."""
+    def _probe_tick(self, now: float, st: Stats) -> float:
+        """Run each connection's path-MTU prober (this thread owns them) and send its probes; returns when
+        the next one is due."""
+        due = now + IDLE_WAKE
         for link in self._view.links.values():
             prober = link.prober
             if link.too_big:
@@ -444,6 +469,8 @@ class Engine:
                 except OSError:
                     st.drops["probe_send_error"] += 1
             link.pmtu = prober.pmtu
+            due = min(due, prober.due())
+        return due
 
     def _probe(self, dg: bytes, seq: int, link: PeerLink, now: float, st: Stats) -> None:
         """A path-MTU probe (echo its size) or the echo of one of ours (to its prober)."""
@@ -458,12 +485,14 @@ class Engine:
             _, size = sleeve.ECHO_BODY.unpack_from(dg, hs)
             if link.prober.on_reply(seq.to_bytes(8, "big"), size, now):
                 link.pmtu = link.prober.pmtu
+                self._probe_at = 0.0      # a round may have ended: the next one starts now
             else:
                 st.drops["probe_unmatched"] += 1
         else:
             st.drops["malformed"] += 1
 
-    def _receive(self, dg: bytes, src_ip: str, off: int, now: float, st: Stats) -> None:
+    def _receive(self, dg: bytes, src_ip: str, off: int, now: float, st: Stats, frags: int = 1) -> None:
+        """One datagram from the network (frags > 1: a sleeve.Run of fragments cut from a GRO train)."""
         sender, seq, flags = sleeve.peek(dg)
         link = self._by_bytes.get(sender)
         if link is None:
@@ -486,7 +515,7 @@ class Engine:
             st.drops["replay"] += 1
             return
         if flags & sleeve.F_FRAG:
-            whole = link.reasm.add(dg, seq, now)
+            whole = link.reasm.add(dg, seq, now, frags)
             if whole is None:
                 return
             dg = whole

@@ -132,6 +132,10 @@ class Prober:
         self._search(min(self.pmtu, self.ceiling), self.ceiling, now)
 
     # --- time ----------------------------------------------------------------------------------
+    def due(self) -> float:
+        """When tick() next has something to do (until an event in: on_reply, on_ceiling)."""
+        return self.round_ends if self.searching else self.next_confirm
+
     def tick(self, now: float) -> list[tuple[bytes, int]]:
         """Probes to send now: (nonce, IP size) pairs."""
         if not self.searching:

@@ -21,7 +21,8 @@ TIMEOUT = 2.0
 class _Pending:
     count: int
     started: float
-    parts: dict[int, memoryview] = field(default_factory=dict)
+    parts: dict[int, bytes | memoryview] = field(default_factory=dict)   # first index -> payload
+    have: int = 0                                                        # bit i set: fragment i is in
     size: int = 0
 
 
@@ -30,14 +31,16 @@ class Reassembler:
     pending: dict[int, _Pending] = field(default_factory=dict)   # seq -> parts so far (insertion order)
     evicted: int = 0
 
-    def add(self, fragment: bytes, seq: int, now: float) -> bytes | None:
+    def add(self, fragment: bytes, seq: int, now: float, frags: int = 1) -> bytes | None:
         """A fragment (F_FRAG set in its header): the whole datagram (F_FRAG cleared) once its last
-        fragment is in, else None. Raises SleeveError("malformed") for a fragment that cannot be one."""
+        fragment is in, else None. Raises SleeveError("malformed") for a fragment that cannot be one.
+        frags > 1: fragment stands for that many consecutive fragments (a ``sleeve.Run`` cut from a GRO
+        train, never a datagram from the wire): its FRAG_HEAD index is the first one's."""
         hs = sleeve.HEADER.size
         if len(fragment) < hs + sleeve.FRAG_HEAD.size:
             raise sleeve.SleeveError("malformed")
         index, count = fragment[hs], fragment[hs + 1]     # sleeve.FRAG_HEAD, read directly (hot path)
-        if count < 2 or index >= count:
+        if count < 2 or index + frags > count or frags < 1:
             raise sleeve.SleeveError("malformed")
         p = self.pending.get(seq)
         if p is None:
@@ -49,20 +52,22 @@ class Reassembler:
         elif p.count != count:
             del self.pending[seq]
             raise sleeve.SleeveError("malformed")
-        if index in p.parts:
-            return None                                  # a duplicate: the first one stands
+        bits = ((1 << frags) - 1) << index
+        if p.have & bits:
+            return None                                  # a duplicate (or overlap): the first one stands
         chunk = memoryview(fragment)[hs + sleeve.FRAG_HEAD.size:]   # no copy: joined once at the end
         p.size += len(chunk)
         if p.size > sleeve.MAX_DATAGRAM:
             del self.pending[seq]
             raise sleeve.SleeveError("malformed")
         p.parts[index] = chunk
-        if len(p.parts) < count:
+        p.have |= bits
+        if p.have != (1 << count) - 1:
             return None
         del self.pending[seq]
         head = bytearray(fragment[:hs])
         head[1] &= ~sleeve.F_FRAG & 0xFF
-        return b"".join([bytes(head), *(p.parts[i] for i in range(count))])
+        return b"".join([bytes(head), *(p.parts[i] for i in sorted(p.parts))])
 
     def _expire(self, now: float) -> None:
         while self.pending:

@@ -19,6 +19,7 @@ and their echoes (``pmtu``): the header's sequence number is the probe's nonce, 
 from __future__ import annotations
 
 import struct
+from typing import NamedTuple
 
 from nacl.bindings import (
     crypto_aead_chacha20poly1305_ietf_decrypt,
@@ -99,37 +100,111 @@ def fragment(datagram: bytes, max_payload: int) -> list[bytes]:
 
 def fragments_joined(datagram: bytes, max_payload: int) -> tuple[bytes, int]:
     """The fragments of ``fragment`` laid end to end in one buffer (fragment i at i * max_payload), and
-    their count: what one UDP GSO send takes. (One join of the list is faster in CPython than filling a
-    preallocated buffer fragment by fragment: measured 31 vs 52 us for 64 KiB.)"""
-    frags = fragment(datagram, max_payload)
-    return b"".join(frags), len(frags)
+    their count: what one UDP GSO send takes. Built with one join whose pieces come from map() over C
+    callables, so no Python bytecode runs per fragment (46 fragments per 64 KiB segment at a 1500-byte MTU)."""
+    hs = HEADER.size
+    chunk = max_payload - hs - FRAG_HEAD.size
+    size = len(datagram) - hs
+    count = -(-size // chunk)
+    if count > MAX_FRAGS:
+        raise SleeveError("too_big")
+    head = bytes([datagram[0], datagram[1] | F_FRAG]) + datagram[2:hs]
+    body = memoryview(datagram)
+    pieces: list = [None] * (2 * count)
+    pieces[0::2] = map(head.__add__, _frag_heads(count))
+    starts = range(hs, hs + count * chunk, chunk)
+    pieces[1::2] = map(body.__getitem__, map(slice, starts, range(hs + chunk, hs + (count + 1) * chunk, chunk)))
+    return b"".join(pieces), count
 
 
-def split_train(train: bytes, seg: int) -> list[bytes]:
+_FRAG_HEADS: dict[int, tuple[bytes, ...]] = {}
+
+
+def _frag_heads(count: int) -> tuple[bytes, ...]:
+    """FRAG_HEAD of fragments 0..count-1 of count (at most MAX_FRAGS entries, built once each)."""
+    heads = _FRAG_HEADS.get(count)
+    if heads is None:
+        heads = _FRAG_HEADS[count] = tuple(FRAG_HEAD.pack(i, count) for i in range(count))
+    return heads
+
+
+class Run(NamedTuple):
+    """Consecutive fragments of one datagram found in a GRO train, as one fragment that stands for ``frags``
+    of them: the first one's clear header and FRAG_HEAD, then their payloads end to end (``reassembly``)."""
+
+    fragment: bytes
+    frags: int
+
+
+def split_train(train: bytes, seg: int) -> list[bytes | Run]:
     """A UDP GRO train (datagrams of one source, each `seg` bytes but the last) as datagrams, where every run
     of segments that is one whole fragmented datagram (fragments 0..count-1 in order, one header) comes out
-    already put together: far less per-fragment work than reassembling them one by one. Anything else comes
-    out segment by segment, for the caller to handle as any datagram. Nothing here is trusted: what comes
-    out is checked (sender, source, authentication) like any other datagram."""
+    already put together, and a run that is only part of one (a datagram cut by the train's end: GRO
+    carries at most 64 KiB, less than a 64 KiB segment's fragments) as one ``Run``. Anything else comes out
+    segment by segment, for the caller to handle as any datagram. Nothing here is trusted: what comes out is
+    checked (sender, source, authentication) like any other datagram.
+
+    Why strided slices: train[o + j::seg] is byte j of every segment, so a run's headers are checked with
+    HEADER.size + 2 slices in C instead of a Python loop over its fragments; the payloads are cut with map()."""
     hs, n = HEADER.size, len(train)
-    view = memoryview(train)
-    out = []
+    out: list[bytes | Run] = []
     o = 0
     while o < n:
-        head = train[o:o + hs]
-        if (o + hs + 2 <= n and head[0] == MAGIC and head[1] & F_FRAG and train[o + hs] == 0
-                and (count := train[o + hs + 1]) >= 2 and o + (count - 1) * seg < n
-                and all(train[q:q + hs] == head and train[q + hs] == i and train[q + hs + 1] == count
-                        for i in range(1, count) for q in (o + i * seg,))):
-            end = min(o + count * seg, n)
-            clear = bytes([head[0], head[1] & ~F_FRAG & 0xFF]) + head[2:]
-            out.append(b"".join([clear, *(view[o + i * seg + hs + 2:min(o + (i + 1) * seg, end)]
-                                          for i in range(count))]))
-            o = end
-        else:
+        m = _run_length(train, o, seg, n) if seg > hs + FRAG_HEAD.size else 0
+        if m < 2:
             out.append(train[o:o + seg])
             o += seg
+            continue
+        index, count = train[o + hs], train[o + hs + 1]
+        end = min(o + m * seg, n)
+        view = memoryview(train)
+        starts = range(o + hs + FRAG_HEAD.size, end, seg)
+        chunks = list(map(view.__getitem__, map(slice, starts, range(o + seg, o + (m + 1) * seg, seg))))
+        if index == 0 and m == count:
+            out.append(b"".join([bytes([train[o], train[o + 1] & ~F_FRAG & 0xFF]), train[o + 2:o + hs], *chunks]))
+        else:
+            out.append(Run(b"".join([train[o:o + hs + FRAG_HEAD.size], *chunks]), m))
+        o = end
     return out
+
+
+def _run_length(train: bytes, o: int, seg: int, n: int) -> int:
+    """How many segments from offset o are consecutive fragments of the datagram whose fragment starts at o
+    (same clear header and count, indices counting up), if that is all the segments up to that datagram's
+    last fragment or the train's end; else 0 (the caller goes segment by segment)."""
+    hs = HEADER.size
+    if o + hs + FRAG_HEAD.size > n or train[o] != MAGIC or not train[o + 1] & F_FRAG:
+        return 0
+    index, count = train[o + hs], train[o + hs + 1]
+    if count < 2 or index >= count:
+        return 0
+    m = min(count - index, -(-(n - o) // seg))
+    if o + (m - 1) * seg + hs + FRAG_HEAD.size > n:   # the train's last segment too short for a fragment head
+        m -= 1
+    if m < 2:
+        return 0
+    if _is_run(train, o, seg, m):
+        return m
+    lo, hi = 1, m - 1            # a lost fragment or another datagram in between: the longest run before it
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _is_run(train, o, seg, mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo if lo >= 2 else 0
+
+
+def _is_run(train: bytes, o: int, seg: int, m: int) -> bool:
+    hs = HEADER.size
+    span = (m - 1) * seg + 1
+    head = train[o:o + hs]
+    for j in range(hs):
+        if train[o + j:o + j + span:seg] != head[j:j + 1] * m:
+            return False
+    index, count = train[o + hs], train[o + hs + 1]
+    return (train[o + hs:o + hs + span:seg] == bytes(range(index, index + m))
+            and train[o + hs + 1:o + hs + 1 + span:seg] == bytes((count,)) * m)
 
 
 def probe(sender: bytes, nonce: bytes, payload_size: int) -> bytes:
