@@ -25,8 +25,9 @@ def test_two_routers_measure_each_other_and_share_their_link_summaries(tmp_path)
             assert (row["name"], row["nickname"], row["state"], row["encrypted"]) == (NAMES["b"], "b", "connected",
                                                                                      False)
             # b's own summary reached a (and a's reached b): both ends of the one link.
-            await until(lambda: NAMES["b"] in a.report()["router"]["health"]["mesh"]
-                        and NAMES["a"] in b.report()["router"]["health"]["mesh"])
+            # (each summary is checked for changes once a second: the first ones may predate the link)
+            await until(lambda: [sorted(e.reported_by) for e in build(a.report()).edges]
+                        == [sorted(NAMES[k] for k in "ab")])
             (edge,) = build(a.report()).edges
             assert edge.state == "ok" and sorted(edge.reported_by) == sorted(NAMES.values())
             text = render(make_registry(a)).decode()

@@ -7,6 +7,7 @@ FakeDocker knows a few containers; FakeDataplane moves no frames. Everything els
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from types import SimpleNamespace
 
@@ -111,6 +112,9 @@ class FakeDataplane:
 
     def stop(self, loop, keep_datapath: bool = False) -> None:
         self.stopped = "kept" if keep_datapath else "closed"   # how the router stopped its data plane
+
+    def next_deadline(self) -> float:   # ticks like a data plane with fast-path peers
+        return time.monotonic() + 0.1
 
     def sync(self, *args) -> list:   # (now), or (mesh, now) before the mesh emitted events
         self.synced += 1

@@ -61,6 +61,10 @@ class HealthService:
                 out.append(Link(p.name, "broken", "none", False, None, None, False))
         return out
 
+    def next_deadline(self) -> float:
+        """When `tick` next has work: the router's ticker sleeps until then."""
+        return self._next_publish
+
     def tick(self, now: float, containers: int) -> list[GossipSend]:
         if now < self._next_publish:
             return []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import math
 import random
 from collections import deque
 from dataclasses import dataclass, replace
@@ -77,6 +78,7 @@ RTT_MAX = 60.0
 DELTA_FEATURE = "topo_delta"         # hello feature: the peer takes GOSSIP_DELTA messages
 SENT_CHAIN_STEPS = 128               # deltas kept per entry to answer summaries that are behind
 REPAIR_INTERVAL = 1.0                # at most one summary a second asks a neighbour for entries a delta missed
+HOUSEKEEPING = 1.0                   # seconds between expiry passes (refused inbound, auth failures, unreachable GC)
 _LOG_INTERVAL = 60.0
 
 
@@ -248,6 +250,7 @@ class Mesh:
         # Per-connection deadlines (heartbeat due, silence limit, handshake limit) as a heap of
         # (due, conn id): a tick touches only the connections whose time has come, not all N of them.
         self._timers: list[tuple[float, int]] = []
+        self._next_housekeeping = 0.0
         # The dial pass looks at every target: it runs when a target is due, the targets changed
         # (connmaker.version) or a connection came or went (_dial_check), not on every tick.
         self._dial_check = True
@@ -445,13 +448,36 @@ class Mesh:
             live = [c for c in self.conns.values() if c.live]
             if live:
                 actions.append(self._send_summary(self._rng.choice(live)))
-        if self._gc_unreachable(now):
-            actions += self._peers_event()
-        while self._failed_inbound and now - self._failed_inbound[0][0] >= cfg.failed_inbound_keep:
-            self._failed_inbound.popleft()
-        self._expire_auth_failures(now)
+        if now >= self._next_housekeeping:   # expiries a second late cost nothing: not on every tick
+            self._next_housekeeping = now + HOUSEKEEPING
+            if self._gc_unreachable(now):
+                actions += self._peers_event()
+            while self._failed_inbound and now - self._failed_inbound[0][0] >= cfg.failed_inbound_keep:
+                self._failed_inbound.popleft()
+            self._expire_auth_failures(now)
         actions += self._dial_due(now)
         return actions
+
+    def next_deadline(self) -> float:
+        """When `tick` next has work (0.0: at once). The router's ticker sleeps until the earliest of its
+        subsystems' deadlines; an event that makes work (a topology change, gossip queued, a connection up or
+        down) moves this one earlier, and the ticker is woken. O(1): it is asked after every event."""
+        if self._topo_dirty or self._next_summary is None or self._dial_check \
+                or self.connmaker.version != self._dial_version:
+            return 0.0
+        due = min(self._next_summary, self._next_dial, self._next_housekeeping)
+        if self._gossip_due is not None and self._gossip_due < due:
+            due = self._gossip_due
+        if self._timers and self._timers[0][0] < due:
+            due = self._timers[0][0]
+        return due
+
+    def _heartbeat_slot(self, t: float) -> float:
+        """Heartbeats leave on a grid of one interval (never later than due, at most one interval early
+        once, when a connection joins): all of them in the same tick, so an idle router wakes once per
+        interval for its heartbeats however many connections it has, not once per connection."""
+        interval = self.config.heartbeat_interval
+        return math.floor(t / interval + 1e-6) * interval
 
     def _schedule(self, conn: Conn, due: float) -> None:
         conn.timer_due = due
@@ -478,14 +504,14 @@ class Mesh:
                 if now - conn.last_recv > cfg.heartbeat_timeout:
                     actions += self._drop(conn, f"no heartbeat for {now - conn.last_recv:.1f}s", now)
                     continue
-                if now - conn.last_hb >= cfg.heartbeat_interval:
+                if now >= self._heartbeat_slot(conn.last_hb + cfg.heartbeat_interval):
                     actions.append(self._heartbeat(conn, now))
                 rearm.append(conn)
         for conn in rearm:  # after the loop: a deadline equal to now waits for the next tick, as before
             if conn.state == ConnState.HANDSHAKE:
                 self._schedule(conn, conn.created + cfg.handshake_timeout)
             else:
-                self._schedule(conn, min(conn.last_hb + cfg.heartbeat_interval,
+                self._schedule(conn, min(self._heartbeat_slot(conn.last_hb + cfg.heartbeat_interval),
                                          conn.last_recv + cfg.heartbeat_timeout))
         return actions
 

@@ -109,6 +109,10 @@ class Gossiper:
             raise
         return self._take([GossipSend(channel, delta)] if delta is not None else [])
 
+    def next_deadline(self) -> float:
+        """When `tick` next has a round due (0.0: at once): the router's ticker sleeps until then."""
+        return min((reg.next_sync or 0.0 for reg in self._channels.values()), default=float("inf"))
+
     def tick(self, now: float) -> list[GossipSend]:
         """Anti-entropy: each channel's full state (or digest) to one random neighbour every `interval` (±50 %)."""
         out: list[GossipSend] = []

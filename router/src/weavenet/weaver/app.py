@@ -43,7 +43,12 @@ from .workloads import Workloads
 
 log = logging.getLogger("weavenet.weaver")
 
-TICK = 0.1  # routes are recomputed at most one tick after a change (≤ 100 ms)
+# The ticker is deadline-driven: it sleeps until the earliest deadline of its subsystems (mesh timers,
+# data plane, health, gossip rounds, IPAM, DNS), and an event that makes work due sooner (a topology change,
+# a connection up or down) wakes it at once: routes are recomputed right after a change, well within 100 ms.
+MAX_SLEEP = 0.5     # at least this often: dead datapath threads, and the mesh's and data plane's stall checks
+MIN_SLEEP = 0.005   # a deadline already past never makes the loop spin
+FALLBACK_SLEEP = 0.1   # the tick period of a subsystem whose deadline cannot be had (a bug): the old fixed tick
 DIAL_TIMEOUT = 5.0
 
 
@@ -116,6 +121,8 @@ class Router:
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._keep_datapath = False   # set by request_restart
+        self._sleeper: asyncio.Future | None = None   # the ticker's sleep, while it sleeps
+        self._wake_at = 0.0                          # ... until then
         self.exit_status = 0   # non-zero: the router ends on its own (e.g. 70, the data plane failed)
 
     # --- actions from the core -------------------------------------------------------------------
@@ -135,6 +142,11 @@ class Router:
                 task = asyncio.get_running_loop().create_task(self._dial(a))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+        # The mesh's deadline moves earlier with every change that makes work for anyone (a connection up or
+        # down, a topology change, gossip queued): then tick now, not at the planned wake-up.
+        sleeper = self._sleeper
+        if sleeper is not None and not sleeper.done() and self.mesh.next_deadline() < self._wake_at:
+            sleeper.set_result(None)
 
     async def _dial(self, a: Dial) -> None:
         loop = asyncio.get_running_loop()
@@ -270,9 +282,16 @@ class Router:
                  ("gossip", lambda now: self.dispatch.gossip.tick(now)),
                  ("ipam", lambda now: self.ipam.tick(now)),
                  ("dns", lambda now: self.dns.tick(now) if self.dns is not None else []))
+        deadlines = (("mesh", lambda: self.mesh.next_deadline()),
+                     ("dataplane", lambda: self.dataplane.next_deadline()),
+                     ("health", lambda: self.health.next_deadline()),
+                     ("gossip", lambda: self.dispatch.gossip.next_deadline()),
+                     ("ipam", lambda: self.ipam.next_deadline()),
+                     ("dns", lambda: self.dns.next_deadline() if self.dns is not None else float("inf")))
         throttle = Throttle()
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(TICK)
+            await self._sleep(loop, self._next_wake(deadlines, throttle))
             now = self.clock()
             for name, step in steps:
                 try:
@@ -285,6 +304,30 @@ class Router:
                     held = throttle.allow(name, now)
                     if held is not None:
                         log.exception("%s tick failed%s", name, f" ({held} more failures not logged)" if held else "")
+
+    def _next_wake(self, deadlines, throttle: Throttle) -> float:
+        now = self.clock()
+        due = now + MAX_SLEEP
+        for name, deadline in deadlines:
+            try:
+                due = min(due, deadline())
+            except Exception:  # noqa: BLE001 - a bug in one subsystem: it ticks at the old fixed period
+                due = min(due, now + FALLBACK_SLEEP)
+                held = throttle.allow(f"{name}-deadline", now)
+                if held is not None:
+                    log.exception("%s deadline failed%s", name, f" ({held} more failures not logged)" if held else "")
+        return due
+
+    async def _sleep(self, loop: asyncio.AbstractEventLoop, until: float) -> None:
+        """Until `until` (self.clock's time) or until `execute` finds work due sooner."""
+        self._wake_at = until
+        fut = self._sleeper = loop.create_future()
+        handle = loop.call_later(max(MIN_SLEEP, until - self.clock()), _release, fut)
+        try:
+            await fut
+        finally:
+            handle.cancel()
+            self._sleeper = None
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -309,3 +352,8 @@ class Router:
         await asyncio.sleep(0.05)  # let transports flush their CLOSING messages
         await asyncio.to_thread(self.attachments.close)   # the operation in progress ends first
         self.dataplane.stop(asyncio.get_running_loop(), keep_datapath=self._keep_datapath)
+
+
+def _release(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)

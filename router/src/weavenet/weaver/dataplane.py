@@ -32,7 +32,13 @@ TAP_MTU = 65521           # the largest a TAP takes with its virtio-net header (
 MAX_RESTARTS = 3          # a datapath thread that dies more often than this within RESTART_WINDOW
 RESTART_WINDOW = 60.0     # seconds ends the router (exit status 70) for its supervisor to restart
 EXIT_DATAPATH = 70        # EX_SOFTWARE
-FILTER_REFRESH = 5.0      # seconds between reads of the source filter's drop counter
+# The source filter's drop counter costs an `nft` subprocess to read: it is read only when asked (report,
+# metrics), at most this often, in the netlink thread; an answer shows the count of the previous read.
+FILTER_REFRESH = 2.0
+# With fast-path peers (or their grace periods) the data plane needs the ticker this often: fast-path
+# heartbeats, "I hear you" status and path checks. Without, only when the mesh changed it or a timer is due.
+FAST_TICK = 0.1
+GRACE_CHECK = 1.0         # grace periods end this late at most (they last GRACE)
 # Seconds between reads of the bridge's local MACs (advertised to fast-path peers); only while there is a
 # fast-path peer. The dump was ~40 % of an idle router's CPU at 1 s; a MAC not yet advertised is only
 # flooded to the fast-path peers meanwhile, never lost.
@@ -212,7 +218,19 @@ class Dataplane:
     def on_peers(self, known: frozenset[str]) -> None:
         self._known = known
 
-    # --- called by the router on every tick ------------------------------------------------------
+    # --- called by the router's ticker -----------------------------------------------------------
+    def next_deadline(self) -> float:
+        """When `sync` next has work (0.0: at once, the mesh changed something). O(1): the router asks after
+        every event."""
+        if self._changed:
+            return 0.0
+        if self.fastdp and (self.decider.paths or self._grace):
+            return self._last_sync + FAST_TICK
+        due = self._next_mac_expiry
+        if self._grace:
+            due = min(due, self._last_sync + GRACE_CHECK)
+        return due
+
     def sync(self, now: float) -> list[DatapathSend | DatapathChanged]:
         """Follow the mesh: sleeve links per connection, routes, fast-path candidates and checks.
         Returns data-plane messages to peers (fast-path status, FDB adverts)."""
@@ -221,9 +239,6 @@ class Dataplane:
         changed, self._changed = self._changed, False
         if changed:
             self._links = {cid: self._links.get(cid) or self._new_link(c) for cid, c in conns.items()}
-        if now >= self._next_filter_read and self._filter_peers is not None:
-            self._next_filter_read = now + FILTER_REFRESH
-            self._nl(self._read_filter)
         actions: list[DatapathSend | DatapathChanged] = []
         # A stalled router (overloaded host) did not read heartbeats: that silence is ours, not the paths'.
         stalled = now - self._last_sync - 0.5 if self._last_sync else 0.0
@@ -303,7 +318,11 @@ class Dataplane:
 
     def drop_counts(self) -> dict[str, int]:
         """reason -> count: the engine's, refused FDB adverts (fdb_*), and what the nft source filter
-        dropped (as filtered_source)."""
+        dropped (as filtered_source, from the previous ask: see FILTER_REFRESH)."""
+        now = time.monotonic()
+        if now >= self._next_filter_read and self._filter_peers is not None:
+            self._next_filter_read = now + FILTER_REFRESH
+            self._nl(self._read_filter)
         drops = dict(self.engine.drops) if self.engine is not None else {}
         drops.update(self.remote_macs.refused)
         if self._filter_dropped:

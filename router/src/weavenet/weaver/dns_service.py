@@ -107,6 +107,10 @@ class DnsService:
             self.store.peer_back(p)
         self._known = ev.known
 
+    def next_deadline(self) -> float:
+        """When `tick` next has work: the router's ticker sleeps until then."""
+        return self._next_gc
+
     def tick(self, now: float) -> list[GossipSend]:
         if now >= self._next_gc:
             self._next_gc = now + GC_INTERVAL

@@ -144,6 +144,10 @@ class IpamService:
         else:
             self._live.pop(ev.peer, None)
 
+    def next_deadline(self) -> float:
+        """When `tick` next has work: the router's ticker sleeps until then."""
+        return self._next_tick
+
     def tick(self, now: float) -> list[GossipSend]:
         if now < self._next_tick:
             return []
