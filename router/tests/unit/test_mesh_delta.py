@@ -5,7 +5,7 @@ import json
 import pytest
 
 from weavenet.mesh.channel import Channel, MsgType
-from weavenet.mesh.core import DELTA_FEATURE
+from weavenet.mesh.core import DELTA_FEATURE, SPAN_FEATURE
 from weavenet.mesh.errors import ProtocolError
 from weavenet.mesh.topology import ConnRecord, PeerDelta, PeerEntry, Topology
 
@@ -220,7 +220,21 @@ def test_compose_does_what_the_chain_does_once_per_record():
     t2.apply_deltas([one])
     assert t1.peers[A] == t2.peers[A] == entry(6, rec(B, False), rec(C), rec(D))
     with pytest.raises(ValueError, match="not a chain"):
-        PeerDelta.compose([chain[0], chain[2]])
+        PeerDelta.compose([chain[0], chain[2]])           # a hole: version 5 is missing
+    overlapping = PeerDelta.compose([chain[0], PeerDelta(A, 1, 3, 6, (rec(D), rec(B, False)), ())])
+    assert (overlapping.base, overlapping.version) == (3, 6)
+
+
+def test_a_complete_delta_applies_to_any_version_in_between_from_a_span_sender_only():
+    t = Topology(entry(1, name=D), max_peers=10)
+    t.merge([entry(4, rec(B), rec(C, False))])         # we never held 3 (no history of it)
+    d = PeerDelta(A, 1, 3, 6, (rec(C),), (B,))          # complete over 3..6
+    assert t.apply_deltas([d]) == ([], 1)
+    applied, gaps = t.apply_deltas([d], span=True)
+    assert gaps == 0 and t.peers[A] == entry(6, rec(C))
+    ((made, _),), gaps = t.apply_deltas([PeerDelta(A, 1, 5, 7, ())], span=True)   # base 5 < ours (6) < 7
+    assert gaps == 0 and made == entry(7, rec(C))
+    assert t.apply_deltas([PeerDelta(A, 1, 8, 9, ())], span=True)[1] == 1   # a hole stays a gap
 
 
 def test_a_delta_based_on_a_version_we_held_before_still_applies():
@@ -259,6 +273,7 @@ def test_a_summary_naming_a_version_we_held_gets_one_delta():
     net.until(lambda: full_mesh(net, 3), 5)
     a._sent_chain.clear()
     (a_to_b,) = [x for x in a.live_connections() if x.remote.name == b.identity.name]
+    a_to_b.remote.features.pop(SPAN_FEATURE)          # b plays a router that applies on the exact base only
     (b_to_a,) = [x for x in b.live_connections() if x.remote.name == a.identity.name]
     summary = {n: [e.incarnation, e.version] for n, e in b.topology.peers.items()}
     summary[a.identity.name] = [before.incarnation, before.version]
@@ -268,3 +283,19 @@ def test_a_summary_naming_a_version_we_held_gets_one_delta():
     assert msg[0] == MsgType.GOSSIP_DELTA
     (one,) = json.loads(msg[1])["deltas"]
     assert one[2:4] == [before.version, a.topology.ourself.version] and one[5] == [d.identity.name]
+
+
+def test_what_an_older_router_sent_across_several_versions_is_passed_on_whole():
+    net = SimNet()
+    a, b, c = launch_chain(net, 3)
+    net.until(lambda: full_mesh(net), 20)
+    net.advance(3)
+    (b_to_a,) = [x for x in b.live_connections() if x.remote.name == a.identity.name]
+    (a_to_b,) = [x for x in a.live_connections() if x.remote.name == b.identity.name]
+    b_to_a.remote.features.pop(SPAN_FEATURE)           # a plays an older router: its steps may be incomplete
+    held = b.topology.peers[c.identity.name]
+    d = PeerDelta(c.identity.name, held.incarnation, held.version, held.version + 3, ())
+    b.data_received(b_to_a.id, a_to_b.channel.encode(MsgType.GOSSIP_DELTA, b'{"deltas":[' + d.wire_json + b"]}"),
+                    net.now)
+    assert b.topology.peers[c.identity.name].version == held.version + 3
+    assert b._pending_deltas[c.identity.name] is None    # not passed on as a (maybe incomplete) delta

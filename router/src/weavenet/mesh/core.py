@@ -76,7 +76,9 @@ MAX_GOSSIP_BODY = 1024 * 1024        # bigger gossip is split over several messa
 ROUTE_TREE_BUDGET = 200_000          # BFS steps one gossip flush may spend on per-origin broadcast trees
 RTT_MAX = 60.0
 DELTA_FEATURE = "topo_delta"         # hello feature: the peer takes GOSSIP_DELTA messages
+SPAN_FEATURE = "topo_span"           # hello feature: its deltas are complete (Topology.apply_deltas span)
 SENT_CHAIN_STEPS = 128               # deltas kept per entry to answer summaries that are behind
+PENDING_STEPS = 64                   # deltas queued per entry between flushes before they are composed into one
 REPAIR_INTERVAL = 1.0                # at most one summary a second asks a neighbour for entries a delta missed
 HOUSEKEEPING = 1.0                   # seconds between expiry passes (refused inbound, auth failures, unreachable GC)
 _LOG_INTERVAL = 60.0
@@ -210,7 +212,7 @@ class Mesh:
     def __init__(self, identity: LocalIdentity, incarnation: int, config: MeshConfig | None = None,
                  rng: random.Random | None = None) -> None:
         # Every peer here takes topology deltas; the hello says so, so an older peer gets whole entries.
-        self.identity = replace(identity, features={**identity.features, DELTA_FEATURE: 1})
+        self.identity = replace(identity, features={**identity.features, DELTA_FEATURE: 1, SPAN_FEATURE: 1})
         self.config = config or MeshConfig()
         self._rng = rng or random.Random()
         self.conns: dict[int, Conn] = {}
@@ -567,7 +569,8 @@ class Mesh:
         actions.append(self._heartbeat(conn, now))
         self._schedule(conn, now + self.config.heartbeat_interval)
         actions.append(ConnectionUp(remote.name, conn.id, conn.remote_ip, remote.port, conn.outbound,
-                                    {k: v for k, v in remote.features.items() if k != DELTA_FEATURE},
+                                    {k: v for k, v in remote.features.items() if k not in (DELTA_FEATURE,
+                                                                                           SPAN_FEATURE)},
                                     done.session.keys_for(SLEEVE_KEYS) if done.session else None))
         self._update_ourself(now)
         # A new neighbour learns what we have that it lacks (it answers our summary); then deltas.
@@ -662,12 +665,16 @@ class Mesh:
             raise ProtocolError("bad topology delta message")
         deltas = [PeerDelta.from_wire(w, cap) for w in msg["deltas"]]
         self.counters["gossip_received"] += 1
-        accepted, gaps = self.topology.apply_deltas(deltas, self._max_incarnation(now))
+        span = conn.remote is not None and conn.remote.features.get(SPAN_FEATURE) == 1
+        accepted, gaps = self.topology.apply_deltas(deltas, self._max_incarnation(now), span)
         for e, chain in accepted:
             if e.name == self.identity.name:
                 self._queue_gossip(e, now)
             else:
-                self._queue_gossip(e, now, source=conn.remote.name if conn.remote else "", chain=chain)
+                # What we pass on is complete (SPAN_FEATURE): an older router's steps may not be.
+                ok = span or all(d.version == d.base + 1 for d in chain)
+                self._queue_gossip(e, now, source=conn.remote.name if conn.remote else "",
+                                   chain=chain if ok else None)
         repair: list[Output] = []
         if gaps:
             self.counters["gossip_delta_gaps"] += gaps
@@ -692,27 +699,42 @@ class Mesh:
                 raise ProtocolError("bad gossip summary: values must be [incarnation, version]")
         newer, deltas = [], []
         takes_deltas = conn.remote is not None and conn.remote.features.get(DELTA_FEATURE) == 1
+        span = takes_deltas and conn.remote is not None and conn.remote.features.get(SPAN_FEATURE) == 1
         for name, e in self.topology.peers.items():
             theirs = summary.get(name)
             if theirs is None or tuple(theirs) < e.order:
-                past = self.topology.held(name, (theirs[0], theirs[1])) if takes_deltas and theirs else None
-                one = PeerDelta.between(past, e) if past is not None else None
-                if one is not None and one.size <= len(e.connections):
-                    deltas.append(one)   # from a version we held too: the records changed since, once each
-                    continue
-                chain = self._chain_to_current(name) if takes_deltas and theirs is not None else None
-                if chain and chain[-1].order == e.order and theirs[0] == e.incarnation:
-                    suffix = [d for d in chain if d.base >= theirs[1]]
-                    if suffix and suffix[0].base == theirs[1]:
-                        # One delta from the asker's version: a record changed in many steps goes once
-                        # (a receiver that moved on since applies it to the version it held, Topology.held).
-                        one = PeerDelta.compose(suffix)
-                        if one.size <= len(e.connections):
-                            deltas.append(one)
-                            continue
-                newer.append(e)
+                one = self._answer_delta(e, theirs, span) if takes_deltas and theirs is not None else None
+                if one is not None:
+                    deltas.append(one)
+                else:
+                    newer.append(e)
         conn.synced = True
         return self._send_deltas(conn, deltas) + self._send_gossip(conn, newer)
+
+    def _answer_delta(self, e: PeerEntry, theirs: list[int], span: bool) -> PeerDelta | None:
+        """One delta that brings an asker at version ``theirs`` of ``e`` to ``e`` (None: the whole entry
+        must go): the chain we sent and queued since, composed (a record changed in many steps goes
+        once); for a peer that applies only on the exact base (no SPAN_FEATURE), also a diff from a
+        version we held (Topology.held; exact for that version only, so not for a span peer)."""
+        if theirs[0] != e.incarnation:
+            return None
+        if not span:
+            past = self.topology.held(e.name, (theirs[0], theirs[1]))
+            one = PeerDelta.between(past, e) if past is not None else None
+            if one is not None and one.size <= len(e.connections):
+                return one
+        chain = self._chain_to_current(e.name)
+        if not chain or chain[-1].order != e.order:
+            return None
+        suffix = [d for d in chain if d.version > theirs[1]]
+        # A span peer applies a complete delta from any version in between: the suffix may start before theirs.
+        if not suffix or not (suffix[0].base == theirs[1] or span and suffix[0].base < theirs[1]):
+            return None
+        try:
+            one = PeerDelta.compose(suffix)
+        except ValueError:
+            return None
+        return one if one.size <= len(e.connections) else None
 
     def _chain_to_current(self, name: str) -> list[PeerDelta]:
         """The deltas we know of that lead up to the entry's current version (sent, then pending)."""
@@ -740,11 +762,18 @@ class Mesh:
         if pending is not None:
             if chain is None:
                 d = PeerDelta.between(base, entry) if base is not None else None
-                chain = [d] if d is not None else None
-            if not chain or (pending and pending[-1].version != chain[0].base) or len(pending) + len(chain) > 64:
+                # Across one version only: a diff across several may miss a record changed and changed
+                # back in between, and what we send must be complete (SPAN_FEATURE).
+                chain = [d] if d is not None and d.version == d.base + 1 else None
+            if not chain or (pending and pending[-1].version != chain[0].base):
                 pending = None
             else:
                 pending = pending + chain
+                if len(pending) > PENDING_STEPS:
+                    # A join storm changes an entry dozens of times between flushes: one composed step, not
+                    # the whole entry to every neighbour (one that holds a version in between applies it
+                    # to the flushed version it held before: Topology.held).
+                    pending = [PeerDelta.compose(pending)]
         self._pending_deltas[entry.name] = pending
         self._pending_gossip[entry.name] = entry
         if source:
@@ -784,8 +813,15 @@ class Mesh:
                 if n != src:
                     per_conn.setdefault(live[n].id, []).append(e)
         # A chain goes instead of the entry where it is smaller (a join, a lost link: one record).
-        deltas = {e.name: chain for e in pending if (chain := self._pending_deltas.get(e.name))
-                  and 2 * sum(d.size for d in chain) <= len(e.connections) + 1}
+        deltas = {}
+        for e in pending:
+            chain = self._pending_deltas.get(e.name)
+            if not chain:
+                continue
+            if 2 * sum(d.size for d in chain) > len(e.connections) + 1 and len(chain) > 1:
+                chain = [PeerDelta.compose(chain)]   # the records that changed, once each
+            if 2 * sum(d.size for d in chain) <= len(e.connections) + 1:
+                deltas[e.name] = chain
         for e in pending:
             chain = deltas.get(e.name)
             if chain is None:

@@ -150,15 +150,15 @@ class PeerDelta:
 
     @classmethod
     def compose(cls, chain: list[PeerDelta]) -> PeerDelta:
-        """One delta doing what the consecutive ``chain`` does (each step's base is the previous step's
-        version): a record touched by several steps travels once, in its last state. For an asker whose
-        version is the chain's base (a summary answer, a repair) this is smaller than the chain."""
+        """One delta doing what the ``chain`` does (each step starts at or before the previous step's
+        version, and ends after it): a record touched by several steps travels once, in its last state.
+        Composed from complete deltas (see ``span`` in Topology.apply_deltas) it is complete too."""
         first, last = chain[0], chain[-1]
         final: dict[str, ConnRecord | None] = {}
         version = first.base
         for d in chain:
-            if (d.name, d.incarnation, d.base) != (first.name, first.incarnation, version):
-                raise ValueError("not a chain: one entry's consecutive deltas within one incarnation")
+            if (d.name, d.incarnation) != (first.name, first.incarnation) or not d.base <= version < d.version:
+                raise ValueError("not a chain: one entry's deltas, each from at most the version before it")
             version = d.version
             for n in d.removed:
                 final[n] = None
@@ -336,13 +336,17 @@ class Topology:
                 fresh.append(PeerEntry.from_wire(w, self.max_peers))
         return self.merge(fresh, max_incarnation)
 
-    def apply_deltas(self, deltas: list[PeerDelta], max_incarnation: int | None = None
+    def apply_deltas(self, deltas: list[PeerDelta], max_incarnation: int | None = None, span: bool = False
                      ) -> tuple[list[tuple[PeerEntry, list[PeerDelta]]], int]:
         """Apply received deltas; return the entries they made, each with the chain of deltas that made
         it (to be passed on), and how many did not apply because we do not hold their base version (a
         gap: the caller pulls the whole entries). Consecutive deltas of one entry are applied together
         (one rebuild of the entry, not one per delta). A delta about ourselves newer than our entry
-        makes us bump past it, as in merge (its chain is empty: the whole entry must go)."""
+        makes us bump past it, as in merge (its chain is empty: the whole entry must go).
+
+        ``span``: the sender's deltas are complete (they name every record changed at any version from
+        base to version, as a chain of single steps and its composition do), so one applies to any version
+        we hold in between: the records it does not name did not change there."""
         accepted: list[tuple[PeerEntry, list[PeerDelta]]] = []
         gaps = 0
         i = 0
@@ -374,13 +378,16 @@ class Topology:
                     self.refused["ahead"] += 1
                     continue
                 if cur is None or order != (d.incarnation, d.base):
-                    # Based on a version we held before the one we hold (we moved on since the sender
-                    # looked): applied to that version, it makes its own version all the same.
-                    past = self.held(name, (d.incarnation, d.base)) if cur is not None else None
-                    if past is None:
-                        gaps += 1
-                        continue
-                    recs, chain = {c.name: c for c in past.connections}, []
+                    if span and order is not None and order[0] == d.incarnation and d.base < order[1]:
+                        pass   # complete and we hold a version in between: applies to ours as it is
+                    else:
+                        # Based on a version we held before the one we hold (we moved on since the sender
+                        # looked): applied to that version, it makes its own version all the same.
+                        past = self.held(name, (d.incarnation, d.base)) if cur is not None else None
+                        if past is None:
+                            gaps += 1
+                            continue
+                        recs, chain = {c.name: c for c in past.connections}, []
                 if recs is None:
                     recs = {c.name: c for c in cur.connections}
                 for n in d.removed:
