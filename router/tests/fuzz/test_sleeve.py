@@ -29,9 +29,28 @@ def test_random_bytes(dg, key):
     decode(dg, key)
 
 
-@given(st.binary(max_size=300), st.booleans(), st.integers(0, 2**64 - 1), st.sampled_from([None, KEY]))
-def test_random_body_behind_valid_header(body, enc, seq, key):
-    decode(sleeve.HEADER.pack(sleeve.MAGIC, sleeve.F_ENCRYPTED if enc else 0, NAME, seq) + body, key)
+@given(st.binary(max_size=300), st.sampled_from([0, sleeve.F_ENCRYPTED, sleeve.F_ENCRYPTED | sleeve.F_AEGIS]),
+       st.integers(0, 2**64 - 1), st.sampled_from([None, KEY]))
+def test_random_body_behind_valid_header(body, flags, seq, key):
+    decode(sleeve.HEADER.pack(sleeve.MAGIC, flags, NAME, seq) + body, key)
+
+
+@given(frames_st, st.integers(0, 2**64 - 1), st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)),
+                                                        max_size=4), st.integers(0, 10_000))
+def test_mutated_aegis_datagrams(frames, seq, flips, cut):
+    if not sleeve.AEGIS_AVAILABLE:
+        return
+    key = sleeve.aegis_key(KEY)
+    orig = sleeve.encode(NAME, seq, NAME, sleeve.BROADCAST, frames, key, aegis=True)
+    dg = bytearray(orig)
+    for pos, val in flips:
+        dg[pos % len(dg)] = val
+    dg = bytes(dg[:len(dg) - cut % (len(dg) + 1)])
+    out = decode(dg, key)
+    if dg == orig:
+        assert out is not None and out[3] == frames
+    else:
+        assert out is None                                  # anything changed (or cut) fails authentication
 
 
 @given(frames_st, st.sampled_from([None, KEY]), st.integers(0, 2**64 - 1),

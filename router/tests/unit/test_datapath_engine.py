@@ -39,7 +39,8 @@ def wait(cond, timeout=2.0):
 
 
 class Rig:
-    def __init__(self, key: bytes | None, cap: int = 8192, mtu: int = 0, ceiling: int = 0) -> None:
+    def __init__(self, key: bytes | None, cap: int = 8192, mtu: int = 0, ceiling: int = 0,
+                 aegis: bool = False) -> None:
         self.tap, self.tap_engine = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.tap.settimeout(1.0)
         self.macs = MacTable(local=A, cap=cap)
@@ -48,7 +49,9 @@ class Rig:
         self.peer.bind(("127.0.0.1", 0))
         self.peer.settimeout(1.0)
         self.key = key
-        self.link = PeerLink(B, ("127.0.0.1", self.peer.getsockname()[1]), key, key, ceiling=ceiling)
+        self.aegis = aegis                  # both ends offered AEGIS-256: peer B seals with the derived key
+        self.seal_key = sleeve.aegis_key(key) if aegis else key
+        self.link = PeerLink(B, ("127.0.0.1", self.peer.getsockname()[1]), key, key, ceiling=ceiling, aegis=aegis)
         self.routes = RouteTable({A: [B], B: [A]}, A)
         self.eng.publish(View(A, self.routes, {B: self.link}))
         self.seq = 100
@@ -63,7 +66,7 @@ class Rig:
     def valid(self, frames: list[bytes], origin: str = B, dest: str = A) -> bytes:
         self.seq += 1
         return sleeve.encode(sleeve.name_bytes(B), self.seq, sleeve.name_bytes(origin), sleeve.name_bytes(dest),
-                             frames, self.key)
+                             frames, self.seal_key, aegis=self.aegis)
 
     def recv_data(self) -> bytes:
         """The next datagram the engine sent to peer B that is not a path-MTU probe."""
@@ -90,9 +93,9 @@ class Rig:
             s.close()
 
 
-@pytest.fixture(params=[None, KEY], ids=["plain", "encrypted"])
+@pytest.fixture(params=[None, KEY, "aegis"], ids=["plain", "encrypted", "aegis"])
 def rig(request):
-    r = Rig(request.param)
+    r = Rig(KEY, aegis=True) if request.param == "aegis" else Rig(request.param)
     yield r
     r.close()
 
@@ -237,7 +240,7 @@ def test_dead_thread_is_noticed_restarted_and_finally_fatal(monkeypatch):
 def test_encrypted_mesh_turns_fastdp_off_and_says_so():
     dp = Dataplane(DataplaneConfig(fastdp=True, encrypted=True), A)
     try:
-        assert not dp.fastdp and dp.uplinks() == ["weave-tap"] and dp.features() == {}
+        assert not dp.fastdp and dp.uplinks() == ["weave-tap"] and "fastdp" not in dp.features()
         assert dp.fastdp_off == "encryption is on"
         assert "fastdp off: encryption is on" in fmt._datapath({"health": "healthy", "fastdp_off": dp.fastdp_off})
         assert Dataplane(DataplaneConfig(fastdp=True), A).fastdp

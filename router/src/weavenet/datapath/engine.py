@@ -74,9 +74,15 @@ class PeerLink:
     too_big: bool = False
     prober: Prober | None = None
     reasm: Reassembler = field(default_factory=Reassembler)
+    # Both ends seal with AEGIS-256 (each advertised sleeve_aead "aegis256"); the keys are then derived
+    # ones (sleeve.aegis_key) and a datagram sealed the other way is refused ("auth").
+    aegis: bool = False
 
     def __post_init__(self) -> None:
         self.name_b = sleeve.name_bytes(self.name)
+        self.aegis = self.aegis and sleeve.AEGIS_AVAILABLE and self.tx_key is not None and self.rx_key is not None
+        if self.aegis:
+            self.tx_key, self.rx_key = sleeve.aegis_key(self.tx_key), sleeve.aegis_key(self.rx_key)
         ip = self.addr[0]
         if ip.startswith("::ffff:"):  # an IPv4 peer accepted on a dual-stack socket
             self.addr = (ip[7:], self.addr[1])
@@ -350,7 +356,8 @@ class Engine:
             st.drops["no_route"] += len(frames)
             return
         dest_b = sleeve.name_bytes(out.dest) if out.dest else sleeve.BROADCAST
-        dg = sleeve.encode(self.our_b, next(link.seq), origin_b, dest_b, frames, link.tx_key, out.relay_only)
+        dg = sleeve.encode(self.our_b, next(link.seq), origin_b, dest_b, frames, link.tx_key, out.relay_only,
+                           link.aegis)
         if len(dg) > sleeve.MAX_DATAGRAM:
             if len(frames) > 1:  # split the batch; a single frame this big cannot be carried
                 half = len(frames) // 2
@@ -508,7 +515,7 @@ class Engine:
             self._probe(dg, seq, link, now, st)
             return
         key = link.rx_key
-        if bool(flags & sleeve.F_ENCRYPTED) != (key is not None):
+        if bool(flags & sleeve.F_ENCRYPTED) != (key is not None) or bool(flags & sleeve.F_AEGIS) != link.aegis:
             st.drops["auth"] += 1
             return
         if key is not None and not link.replay.check(seq):

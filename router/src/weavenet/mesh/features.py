@@ -25,10 +25,21 @@ def _unicast_mac(v: object) -> str:
     return mac
 
 
+_TOKEN = re.compile(r"^[a-z0-9-]{1,32}$")
+
+
+def _token(v: object) -> str:
+    if not isinstance(v, str) or not _TOKEN.match(v):
+        raise ValueError("not a short lowercase token")
+    return v
+
+
 # key -> validator returning the normalised value (raises ValueError). Add new features here; an integer
 # feature gets a range check the same way.
 KNOWN_FEATURES = {
     "fastdp": _unicast_mac,  # the peer's VXLAN device MAC: it runs the kernel fast path
+    # The encrypted sleeve's AEAD the peer can receive besides ChaCha20-Poly1305 ("aegis256"; datapath.sleeve).
+    "sleeve_aead": _token,
 }
 
 
