@@ -5,6 +5,8 @@ Sans I/O: fed the mesh's events (ConnectionUp/Down/Failed, Heartbeat, RoutesChan
 plane's DatapathChanged through the dispatcher (weaver/events.py); it reads nothing of the mesh. One entry per
 peer, at most `max_peers` (the mesh's own cap); inbound failures from addresses that never said who they are only
 count. Heartbeats travel over TCP: a "lost" heartbeat is one that did not arrive within its interval (a stall).
+A peer skips a heartbeat while its other messages prove it alive (never two in a row): the mesh's Heartbeat
+event carries the longest silence on the connection since the previous one, and that silence is what counts.
 """
 
 from __future__ import annotations
@@ -172,7 +174,10 @@ class HealthTracker:
         p = self.peers.get(ev.peer)
         if p is None or p.conn_id != ev.conn_id:
             return
-        p.missed.append(self._missed(p.arrivals[-1], now) if p.arrivals else 0)
+        if p.arrivals:   # the connection's silence (heartbeats may be skipped), else the gap between heartbeats
+            p.missed.append(self._missed(ev.quiet if ev.quiet is not None else now - p.arrivals[-1]))
+        else:
+            p.missed.append(0)
         p.arrivals.append(now)
         if ev.rtt is not None:
             p.rtt_at.append(now)
@@ -213,10 +218,10 @@ class HealthTracker:
         self._follow_routes(now)
 
     # --- figures ------------------------------------------------------------------------------
-    def _missed(self, last: float, now: float) -> int:
-        """Heartbeats that did not arrive in a gap between two arrivals (a gap over 1.5 intervals)."""
-        gap = now - last
-        return max(0, round(gap / self.interval) - 1) if gap > 1.5 * self.interval else 0
+    def _missed(self, gap: float, allowed: int = 1) -> int:
+        """Heartbeats missing in a silence (one over `allowed` + 0.5 intervals): `allowed` is 1 between two
+        messages, 2 after the last heartbeat (the one in between may have been skipped for other traffic)."""
+        return max(0, round(gap / self.interval) - allowed) if gap > (allowed + 0.5) * self.interval else 0
 
     def _trim(self, p: PeerHealth, now: float) -> None:
         while p.rtt_at and now - p.rtt_at[0] > WINDOW:
@@ -232,7 +237,7 @@ class HealthTracker:
         self._trim(p, now)
         if p.conn_id is None or not p.arrivals:
             return None
-        missed = sum(p.missed) + self._missed(p.arrivals[-1], now)
+        missed = sum(p.missed) + self._missed(now - p.arrivals[-1], allowed=2)
         got = len(p.arrivals)
         return round(missed / (got + missed), 3)
 

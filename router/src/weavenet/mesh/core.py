@@ -202,6 +202,9 @@ class Conn:
     last_repair: float = -1e9        # when we last asked this neighbour for entries a delta of its missed
     synced: bool = False             # we answered its summary: until then it gets no flush (the answer has it all)
     timer_due: float = 0.0           # its entry in Mesh._timers that counts (older ones are stale)
+    quiet: float = 0.0               # longest silence between its messages since its last heartbeat (health)
+    sent_mark: int = 0               # channel.sent at our last heartbeat slot: other messages sent since?
+    skipped: bool = False            # our heartbeat of the last slot was suppressed (never two in a row)
 
     @property
     def live(self) -> bool:
@@ -253,6 +256,7 @@ class Mesh:
         # (due, conn id): a tick touches only the connections whose time has come, not all N of them.
         self._timers: list[tuple[float, int]] = []
         self._next_housekeeping = 0.0
+        self.heartbeats_suppressed = 0
         # The dial pass looks at every target: it runs when a target is due, the targets changed
         # (connmaker.version) or a connection came or went (_dial_check), not on every tick.
         self._dial_check = True
@@ -507,7 +511,10 @@ class Mesh:
                     actions += self._drop(conn, f"no heartbeat for {now - conn.last_recv:.1f}s", now)
                     continue
                 if now >= self._heartbeat_slot(conn.last_hb + cfg.heartbeat_interval):
-                    actions.append(self._heartbeat(conn, now))
+                    if self._suppress_heartbeat(conn):
+                        conn.last_hb = now
+                    else:
+                        actions.append(self._heartbeat(conn, now))
                 rearm.append(conn)
         for conn in rearm:  # after the loop: a deadline equal to now waits for the next tick, as before
             if conn.state == ConnState.HANDSHAKE:
@@ -580,6 +587,17 @@ class Mesh:
         self._topology_changed(now)
         return actions
 
+    def _suppress_heartbeat(self, conn: Conn) -> bool:
+        """A heartbeat is skipped when the connection carried other messages of ours since the last slot: any
+        message proves us alive to the peer. Never two in a row, so the peer still hears a heartbeat (and its
+        echo for RTT) every two intervals and no silence exceeds two intervals, well within the timeout."""
+        assert conn.channel is not None
+        sent = conn.channel.sent
+        skip = not conn.skipped and conn.state == ConnState.ESTABLISHED and sent != conn.sent_mark
+        conn.sent_mark, conn.skipped = sent, skip
+        self.heartbeats_suppressed += skip
+        return skip
+
     def _heartbeat(self, conn: Conn, now: float) -> Send:
         assert conn.channel is not None
         conn.last_hb = now
@@ -597,18 +615,21 @@ class Mesh:
         actions: list[Output] = []
         changed = False
         for kind, body in conn.channel.feed(data):
+            if now - conn.last_recv > conn.quiet:
+                conn.quiet = now - conn.last_recv
             conn.last_recv = now
             if kind == MsgType.HEARTBEAT:
                 sent_at, echo, held = decode_heartbeat(body)
                 first = conn.peer_hb[0] == 0.0
                 conn.peer_hb = (sent_at, now)
+                quiet, conn.quiet = conn.quiet, 0.0
                 if echo == 0.0:
-                    actions.append(Heartbeat(conn.remote.name, conn.id, None))
+                    actions.append(Heartbeat(conn.remote.name, conn.id, None, quiet))
                     if first:  # the peer has not heard us yet: answer now rather than next interval
                         actions.append(self._heartbeat(conn, now))
                     continue
                 conn.rtt = min(max(0.0, now - echo - held), RTT_MAX)  # the echo is the peer's claim
-                actions.append(Heartbeat(conn.remote.name, conn.id, conn.rtt))
+                actions.append(Heartbeat(conn.remote.name, conn.id, conn.rtt, quiet))
                 if conn.state == ConnState.PENDING:
                     conn.state = ConnState.ESTABLISHED
                     self._update_ourself(now)

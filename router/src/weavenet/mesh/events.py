@@ -73,11 +73,13 @@ class DatapathMessage:
 
 @dataclass(frozen=True)
 class Heartbeat:
-    """A heartbeat arrived on a live connection (for health: arrival gaps give loss, `rtt` the round trip
-    in seconds when it echoed one of ours, else None)."""
+    """A heartbeat arrived on a live connection (for health: `rtt` the round trip in seconds when it echoed one
+    of ours, else None; `quiet` the longest silence on the connection since the previous heartbeat, which gives
+    loss: a peer skips heartbeats while its other messages prove it alive. None: the gap between heartbeats)."""
     peer: str
     conn_id: int
     rtt: float | None
+    quiet: float | None = None
 
 
 @dataclass(frozen=True)
