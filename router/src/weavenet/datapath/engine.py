@@ -545,7 +545,7 @@ class Engine:
                 st.drops["runt"] += 1
             elif f[off + 6] & 1:  # multicast/broadcast source MAC: no valid frame has one
                 st.drops["bad_src_mac"] += 1
-            elif learn(f[off + 6:off + 12], origin, now) is None:
+            elif learn(bytes(f[off + 6:off + 12]), origin, now) is None:
                 st.drops["mac_hijack"] += 1  # claims a MAC that lives on our bridge
             else:
                 good.append(f)

@@ -239,9 +239,10 @@ def echo(sender: bytes, nonce_seq: int, received: int) -> bytes:
     return HEADER.pack(MAGIC, F_PROBE, sender, nonce_seq) + ECHO_BODY.pack(ECHO, received)
 
 
-def decode_body(datagram: bytes, seq: int, key: bytes | None) -> tuple[bytes, bytes, bool, list[bytes]]:
-    """(origin, dest, relay_only, frames). Raises SleeveError("auth") for a forged/garbled datagram,
-    SleeveError("malformed") for one that cannot even be parsed; nothing else escapes."""
+def decode_body(datagram: bytes, seq: int, key: bytes | None) -> tuple[bytes, bytes, bool, list[memoryview]]:
+    """(origin, dest, relay_only, frames: read-only views into the datagram or its plaintext). Raises
+    SleeveError("auth") for a forged/garbled datagram, SleeveError("malformed") for one that cannot even be
+    parsed; nothing else escapes."""
     if key is None:
         body = memoryview(datagram)[HEADER.size:]
     else:
@@ -273,6 +274,6 @@ def decode_body(datagram: bytes, seq: int, key: bytes | None) -> tuple[bytes, by
         off += 4
         if off + n > end:
             raise SleeveError("malformed")
-        frames.append(bytes(body[off:off + n]))
+        frames.append(body[off:off + n])   # a view, not a copy: the TAP write and a relay's join take it
         off += n
     return origin, dest, bool(bflags & B_RELAY_ONLY), frames
