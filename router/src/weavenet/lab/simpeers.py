@@ -160,6 +160,7 @@ class SimPeers:
         self.bytes_in = self.bytes_out = 0
         self.topology_bytes_in = 0   # bodies of GOSSIP, GOSSIP_DELTA and SUMMARY messages from the router
         self.topology_bytes_by_kind = {"_on_gossip": 0, "_on_delta": 0, "_on_summary": 0}
+        self.whole_entries = {"router": 0, "peers": 0}   # whole entries received (GOSSIP), by whose they are
         self.tick_errors = 0
         self._tasks: set[asyncio.Task] = set()
 
@@ -172,6 +173,11 @@ class SimPeers:
             def counted(conn, body, *rest, _handler=handler, _kind=attr):
                 self.topology_bytes_in += len(body)
                 self.topology_bytes_by_kind[_kind] += len(body)
+                if _kind == "_on_gossip":   # whose whole entries they are: the router's, or the other peers'
+                    msg = _core.decode_json(body)
+                    for w in msg.get("peers", ()) if isinstance(msg, dict) else ():
+                        ours = isinstance(w, list) and w and isinstance(w[0], str) and w[0].startswith("5e:")
+                        self.whole_entries["peers" if ours else "router"] += 1
                 return _handler(conn, body, *rest)
             setattr(mesh, attr, counted)
 
@@ -232,6 +238,7 @@ class SimPeers:
         t = os.times()
         return {"event": "stats", "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
                 "topology_bytes_in": self.topology_bytes_in, "topology_bytes_by_kind": self.topology_bytes_by_kind,
+                "whole_entries": self.whole_entries,
                 "gaps": sum(p.mesh.counters["gossip_delta_gaps"] for p in self.peers),
                 "established": established, "cpu_s": round(t.user + t.system, 3), "tick_errors": self.tick_errors,
                 "gossip_received": sum(p.mesh.counters["gossip_received"] for p in self.peers),
