@@ -299,3 +299,28 @@ def test_what_an_older_router_sent_across_several_versions_is_passed_on_whole():
                     net.now)
     assert b.topology.peers[c.identity.name].version == held.version + 3
     assert b._pending_deltas[c.identity.name] is None    # not passed on as a (maybe incomplete) delta
+
+
+def star_join(n: int) -> tuple[int, int]:
+    """n-1 peers join one hub over 5 s (half dial it, it dials the others); the hub's topology gossip bytes
+    until all are in its view and settled, and the delta gaps anyone saw."""
+    net = SimNet()
+    hub = net.add(1)
+    spokes = [net.add(i, discovery=False) for i in range(2, n + 1)]
+    sent = gossip_bytes(net)
+    for i, m in enumerate(spokes):
+        if i % 2:
+            net.run(net.addr_of(hub), hub.connect([net.addr_of(m)], net.now))
+        else:
+            net.run(net.addr_of(m), m.connect([net.addr_of(hub)], net.now))
+        net.advance(5 / n)
+    net.until(lambda: len(hub.routes.reachable()) == n, 30)   # (ourselves included)
+    net.advance(3)
+    return sent[net.addr_of(hub)], sum(m.counters["gossip_delta_gaps"] for m in net.meshes.values())
+
+
+def test_a_star_join_costs_the_hub_o_n_per_joining_peer_without_gaps():
+    (small, gaps_small), (big, gaps_big) = star_join(20), star_join(60)
+    # Every spoke must get the hub's view (N entries): O(N) per joiner, O(N^2) for the join (9x for 3x N).
+    assert big < 11 * small, (small, big)
+    assert gaps_small == gaps_big == 0
