@@ -138,6 +138,7 @@ class Engine:
         self.port: int = self.sock.getsockname()[1]  # port 0 (tests): the one the kernel chose
         self.sock.settimeout(SEND_TIMEOUT)
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)   # pokes the receive thread
+        self._halt = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)   # readable once stopping: ends the TAP poll
         self._probe_at = 0.0      # when the receive thread next runs the probers (0: at once)
         self.gso = True           # until the kernel refuses UDP GSO once
         self._view = View(ourself, RouteTable({ourself: []}, ourself), {})
@@ -202,11 +203,15 @@ class Engine:
             self._spawn(name)
 
     def stop(self) -> None:
+        # Both threads woken, not waited for (IDLE_WAKE, the TAP poll): a restart's sleeve gap included it.
         self._stop.set()
+        self.poke_prober()
+        os.eventfd_write(self._halt, 1)
         for t in self._threads.values():
             t.join(timeout=2)
         self.sock.close()
         os.close(self._wake)
+        os.close(self._halt)
 
     # --- thread health ---------------------------------------------------------------------------
     def _spawn(self, name: str) -> None:
@@ -257,11 +262,12 @@ class Engine:
         os.set_blocking(self.tap_fd, False)
         poller = select.poll()
         poller.register(self.tap_fd, select.POLLIN)
+        poller.register(self._halt, select.POLLIN)
         beats = self.beats
         st = self._stats["weave-tap-rx"]
         while not self._stop.is_set():
             beats["weave-tap-rx"] = time.monotonic()
-            if not poller.poll(500):
+            if not poller.poll(500) or self._stop.is_set():
                 continue
             try:
                 if not self._tap_batch(st):
