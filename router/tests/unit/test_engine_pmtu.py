@@ -5,6 +5,7 @@ MTU and back together on the way in, ICMP "fragmentation needed" back to the TAP
 import os
 import socket
 import struct
+import time
 
 import pytest
 
@@ -177,3 +178,26 @@ def test_unfinished_fragmented_datagrams_are_counted(rig):
         rig.send(bytes(head))
     assert wait(lambda: rig.eng.drops["frag_incomplete"] >= 20 - 8), dict(rig.eng.drops)
     rig.assert_alive_and_delivering()
+
+
+def test_the_receive_thread_runs_the_probers_when_due_not_on_a_tick(monkeypatch):
+    """An idle router with many peers must not wake ten times a second to run their probers: the receive
+    thread sleeps until the earliest prober is due (here: a peer that never answers, a round per second
+    at most), and a poke (new links, EMSGSIZE) runs them at once."""
+    from weavenet.datapath.engine import Engine
+    calls = []
+    real = Engine._probe_tick
+    monkeypatch.setattr(Engine, "_probe_tick", lambda self, now, st: calls.append(now) or real(self, now, st))
+    r = Rig(None, mtu=1376, ceiling=1500)
+    try:
+        assert wait(lambda: len(calls) >= 1)
+        start = len(calls)
+        time.sleep(0.8)
+        assert len(calls) - start <= 2, calls          # was 8 with a 0.1 s tick
+        due = r.link.prober.due()
+        assert due > calls[-1]                          # the next run is the prober's own deadline
+        n = len(calls)
+        r.eng.poke_prober()
+        assert wait(lambda: len(calls) > n, timeout=0.5)
+    finally:
+        r.close()
