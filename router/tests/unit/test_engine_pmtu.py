@@ -201,3 +201,18 @@ def test_the_receive_thread_runs_the_probers_when_due_not_on_a_tick(monkeypatch)
         assert wait(lambda: len(calls) > n, timeout=0.5)
     finally:
         r.close()
+
+
+def test_without_recvmmsg_the_engine_receives_one_datagram_per_recvfrom(monkeypatch):
+    """libc without recvmmsg: the receive thread polls and reads with recvfrom; fragments still reassemble."""
+    from weavenet.datapath import mmsg
+    monkeypatch.setattr(mmsg.Receiver, "available", False)
+    r = Rig(KEY, mtu=1376, ceiling=1500)
+    try:
+        r.assert_alive_and_delivering()
+        f = frame(LOCAL_MAC, B_MAC, os.urandom(3000))
+        for part in sleeve.fragment(r.valid([f]), 600):
+            r.send(part)
+        assert r.delivered() == f
+    finally:
+        r.close()
