@@ -123,8 +123,13 @@ def test_execute_wakes_the_sleeping_ticker_when_the_mesh_has_work_now():
     class Dispatch:
         def run(self, actions, now):
             return []
+
+    class Dataplane:
+        def wants_tick(self) -> bool:
+            return False
     r = Router.__new__(Router)
     r.mesh, r.dispatch, r.transports, r.clock = Mesh(), Dispatch(), {}, time.monotonic
+    r.dataplane = Dataplane()
     r._sleeper, r._wake_at = None, 0.0
 
     async def main() -> tuple[bool, bool]:
@@ -185,4 +190,23 @@ def test_the_source_filter_counter_is_read_only_when_asked(monkeypatch):
     assert reads == [1] and dp.drop_counts().get("filtered_source") == 7
     dp._netlink.submit(lambda: None).result()
     assert reads == [1]                               # asked again within FILTER_REFRESH: no new read
+    dp._netlink.shutdown(wait=True)
+
+
+def test_a_steady_fast_path_ticks_at_its_deadlines_and_one_changing_every_100ms():
+    dp = dataplane()
+    dp.fastdp = True
+    dp.sync(100.0)
+    dp._next_hb = 100.5                               # (sync sends fast-path heartbeats only with a socket)
+    path = dpmod.fastdp.PathState("192.0.2.2", "02:00:00:00:00:02", last_rx=100.0, remote_ok_at=100.0,
+                                  remote_ok=True, active=False, told=True, told_at=100.0)
+    dp.decider.paths["peer"] = path
+    assert dp.next_deadline() == 100.0 + dpmod.FAST_TICK   # coming up: followed closely
+    path.active = True
+    assert dp.next_deadline() == 100.5                 # steady: the next fast-path heartbeat send
+    dp._next_hb = 103.0
+    assert dp.next_deadline() == 100.0 + dpmod.fastdp.RX_TIMEOUT + 0.01   # its silence would run out then
+    assert not dp.wants_tick()
+    dp.on_datapath_message("peer", dpmod.fastdp.status_message(False))   # the peer stopped hearing us
+    assert dp.wants_tick() and dp.next_deadline() == 0.0
     dp._netlink.shutdown(wait=True)

@@ -116,6 +116,9 @@ class FakeDataplane:
     def next_deadline(self) -> float:   # ticks like a data plane with fast-path peers
         return time.monotonic() + 0.1
 
+    def wants_tick(self) -> bool:
+        return False
+
     def sync(self, *args) -> list:   # (now), or (mesh, now) before the mesh emitted events
         self.synced += 1
         if self.fail_sync:

@@ -143,9 +143,11 @@ class Router:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         # The mesh's deadline moves earlier with every change that makes work for anyone (a connection up or
-        # down, a topology change, gossip queued): then tick now, not at the planned wake-up.
+        # down, a topology change, gossip queued), the data plane's with a fast-path peer's status: then tick
+        # now, not at the planned wake-up.
         sleeper = self._sleeper
-        if sleeper is not None and not sleeper.done() and self.mesh.next_deadline() < self._wake_at:
+        if sleeper is not None and not sleeper.done() and \
+                (self.mesh.next_deadline() < self._wake_at or self.dataplane.wants_tick()):
             sleeper.set_result(None)
 
     async def _dial(self, a: Dial) -> None:

@@ -35,9 +35,11 @@ EXIT_DATAPATH = 70        # EX_SOFTWARE
 # The source filter's drop counter costs an `nft` subprocess to read: it is read only when asked (report,
 # metrics), at most this often, in the netlink thread; an answer shows the count of the previous read.
 FILTER_REFRESH = 2.0
-# With fast-path peers (or their grace periods) the data plane needs the ticker this often: fast-path
-# heartbeats, "I hear you" status and path checks. Without, only when the mesh changed it or a timer is due.
+# While a fast path comes up or goes down (or a grace period runs) the data plane needs the ticker this often
+# ("I hear you" status, path checks); a steady fast path only at its deadlines (heartbeat sends, a peer's
+# silence or status running out, status refresh), and a sleeve-only data plane when the mesh changed it.
 FAST_TICK = 0.1
+STALL = 0.6               # a gap between syncs beyond this (the ticker sleeps at most 0.5 s) was our own stall
 GRACE_CHECK = 1.0         # grace periods end this late at most (they last GRACE)
 # Seconds between reads of the bridge's local MACs (advertised to fast-path peers); only while there is a
 # fast-path peer. The dump was ~40 % of an idle router's CPU at 1 s; a MAC not yet advertised is only
@@ -117,6 +119,7 @@ class Dataplane:
         self._routes = RouteTable({ourname: []}, ourname)
         self._known: frozenset[str] | None = None  # peers in the topology (None: not told yet)
         self._changed = True                       # connections or routes changed since the last sync
+        self._status_changed = False               # a fast-path peer's "I hear you" changed: evaluate now
         self._next_hb = 0.0
         self._last_sync = 0.0
         self._next_mac_expiry = 0.0
@@ -223,16 +226,25 @@ class Dataplane:
         self._known = known
 
     # --- called by the router's ticker -----------------------------------------------------------
+    def wants_tick(self) -> bool:
+        """An event changed what `sync` decides (connections, routes, a fast-path peer's status): tick now.
+        O(1): the router asks after every event."""
+        return self._changed or self._status_changed
+
     def next_deadline(self) -> float:
-        """When `sync` next has work (0.0: at once, the mesh changed something). O(1): the router asks after
-        every event."""
-        if self._changed:
+        """When `sync` next has work (0.0: at once). Asked by the ticker after each tick."""
+        if self._changed or self._status_changed:
             return 0.0
-        if self.fastdp and (self.decider.paths or self._grace):
-            return self._last_sync + FAST_TICK
         due = self._next_mac_expiry
         if self._grace:
-            due = min(due, self._last_sync + GRACE_CHECK)
+            due = min(due, self._last_sync + (FAST_TICK if self.fastdp else GRACE_CHECK))
+        if self.fastdp and self.decider.paths:   # O(fast-path peers): asked by the ticker only
+            due = min(due, self._next_hb, self._next_local_read if self._fast else due)
+            for p in self.decider.paths.values():
+                if not (p.active and p.told and p.remote_ok):
+                    return min(due, self._last_sync + FAST_TICK)
+                due = min(due, p.last_rx + fastdp.RX_TIMEOUT + 0.01, p.remote_ok_at + fastdp.STATUS_VALID + 0.01,
+                          p.told_at + fastdp.STATUS_REFRESH)
         return due
 
     def sync(self, now: float) -> list[DatapathSend | DatapathChanged]:
@@ -241,11 +253,12 @@ class Dataplane:
         self.check_threads(now)
         conns = self._conns
         changed, self._changed = self._changed, False
+        self._status_changed = False
         if changed:
             self._links = {cid: self._links.get(cid) or self._new_link(c) for cid, c in conns.items()}
         actions: list[DatapathSend | DatapathChanged] = []
         # A stalled router (overloaded host) did not read heartbeats: that silence is ours, not the paths'.
-        stalled = now - self._last_sync - 0.5 if self._last_sync else 0.0
+        stalled = now - self._last_sync - STALL if self._last_sync else 0.0
         self._last_sync = now
         if stalled > 0:
             self.decider.shift(stalled)
@@ -373,7 +386,11 @@ class Dataplane:
             self._log_refused(peer, e.reason, str(e), now)
             return
         if adv is None:
+            p = self.decider.paths.get(peer)
+            before = p.remote_ok if p is not None else None
             self.decider.remote_status(peer, fastdp.parse_status(body), now)
+            if p is not None and p.remote_ok != before:
+                self._status_changed = True
         elif not self.fastdp:
             self.remote_macs.refused["fdb_no_fastdp"] += 1
         else:
