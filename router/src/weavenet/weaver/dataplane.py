@@ -119,7 +119,7 @@ class Dataplane:
         self._routes = RouteTable({ourname: []}, ourname)
         self._known: frozenset[str] | None = None  # peers in the topology (None: not told yet)
         self._changed = True                       # connections or routes changed since the last sync
-        self._status_changed = False               # a fast-path peer's "I hear you" changed: evaluate now
+        self._urgent = False   # a fast-path peer's "I hear you" or its MACs changed: sync at the next tick, now
         self._next_hb = 0.0
         self._last_sync = 0.0
         self._next_mac_expiry = 0.0
@@ -227,13 +227,13 @@ class Dataplane:
 
     # --- called by the router's ticker -----------------------------------------------------------
     def wants_tick(self) -> bool:
-        """An event changed what `sync` decides (connections, routes, a fast-path peer's status): tick now.
+        """An event changed what `sync` decides (connections, routes, a fast-path peer's status or MACs): tick now.
         O(1): the router asks after every event."""
-        return self._changed or self._status_changed
+        return self._changed or self._urgent
 
     def next_deadline(self) -> float:
         """When `sync` next has work (0.0: at once). Asked by the ticker after each tick."""
-        if self._changed or self._status_changed:
+        if self._changed or self._urgent:
             return 0.0
         due = self._next_mac_expiry
         if self._grace:
@@ -253,7 +253,7 @@ class Dataplane:
         self.check_threads(now)
         conns = self._conns
         changed, self._changed = self._changed, False
-        self._status_changed = False
+        self._urgent = False
         if changed:
             self._links = {cid: self._links.get(cid) or self._new_link(c) for cid, c in conns.items()}
         actions: list[DatapathSend | DatapathChanged] = []
@@ -390,11 +390,12 @@ class Dataplane:
             before = p.remote_ok if p is not None else None
             self.decider.remote_status(peer, fastdp.parse_status(body), now)
             if p is not None and p.remote_ok != before:
-                self._status_changed = True
+                self._urgent = True
         elif not self.fastdp:
             self.remote_macs.refused["fdb_no_fastdp"] += 1
         else:
             why = self.remote_macs.apply(peer, adv, self._forbidden_macs())
+            self._urgent |= self.remote_macs.dirty   # their FDB entries go in now, not at the next deadline
             if why:
                 self._log_refused(peer, why, f"{len(adv.add)} MACs added, {len(adv.remove)} deleted", now)
 
