@@ -47,7 +47,7 @@ log = logging.getLogger("weavenet.weaver")
 # data plane, health, gossip rounds, IPAM, DNS), and an event that makes work due sooner (a topology change,
 # a connection up or down) wakes it at once: routes are recomputed right after a change, well within 100 ms.
 MAX_SLEEP = 0.5     # at least this often: dead datapath threads, and the mesh's and data plane's stall checks
-MIN_SLEEP = 0.005   # a deadline already past never makes the loop spin
+MIN_SLEEP = 0.01    # a deadline already past (or a part failing on every tick) never makes the loop spin
 FALLBACK_SLEEP = 0.1   # the tick period of a subsystem whose deadline cannot be had (a bug): the old fixed tick
 DIAL_TIMEOUT = 5.0
 
