@@ -16,7 +16,8 @@ shared by the peers that get the same bytes (``SharedDecode``); and each peer re
 most once a second (``SimMesh``: in a star they are trivial, everything goes through the router, and
 nothing the router sees depends on them, except that a peer forgets an unreachable one up to a second
 later). Everything on the wire (handshake, heartbeats, gossip, summaries and their answers) is the real
-Mesh's, per peer.
+Mesh's, per peer. A simulation can also be spread over several processes (``--first``, ``--mesh-size``:
+bench/peer_cost ``--sim-procs``), so that the simulator gets more than one share of a busy machine.
 
 Run as a child process (``python -m weavenet.lab.simpeers``) in a namespace that owns the addresses;
 it takes commands on stdin and answers with one JSON object per line on stdout:
@@ -144,16 +145,17 @@ class SimPeers:
     """``ips[i]`` is peer i's address (listening on ``port``); peers in ``dialers`` dial the router."""
 
     def __init__(self, ips: list[str], port: int, router: str, dialers: set[int], password: str | None,
-                 seed: int = 1) -> None:
+                 seed: int = 1, first: int = 0, mesh_size: int | None = None) -> None:
         self.router, self.dialers = router, dialers
         digest = password_digest(password) if password else None
         rng = random.Random(seed)
         incarnation = time.time_ns() // 1_000_000
         self.peers = []
         for i, ip in enumerate(ips):
-            ident = LocalIdentity(sim_name(i + 1), f"sim{i + 1}", rng.getrandbits(63), port)
+            # ``first``: this process plays peers first+1... of a simulation spread over several processes.
+            ident = LocalIdentity(sim_name(first + i + 1), f"sim{first + i + 1}", rng.getrandbits(63), port)
             cfg = MeshConfig(password_hash=digest, discovery=False)
-            cfg.summary_interval *= len(ips)  # the full-mesh rate at the router (module docstring)
+            cfg.summary_interval *= mesh_size or len(ips)  # the full-mesh rate at the router (module docstring)
             mesh = SimMesh(ident, incarnation, cfg, random.Random(rng.random()))
             self._count_topology(mesh)
             self.peers.append(SimPeer(i, ip, port, mesh))
@@ -285,7 +287,8 @@ async def _main(args: argparse.Namespace) -> None:
     ips = args.ips.split(",")
     dialers = set(range(0, len(ips), 2)) if args.dial == "half" else set(range(len(ips))) if args.dial == "all" \
         else set()
-    sim = SimPeers(ips, args.port, args.router, dialers, os.environ.get("WEAVE_PASSWORD") or None)
+    sim = SimPeers(ips, args.port, args.router, dialers, os.environ.get("WEAVE_PASSWORD") or None,
+                   seed=1 + args.first, first=args.first, mesh_size=args.mesh_size)
     await sim.start()
     _emit({"event": "ready", "peers": [{"name": p.mesh.identity.name, "address": format_address(p.ip, p.port)}
                                        for p in sim.peers]})
@@ -310,6 +313,9 @@ def main() -> None:
     p.add_argument("--router", required=True, help="host:port of the router under test")
     p.add_argument("--dial", choices=("none", "half", "all"), default="half",
                    help="which peers dial the router (the others wait to be dialled)")
+    p.add_argument("--first", type=int, default=0, help="index of the first peer (several processes: names differ)")
+    p.add_argument("--mesh-size", type=int, default=None,
+                   help="peers in the whole simulation (several processes; default: this process's)")
     asyncio.run(_main(p.parse_args()))
 
 
