@@ -22,20 +22,25 @@ def test_chain_of_five_becomes_full_mesh_and_kill_is_noticed(lab_factory):
     assert {u["dest"]: u["via"] for u in r["routes"]["unicast"]} == {n: n for n in names[1:]}
 
     victim = hosts[2]
+    killed = time.time()
     os.kill(victim.router_pid(), signal.SIGKILL)
-    t0 = time.monotonic()
     others = [h for h in hosts if h is not victim]
-    wait_for(lambda: all(names[2] not in peer_names(h) for h in others), 3, 0.05, "victim dropped")
-    assert time.monotonic() - t0 <= 3.0
+    # Measured by the routers' own log stamps: polling `weave report` (a CLI start per host) adds seconds.
+    wait_for(lambda: all(names[2] not in peer_names(h) for h in others), 8, 0.05, "victim dropped")
+    for h in others:
+        lost = _lost_at(h, names[2], "", killed)
+        assert lost is not None and lost - killed <= 3.0, (h.index, lost and lost - killed)
     wait_for(lambda: full_mesh(others, [n for n in names if n != names[2]]), 5, what="mesh of four")
 
 
-def _lost_at(h, peer: str, reason: str) -> float | None:
-    """Wall-clock time of the router's own "connection ... lost: <reason>" log line for ``peer``."""
+def _lost_at(h, peer: str, reason: str, after: float) -> float | None:
+    """Wall-clock time of the router's own first "connection ... lost: <reason>" log line for ``peer``
+    stamped at or after ``after`` (the log's stamps have milliseconds; the lab shares this clock)."""
     for line in log_text(h).splitlines():
         if f"{peer}(" in line and " lost: " in line and reason in line:
-            stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
-            return stamp.timestamp()
+            stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            if stamp >= after - 0.001:
+                return stamp
     return None
 
 
@@ -50,7 +55,7 @@ def test_silently_cut_peer_detected_within_3s(lab_factory):
     # to what is measured; the routers' own log stamps say when they gave the peer up.
     wait_for(lambda: all(names[2] not in peer_names(h) for h in lab.hosts[:2]), 6, 0.05, "cut peer dropped")
     for h in lab.hosts[:2]:
-        lost = _lost_at(h, names[2], "no heartbeat")
+        lost = _lost_at(h, names[2], "no heartbeat", cut)
         assert lost is not None, log_text(h)[-2000:]
         assert lost - cut <= 3.0, (h.index, lost - cut)
     # Plugged back in: the connection maker brings it back.

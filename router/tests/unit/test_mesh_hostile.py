@@ -340,10 +340,10 @@ def test_one_megabyte_chain_is_refused_quickly():
     body = chain_gossip(b, 7000)
     assert len(body) > 1_000_000
     tracemalloc.start()
-    t = time.perf_counter()
+    t = time.process_time()
     actions = inject(net, a, b, MsgType.GOSSIP, body)
     net.step()
-    took = time.perf_counter() - t
+    took = time.process_time() - t
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert closed(actions) and len(a.topology.peers) == 2
@@ -353,10 +353,10 @@ def test_one_megabyte_chain_is_refused_quickly():
 def test_chain_up_to_the_cap_is_processed_in_linear_time_and_capped():
     net, a, b = pair()
     n = a.config.max_peers - 3
-    t = time.perf_counter()
+    t = time.process_time()
     actions = inject(net, a, b, MsgType.GOSSIP, chain_gossip(b, n))
     net.step()  # routes, discovery, gossip flush
-    took = time.perf_counter() - t
+    took = time.process_time() - t
     assert not closed(actions)
     assert len(a.routes.unicast) == n + 1 and a.routes.unicast[fake(100 + n - 1)] == b.identity.name
     assert took < 1.0, took
@@ -364,9 +364,9 @@ def test_chain_up_to_the_cap_is_processed_in_linear_time_and_capped():
     actions = inject(net, a, b, MsgType.GOSSIP, chain_gossip(b, 50, start=5000))
     assert not closed(actions)
     assert len(a.topology.peers) == a.config.max_peers and a.topology.refused["full"] > 0
-    t = time.perf_counter()
+    t = time.process_time()
     a.report(net.now)
-    assert time.perf_counter() - t < 1.0
+    assert time.process_time() - t < 1.0
     assert len(a.connmaker.targets) <= a.config.max_peers + 1
 
 
