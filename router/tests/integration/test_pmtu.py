@@ -85,8 +85,10 @@ def test_large_ping_and_bulk_tcp_over_a_small_underlay_mtu(lab_factory, mode, li
             time.sleep(0.2)
             seen.append(pmtus(h).get(peer))
         assert seen[-1] and limit - 8 <= seen[-1] <= limit, f"path MTU about {limit}: saw {seen[::5]}"
+    # The status shows it (a periodic re-check may have settled a few bytes apart since: same window).
     status = h1.weave("status", "connections").stdout
-    assert re.search(rf"pmtu={pmtus(h1)[names[1]]}\b", status), status
+    shown = re.search(r"pmtu=(\d+)\b", status)
+    assert shown and limit - 8 <= int(shown.group(1)) <= limit, status
     c1 = container(lab, h1, "c1", "10.0.0.1/24")
     c2 = container(lab, h2, "c2", "10.0.0.2/24")
     wait_ping(c1, "10.0.0.2")
