@@ -133,14 +133,21 @@ def test_a_change_costs_each_router_o_n_bytes():
     assert big < 120 * 36, big            # a few deltas of one record per peer, not entries of N records
 
 
-def test_peer_without_the_feature_gets_whole_entries():
+def settled_star(*features_off: str):
+    """Router 1 as the hub of 2, 3 and 4, settled; features_off: what the hub's hello lacks (an older router)."""
     net = SimNet()
     a, b, c, d = (net.add(i) for i in (1, 2, 3, 4))
-    a.identity.features.pop(DELTA_FEATURE)      # a plays an older router: its hello lacks the feature
+    for f in features_off:
+        a.identity.features.pop(f)
     for m in (b, c, d):
         net.run(net.addr_of(m), m.connect([net.addr_of(a)], net.now))
     net.until(lambda: full_mesh(net), 20)
     net.advance(3)
+    return net, a, b, c, d
+
+
+def test_peer_without_the_feature_gets_whole_entries():
+    net, a, b, c, d = settled_star(DELTA_FEATURE)   # a plays an older router: its hello lacks the feature
     sent: list[tuple[int, int]] = []
     net.hooks[net.addr_of(b)] = lambda outs: sent.extend(
         (x.conn_id, x.data[4]) for x in outs if type(x).__name__ == "Send") or outs
@@ -187,12 +194,7 @@ def test_bad_delta_message_closes_only_that_connection():
 
 
 def test_a_summary_a_few_versions_behind_is_answered_with_deltas():
-    net = SimNet()
-    a, b, c, d = (net.add(i) for i in (1, 2, 3, 4))
-    for m in (b, c, d):
-        net.run(net.addr_of(m), m.connect([net.addr_of(a)], net.now))
-    net.until(lambda: full_mesh(net), 20)
-    net.advance(3)
+    net, a, b, c, d = settled_star()
     before = a.topology.ourself
     net.kill(d)                                       # a's entry loses a record: a delta goes out
     net.until(lambda: full_mesh(net, 3), 5)
@@ -261,12 +263,7 @@ def test_history_is_bounded_and_forgotten_with_the_peer():
 
 
 def test_a_summary_naming_a_version_we_held_gets_one_delta():
-    net = SimNet()
-    a, b, c, d = (net.add(i) for i in (1, 2, 3, 4))
-    for m in (b, c, d):
-        net.run(net.addr_of(m), m.connect([net.addr_of(a)], net.now))
-    net.until(lambda: full_mesh(net), 20)
-    net.advance(3)
+    net, a, b, c, d = settled_star()
     a._sent_chain.clear()                             # no chain to answer with: only the history
     before = a.topology.ourself
     net.kill(d)
