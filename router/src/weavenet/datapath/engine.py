@@ -329,12 +329,13 @@ class Engine:
         """A frame bigger than the overlay MTU (a container with a bigger MTU than the overlay's, or
         TSO segments cut for one): what a kernel router does. True if the frame itself is not to be sent."""
         off, mtu = self.off, self.mtu
-        eth = frame[off:]
         gso = off and frame[1]
         if gso:  # a TSO super-frame is fine as long as the segments the receiver cuts fit the MTU
-            seg = icmp.gso_segment(eth, int.from_bytes(frame[4:6], "little"))
+            # (its headers read through a view: the common case must not copy 64 KiB)
+            seg = icmp.gso_segment(memoryview(frame)[off:], int.from_bytes(frame[4:6], "little"))
             if seg is not None and seg <= mtu:
                 return False
+        eth = frame[off:]
         df = icmp.dont_fragment(eth)
         if df is False and not gso:
             if off and frame[0] & VIRTIO_NEEDS_CSUM:   # complete the checksum the kernel left to us
@@ -390,21 +391,21 @@ class Engine:
 
     def _send_fragments(self, dg: bytes, size: int, addr: tuple[str, int], st: Stats) -> None:
         """A datagram above the path MTU goes out as fragments of `size` bytes (the last shorter), in as
-        few system calls as UDP GSO allows: the kernel cuts the buffer into datagrams of `size` bytes,
-        each a datagram of its own with DF."""
-        buf, count = sleeve.fragments_joined(dg, size)
-        view = memoryview(buf)
+        few system calls as UDP GSO allows: the kernel gathers the pieces (sleeve.fragment_pieces: each
+        fragment's header and a slice of the datagram, nothing copied here) and cuts the buffer into
+        datagrams of `size` bytes, each a datagram of its own with DF."""
+        pieces, count = sleeve.fragment_pieces(dg, size)
         per_call = min(GSO_SEGMENTS, sleeve.MAX_DATAGRAM // size) if self.gso else 1
         sock = self.sock
         i = 0
         while i < count:
             n = min(per_call, count - i)
-            part = view[i * size:(i + n) * size]
+            part = pieces[3 * i:3 * (i + n)]
             if n == 1:
-                sock.sendto(part, addr)
+                sock.sendto(b"".join(part), addr)
             else:
                 try:
-                    sock.sendmsg([part], [(SOL_UDP, UDP_SEGMENT, GSO_SIZE.pack(size))], 0, addr)
+                    sock.sendmsg(part, [(SOL_UDP, UDP_SEGMENT, GSO_SIZE.pack(size))], 0, addr)
                 except OSError as e:
                     if e.errno not in GSO_UNSUPPORTED:
                         raise

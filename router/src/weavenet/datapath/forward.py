@@ -3,14 +3,16 @@ peers are on the fast path. The engine does the I/O."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..mesh.routes import RouteTable
 from .macs import MacTable
 
 
-@dataclass(frozen=True)
-class Out:
+class Out(NamedTuple):
+    """Where a frame goes. A tuple, not a dataclass: the engine keys its per-batch groups by it, and a
+    tuple hashes in C (a frozen dataclass's __hash__ is Python code, run per frame)."""
+
     hop: str            # next-hop peer (a direct connection)
     dest: str | None    # final destination peer, None = broadcast
     relay_only: bool = False

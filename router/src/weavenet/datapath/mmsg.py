@@ -10,6 +10,7 @@ import ctypes.util
 import errno
 import os
 import socket
+import struct
 
 BATCH = 64
 BUF = 65536            # one UDP datagram at most (a peer's datagram is checked for size afterwards)
@@ -43,7 +44,8 @@ def _libc():
         fn = lib.recvmmsg
     except (OSError, AttributeError):
         return None
-    fn.argtypes = [ctypes.c_int, ctypes.POINTER(_Mmsghdr), ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
+    # The headers go by address (an int): ctypes converts that without the type checks a POINTER takes.
+    fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
     fn.restype = ctypes.c_int
     return fn
 
@@ -56,6 +58,19 @@ ADDR = ctypes.sizeof(_SockaddrIn)
 
 class _Cmsghdr(ctypes.Structure):
     _fields_ = [("len", ctypes.c_size_t), ("level", ctypes.c_int), ("type", ctypes.c_int), ("value", ctypes.c_int)]
+
+
+# The fields the receive path reads and resets per datagram, read through struct on memoryviews of the
+# arrays: a ctypes attribute access costs microseconds, and a small datagram (a TCP ACK) is ~20 of them.
+MMSG = ctypes.sizeof(_Mmsghdr)
+MSG_LEN = struct.Struct("=I")                        # _Mmsghdr.len: bytes received
+MSG_LEN_AT = _Mmsghdr.len.offset
+NAMELEN = struct.Struct("=I")
+NAMELEN_AT = _Msghdr.namelen.offset
+CONTROLLEN = struct.Struct("@N")                     # size_t
+CONTROLLEN_AT = _Msghdr.controllen.offset
+CMSG = ctypes.sizeof(_Cmsghdr)
+CMSG_FIELDS = struct.Struct("@Niii")                 # len, level, type, value
 
 
 class Receiver:
@@ -97,20 +112,23 @@ class Receiver:
         self._reset(batch)
         self.view = memoryview(self.bufs).cast("B")
         self.addr_view = memoryview(self.addrs).cast("B")
+        self.msgs_view = memoryview(self.msgs).cast("B")
+        self.msgs_at = ctypes.addressof(self.msgs)
+        self.controls_view = memoryview(self.controls).cast("B")
         self.names: dict[bytes, str] = {}     # source address bytes -> dotted quad
 
     def recv(self) -> list[tuple[bytes, str, int]]:
         gro = self.gro
         # The kernel rewrites namelen/controllen only in the headers it filled: reset those (set once in
         # _reset for all), not all BATCH of them per call (that loop cost ~20 us per call, idle or not).
-        n = _RECVMMSG(self.fd, self.msgs, self.batch, MSG_DONTWAIT, None)
+        n = _RECVMMSG(self.fd, self.msgs_at, self.batch, MSG_DONTWAIT, None)
         if n < 0:
             err = ctypes.get_errno()
             if err in (errno.EAGAIN, errno.EINTR):
                 return []
             raise OSError(err, os.strerror(err))
         out = []
-        view, size, addrs, names, msgs = self.view, self.bufsize, self.addr_view, self.names, self.msgs
+        view, size, addrs, names, hdrs = self.view, self.bufsize, self.addr_view, self.names, self.msgs_view
         for i in range(n):
             raw = addrs[i * ADDR + 4:i * ADDR + 8].tobytes()
             ip = names.get(raw)
@@ -118,14 +136,18 @@ class Receiver:
                 if len(names) >= 1024:   # any source can send: the cache stays small
                     names.clear()
                 ip = names[raw] = socket.inet_ntoa(raw)
-            start, end = i * size, i * size + msgs[i].len
+            at = i * MMSG
+            start = i * size
+            end = start + MSG_LEN.unpack_from(hdrs, at + MSG_LEN_AT)[0]
             seg = 0
-            if gro and msgs[i].hdr.controllen:
-                c = self.controls[i]
-                if c.level == SOL_UDP and c.type == UDP_GRO and c.len >= 20:
-                    seg = c.value
+            if gro and CONTROLLEN.unpack_from(hdrs, at + CONTROLLEN_AT)[0]:
+                clen, level, ctype, value = CMSG_FIELDS.unpack_from(self.controls_view, i * CMSG)
+                if level == SOL_UDP and ctype == UDP_GRO and clen >= 20:
+                    seg = value
             out.append((view[start:end].tobytes(), ip, seg if 0 < seg < end - start else 0))
-        self._reset(n)
+            NAMELEN.pack_into(hdrs, at + NAMELEN_AT, ADDR)
+            if gro:
+                CONTROLLEN.pack_into(hdrs, at + CONTROLLEN_AT, CMSG)
         return out
 
     def _reset(self, n: int) -> None:
