@@ -340,3 +340,48 @@ def test_each_thread_counts_in_its_own_counters_and_reports_sum_them():
         assert set(r.eng._stats["weave-udp-rx"].drops) == {"malformed"}
     finally:
         r.close()
+
+
+class _FullSocket:
+    """A sleeve socket whose send buffer stays full: every send would block, and it never becomes writable
+    (its fileno is a full pipe's write end, which select reports as not writable)."""
+
+    def __init__(self) -> None:
+        self.r, self.w = os.pipe()
+        os.set_blocking(self.w, False)
+        with pytest.raises(BlockingIOError):
+            while True:
+                os.write(self.w, b"x" * 4096)
+        self.tries = 0
+
+    def fileno(self) -> int:
+        return self.w
+
+    def sendto(self, *args) -> int:
+        self.tries += 1
+        raise BlockingIOError
+
+    sendmsg = sendto
+
+    def close(self) -> None:
+        os.close(self.r)
+        os.close(self.w)
+
+
+def test_full_send_buffer_gives_up_counted_and_the_thread_goes_on():
+    r = Rig(None)
+    full = _FullSocket()
+    real, r.eng.sock = r.eng.sock, full
+    try:
+        r.tap.send(frame(b"\xff" * 6, LOCAL_MAC))        # broadcast: to peer B
+        assert wait(lambda: r.eng.drops["send_error"] == 1)
+        assert full.tries >= 1            # tried, waited SEND_TIMEOUT for room that never came, gave up
+        r.eng.sock = real
+        f = frame(b"\xff" * 6, LOCAL_MAC, os.urandom(46))
+        r.tap.send(f)
+        assert f in sleeve.decode_body(r.recv_data(), 0, None)[3]
+        r.assert_alive_and_delivering()
+    finally:
+        r.eng.sock = real
+        full.close()
+        r.close()

@@ -136,7 +136,9 @@ class Engine:
         self.sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)
         self.sock.bind((bind, port))
         self.port: int = self.sock.getsockname()[1]  # port 0 (tests): the one the kernel chose
-        self.sock.settimeout(SEND_TIMEOUT)
+        # Non-blocking: a send tries at once and waits (SEND_TIMEOUT) only if the buffer is full. A socket
+        # timeout would have Python poll before every send, a system call per datagram for nothing.
+        self.sock.setblocking(False)
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)   # pokes the receive thread
         self._halt = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)   # readable once stopping: ends the TAP poll
         self._probe_at = 0.0      # when the receive thread next runs the probers (0: at once)
@@ -376,7 +378,7 @@ class Engine:
         limit = link.pmtu - UDP_IP
         try:
             if len(dg) <= limit:
-                self.sock.sendto(dg, link.addr)
+                self._sendto(dg, link.addr)
             else:
                 self._send_fragments(dg, limit, link.addr, st)
         except OSError as e:
@@ -396,16 +398,15 @@ class Engine:
         datagrams of `size` bytes, each a datagram of its own with DF."""
         pieces, count = sleeve.fragment_pieces(dg, size)
         per_call = min(GSO_SEGMENTS, sleeve.MAX_DATAGRAM // size) if self.gso else 1
-        sock = self.sock
         i = 0
         while i < count:
             n = min(per_call, count - i)
             part = pieces[3 * i:3 * (i + n)]
             if n == 1:
-                sock.sendto(b"".join(part), addr)
+                self._sendto(b"".join(part), addr)
             else:
                 try:
-                    sock.sendmsg(part, [(SOL_UDP, UDP_SEGMENT, GSO_SIZE.pack(size))], 0, addr)
+                    self._sendmsg(part, [(SOL_UDP, UDP_SEGMENT, GSO_SIZE.pack(size))], addr)
                 except OSError as e:
                     if e.errno not in GSO_UNSUPPORTED:
                         raise
@@ -414,6 +415,25 @@ class Engine:
                     per_call = 1
                     continue               # the same fragments again, one by one
             i += n
+
+    def _sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            self.sock.sendto(data, addr)
+        except BlockingIOError:
+            self._wait_writable()
+            self.sock.sendto(data, addr)
+
+    def _sendmsg(self, pieces: list, ancillary: list, addr: tuple[str, int]) -> None:
+        try:
+            self.sock.sendmsg(pieces, ancillary, 0, addr)
+        except BlockingIOError:
+            self._wait_writable()
+            self.sock.sendmsg(pieces, ancillary, 0, addr)
+
+    def _wait_writable(self) -> None:
+        """The socket buffer is full: wait for room up to SEND_TIMEOUT, then give up (the caller counts it)."""
+        if not select.select((), (self.sock,), (), SEND_TIMEOUT)[1]:
+            raise TimeoutError("sleeve socket buffer full")
 
     # --- peers -> TAP / relay --------------------------------------------------------------------
     def _udp_loop(self) -> None:
@@ -479,7 +499,7 @@ class Engine:
                 prober.on_ceiling(link.ceiling, now)
             for nonce, size in prober.tick(now):
                 try:
-                    self.sock.sendto(sleeve.probe(self.our_b, nonce, size - UDP_IP), link.addr)
+                    self._sendto(sleeve.probe(self.our_b, nonce, size - UDP_IP), link.addr)
                 except OSError:
                     st.drops["probe_send_error"] += 1
             link.pmtu = prober.pmtu
@@ -492,7 +512,7 @@ class Engine:
         kind = dg[hs]
         if kind == sleeve.PROBE:
             try:
-                self.sock.sendto(sleeve.echo(self.our_b, seq, len(dg) + UDP_IP), link.addr)
+                self._sendto(sleeve.echo(self.our_b, seq, len(dg) + UDP_IP), link.addr)
             except OSError:
                 st.drops["probe_send_error"] += 1
         elif kind == sleeve.ECHO and len(dg) == hs + sleeve.ECHO_BODY.size:
