@@ -216,3 +216,37 @@ def test_without_recvmmsg_the_engine_receives_one_datagram_per_recvfrom(monkeypa
         assert r.delivered() == f
     finally:
         r.close()
+
+
+def test_a_wake_up_runs_only_the_probers_that_are_due(monkeypatch):
+    """With many links, the receive thread's wake-ups touch the probers that are due, not every link (each
+    wake looking at all N links, with wakes that grow with N, cost an idle router O(N^2))."""
+    from weavenet.datapath.engine import Engine, PeerLink, View
+    from weavenet.datapath.macs import MacTable
+    from weavenet.mesh.routes import RouteTable
+
+    from .test_datapath_engine import A
+    ticked = []
+    real_tick = pmtu.Prober.tick
+    monkeypatch.setattr(pmtu.Prober, "tick", lambda self, now: ticked.append(self) or real_tick(self, now))
+    tap, tap_engine = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    eng = Engine(A, tap_engine.fileno(), 0, MacTable(local=A), vnet_hdr=False, bind="127.0.0.1")
+    try:
+        names = [f"02:00:00:00:01:{i:02x}" for i in range(100)]
+        links = {n: PeerLink(n, ("127.0.0.1", 9), None, None, ceiling=1500) for n in names}
+        eng.publish(View(A, RouteTable({A: names, **{n: [A] for n in names}}, A), links))
+        st = eng._stats["weave-udp-rx"]
+        now = time.monotonic()
+        first_due = eng._probe_tick(now, st)           # a new view: every prober starts its first round
+        assert len(ticked) == 100 and first_due > now
+        ticked.clear()
+        assert eng._probe_tick(now + 0.5, st) == first_due and ticked == []   # none due: none touched
+        late = links[names[7]]
+        late.prober.round_ends = now + 0.6             # one prober due earlier than the rest
+        eng._probe_schedule(late, now)
+        eng._probe_tick(now + 0.7, st)
+        assert ticked == [late.prober]
+    finally:
+        eng.stop()
+        tap.close()
+        tap_engine.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import heapq
 import itertools
 import logging
 import os
@@ -47,6 +48,7 @@ IP_MTU_DISCOVER, IP_PMTUDISC_PROBE = 10, 3
 # idle router with many peers sleeps; it still comes round every IDLE_WAKE seconds (its heartbeat for
 # stalled_threads) and at once when woken (new links published, a send failed with EMSGSIZE).
 IDLE_WAKE = 2.0
+PROBE_MIN_GAP = 0.01     # a prober just run is not run again sooner (its deadline passed without work: no spin)
 SEND_TIMEOUT = 0.1       # a send into a full socket buffer gives up (counted) rather than stall its thread
 UDP_IP = UDP_IP_OVERHEAD
 # UDP GSO (<linux/udp.h>): one sendmsg carries up to GSO_SEGMENTS fragments (the older kernels' limit).
@@ -77,6 +79,7 @@ class PeerLink:
     # Both ends seal with AEGIS-256 (each advertised sleeve_aead "aegis256"); the keys are then derived
     # ones (sleeve.aegis_key) and a datagram sealed the other way is refused ("auth").
     aegis: bool = False
+    probe_gen: int = 0          # the receive thread's probe schedule: only its newest entry for this link counts
 
     def __post_init__(self) -> None:
         self.name_b = sleeve.name_bytes(self.name)
@@ -142,6 +145,12 @@ class Engine:
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)   # pokes the receive thread
         self._halt = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)   # readable once stopping: ends the TAP poll
         self._probe_at = 0.0      # when the receive thread next runs the probers (0: at once)
+        # The probers' schedule, owned by the receive thread: (due, tie, gen, link), so a wake-up touches only
+        # the probers that are due, not every link (that was O(N) per wake, and wakes grow with N: O(N^2)).
+        # A poke (new links published, EMSGSIZE) has it rebuilt from the published links.
+        self._probe_heap: list[tuple[float, int, int, PeerLink]] = []
+        self._probe_rescan = True
+        self._probe_tie = itertools.count()
         self.gso = True           # until the kernel refuses UDP GSO once
         self._view = View(ourself, RouteTable({ourself: []}, ourself), {})
         self._by_bytes: dict[bytes, PeerLink] = {}
@@ -195,7 +204,8 @@ class Engine:
         self.poke_prober()        # new links probe at once
 
     def poke_prober(self) -> None:
-        """Have the receive thread run the probers now (any thread may call this)."""
+        """Have the receive thread look at every link's prober now (any thread may call this)."""
+        self._probe_rescan = True
         self._probe_at = 0.0
         with contextlib.suppress(OSError):   # closed (stopping) or the counter full: awake anyway
             os.eventfd_write(self._wake, 1)
@@ -450,7 +460,7 @@ class Engine:
         Run = sleeve.Run
         while not self._stop.is_set():
             now = beats["weave-udp-rx"] = time.monotonic()
-            if now >= self._probe_at:
+            if now >= self._probe_at or self._probe_rescan:
                 try:
                     self._probe_at = self._probe_tick(now, st)
                 except Exception as e:  # noqa: BLE001 - as for a datagram: counted, logged, the loop goes on
@@ -488,10 +498,19 @@ class Engine:
                         self._trouble("internal", e, st)
 
     def _probe_tick(self, now: float, st: Stats) -> float:
-        """Run each connection's path-MTU prober (this thread owns them) and send its probes; returns when
-        the next one is due."""
-        due = now + IDLE_WAKE
-        for link in self._view.links.values():
+        """Run the path-MTU probers that are due (this thread owns them) and send their probes; returns when
+        the next one is due. After a poke, every published link's prober is looked at once."""
+        heap = self._probe_heap
+        links = self._view.links
+        if self._probe_rescan:
+            self._probe_rescan = False
+            heap.clear()
+            for link in links.values():
+                self._probe_schedule(link, now)
+        while heap and heap[0][0] <= now:
+            _, _, gen, link = heapq.heappop(heap)
+            if gen != link.probe_gen or links.get(link.name) is not link:
+                continue                  # re-scheduled since, or the connection is gone
             prober = link.prober
             if link.too_big:
                 link.too_big = False
@@ -503,8 +522,14 @@ class Engine:
                 except OSError:
                     st.drops["probe_send_error"] += 1
             link.pmtu = prober.pmtu
-            due = min(due, prober.due())
-        return due
+            self._probe_schedule(link, now + PROBE_MIN_GAP)
+        return min(heap[0][0], now + IDLE_WAKE) if heap else now + IDLE_WAKE
+
+    def _probe_schedule(self, link: PeerLink, earliest: float) -> None:
+        """(Re)place the link's entry in the schedule at its prober's deadline, not before `earliest`."""
+        link.probe_gen += 1
+        heapq.heappush(self._probe_heap, (max(link.prober.due(), earliest), next(self._probe_tie), link.probe_gen,
+                                          link))
 
     def _probe(self, dg: bytes, seq: int, link: PeerLink, now: float, st: Stats) -> None:
         """A path-MTU probe (echo its size) or the echo of one of ours (to its prober)."""
@@ -519,7 +544,8 @@ class Engine:
             _, size = sleeve.ECHO_BODY.unpack_from(dg, hs)
             if link.prober.on_reply(seq.to_bytes(8, "big"), size, now):
                 link.pmtu = link.prober.pmtu
-                self._probe_at = 0.0      # a round may have ended: the next one starts now
+                self._probe_schedule(link, now)     # a round may have ended: the next one starts now
+                self._probe_at = min(self._probe_at, self._probe_heap[0][0])
             else:
                 st.drops["probe_unmatched"] += 1
         else:
