@@ -28,6 +28,11 @@ class FrameDecoder:
 
     def feed(self, data: bytes, max_frames: int | None = None) -> list[bytes]:
         """Whole frames now available; with max_frames, stop early and keep the rest buffered."""
+        if not self._buf and len(data) >= 4 and max_frames != 0:
+            # The common case (one whole message in one read, e.g. a heartbeat): no buffer round trip.
+            (n,) = _LEN.unpack_from(data)
+            if len(data) == 4 + n and n <= self._max:
+                return [data[4:]]
         self._buf += data
         out: list[bytes] = []
         while len(self._buf) >= 4 and (max_frames is None or len(out) < max_frames):
