@@ -63,7 +63,8 @@ def test_merge_passes_on_what_was_new_and_anti_entropy_picks_one_neighbour_per_i
     ch = SetChannel(b"x")
     g.register("s", ch, interval=10.0)
     g.neighbours_changed(frozenset({"a", "b", "c"}), 0)
-    assert g.message("s", "a", b"Dx,y", 0) == [GossipSend("s", b"Dy")]   # only the news, to every neighbour
+    # only the news, to every neighbour but the sender (and its neighbours: none known here)
+    assert g.message("s", "a", b"Dx,y", 0) == [GossipSend("s", b"Dy", None, frozenset({"a"}))]
     assert g.message("s", "a", b"Dy", 0) == []
     sent = [s for t in range(0, 600) for s in g.tick(t / 10)]
     assert 5 <= len(sent) <= 13 and all(s.dest in {"a", "b", "c"} and s.payload == b"Fx,y" for s in sent)
@@ -89,15 +90,24 @@ def test_a_refused_message_sends_nothing_queued_during_its_merge():
             send(b"reply", src)
             return super().merge(src, payload, now)
     send = g.register("s", Chatty())
-    assert g.message("s", "a", b"Dz", 0) == [GossipSend("s", b"Dz"), GossipSend("s", b"reply", "a")]
+    assert g.message("s", "a", b"Dz", 0) == [GossipSend("s", b"Dz", None, frozenset({"a"})),
+                                             GossipSend("s", b"reply", "a")]
     with pytest.raises(ProtocolError):
         g.message("s", "a", b"bad", 0)
     assert g.tick(0) == []   # (no neighbours) and the refused merge's reply is gone
 
 
+def test_what_a_merge_learnt_skips_the_sender_and_the_senders_neighbours():
+    g = Gossiper()
+    g.register("s", SetChannel())
+    g.neighbours_changed(frozenset({"a", "b", "c"}), 0)
+    g.adjacency_changed({"a": ["b", "us"], "b": ["a", "us"], "c": ["us"]})
+    assert g.message("s", "a", b"Dx", 0) == [GossipSend("s", b"Dx", None, frozenset({"a", "b", "us"}))]
+
+
 class Node:
-    def __init__(self, net: SimNet, index: int, *items: bytes) -> None:
-        self.net, self.mesh = net, net.add(index)
+    def __init__(self, net: SimNet, index: int, *items: bytes, discovery: bool = True) -> None:
+        self.net, self.mesh = net, net.add(index, discovery=discovery)
         self.name = self.mesh.identity.name
         self.channel = SetChannel(*items)
         self.dns = DnsService(self.mesh, "weave.local", 1, [], "none")
@@ -117,6 +127,40 @@ def launch(n: int) -> tuple[SimNet, list[Node]]:
         net.run(net.addr_of(node.mesh), node.mesh.connect([net.addr_of(nodes[0].mesh)], net.now))
     net.until(lambda: full_mesh(net), 20)
     return net, nodes
+
+
+def test_in_a_full_mesh_a_change_reaches_every_router_once_not_once_per_neighbour():
+    """Relays do not re-send to the sender's neighbours: in a full mesh of 6 each router merges the
+    origin's change once (it was 5 times: every router passing it on to every other)."""
+    net, nodes = launch(6)
+    for n in nodes:
+        n.channel.merged.clear()
+    origin = nodes[2]
+    origin.channel.items.add(b"new")
+    net.run(net.addr_of(origin.mesh), origin.dispatch.run([GossipSend("set", b"Dnew")], net.now))
+    net.step(0.5)
+    for n in nodes:
+        got = [src for src, p in n.channel.merged if b"new" in p]
+        assert got == ([] if n is origin else [origin.name]), (n.name, got)
+        assert b"new" in n.channel.items
+
+
+def test_on_a_chain_a_change_is_still_passed_on_to_the_far_end():
+    """No discovery: a chain a-b-c-d-e. Each relay's sender is not a neighbour of the next router, so the
+    change travels the whole way (and not back)."""
+    net = SimNet(5)
+    nodes = [Node(net, i, discovery=False) for i in range(1, 6)]
+    for prev, node in zip(nodes, nodes[1:], strict=False):
+        net.run(net.addr_of(node.mesh), node.mesh.connect([net.addr_of(prev.mesh)], net.now))
+    net.until(lambda: all(len(n.mesh.routes.unicast) == 4 for n in nodes), 20)
+    for n in nodes:
+        n.channel.merged.clear()
+    head = nodes[0]
+    head.channel.items.add(b"far")
+    net.run(net.addr_of(head.mesh), head.dispatch.run([GossipSend("set", b"Dfar")], net.now))
+    net.step(0.5)
+    assert all(b"far" in n.channel.items for n in nodes)
+    assert [len([1 for _, p in n.channel.merged if b"far" in p]) for n in nodes] == [0, 1, 1, 1, 1]
 
 
 def test_on_real_meshes_each_new_neighbour_is_sent_the_full_state_exactly_once():

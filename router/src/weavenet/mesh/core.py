@@ -296,14 +296,15 @@ class Mesh:
                 return [Send(c.id, c.channel.encode(MsgType.DATAPATH, body))]
         return []
 
-    def send_app(self, channel: str, payload: bytes, dest: str | None = None) -> list[Output]:
-        """An application message: to every neighbour (``dest`` None: gossip, which the receivers
-        merge and pass on themselves if it taught them something), or routed hop by hop to ``dest``.
-        Dropped (no actions) when ``dest`` is unreachable: application protocols retry."""
+    def send_app(self, channel: str, payload: bytes, dest: str | None = None,
+                 exclude: frozenset[str] = frozenset()) -> list[Output]:
+        """An application message: to every neighbour but those in `exclude` (``dest`` None: gossip, which
+        the receivers merge and pass on themselves if it taught them something), or routed hop by hop to
+        ``dest``. Dropped (no actions) when ``dest`` is unreachable: application protocols retry."""
         if dest is None:
             body = _app_body(channel, self.identity.name, "", 0, payload)
             return [Send(c.id, c.channel.encode(MsgType.APP, body))
-                    for c in self.live_connections() if c.channel is not None]
+                    for c in self.live_connections() if c.channel is not None and c.remote.name not in exclude]
         if dest == self.identity.name:
             return self._deliver_app(channel, dest, payload)
         return self._route_app(channel, self.identity.name, dest, self.config.app_max_hops, payload)

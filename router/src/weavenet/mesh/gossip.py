@@ -4,15 +4,24 @@ rest for all of them alike — a new neighbour gets every channel's full state o
 is passed on to the neighbours, and every few seconds each channel's full state goes to one random
 neighbour (anti-entropy: whatever a lost message missed is repaired).
 
-Sans I/O: driven by the mesh's events (PeersChanged's neighbours, AppMessage) and by `tick`, it returns
-`GossipSend` requests that the dispatcher turns into ``Mesh.send_app``. Topology gossip is not a channel
-here: it has its own message types, rate limit, broadcast trees and summary pull (see the README).
+What a merge learnt goes to our neighbours except the sender and the sender's own neighbours: the sender
+passes on (or, as the origin, sends) what it learnt to all of its neighbours but those of ITS sender, so a
+common neighbour has it already. In a full mesh a change then costs N messages, not N^2 (every router
+re-sending it to every other). Every router still gets it: along a shortest path from the origin, the first
+router on the first-receipt chain that is adjacent to the next hop sends it there. A neighbour whose link
+the topology shows before the sender saw it gets the sender's full state as a new neighbour; anything a
+stale view still misses, anti-entropy repairs.
+
+Sans I/O: driven by the mesh's events (PeersChanged's neighbours, RoutesChanged's adjacency, AppMessage)
+and by `tick`, it returns `GossipSend` requests that the dispatcher turns into ``Mesh.send_app``. Topology
+gossip is not a channel here: it has its own message types, rate limit, broadcast trees and summary pull
+(see the README).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,10 +30,12 @@ DEFAULT_INTERVAL = 10.0   # seconds between anti-entropy rounds of a channel (ji
 
 @dataclass(frozen=True)
 class GossipSend:
-    """Send `payload` on the application channel: to `dest` (routed by name), or None: every neighbour."""
+    """Send `payload` on the application channel: to `dest` (routed by name), or None: every neighbour but
+    those in `exclude`."""
     channel: str
     payload: bytes
     dest: str | None = None
+    exclude: frozenset[str] = frozenset()
 
 
 class GossipChannel(Protocol):
@@ -57,6 +68,7 @@ class Gossiper:
         self._rng = rng or random.Random()
         self._channels: dict[str, _Registered] = {}
         self._neighbours: frozenset[str] = frozenset()
+        self._adj: Mapping[str, Collection[str]] = {}   # every peer's neighbours (RoutesChanged)
         self._outbox: list[GossipSend] = []
 
     def register(self, name: str, channel: GossipChannel, interval: float = DEFAULT_INTERVAL) -> SendHandle:
@@ -98,8 +110,13 @@ class Gossiper:
                 out += [GossipSend(name, state, p) for p in new]
         return self._take(out)
 
+    def adjacency_changed(self, adj: Mapping[str, Collection[str]]) -> None:
+        """From RoutesChanged: who is connected to whom (symmetric, established connections)."""
+        self._adj = adj
+
     def message(self, channel: str, src: str, payload: bytes, now: float) -> list[GossipSend]:
-        """An AppMessage on a registered channel: merged; what it taught us goes to every neighbour.
+        """An AppMessage on a registered channel: merged; what it taught us goes to every neighbour but the
+        sender and the sender's neighbours (they have it from the sender: see the module's doc).
         ProtocolError (and a channel's bug) propagates: the caller closes the connection it came on."""
         reg = self._channels[channel]
         try:
@@ -107,7 +124,9 @@ class Gossiper:
         except Exception:
             self._outbox.clear()   # nothing of a refused message leaves
             raise
-        return self._take([GossipSend(channel, delta)] if delta is not None else [])
+        if delta is None:
+            return self._take([])
+        return self._take([GossipSend(channel, delta, None, frozenset(self._adj.get(src, ())) | {src})])
 
     def next_deadline(self) -> float:
         """When `tick` next has a round due (0.0: at once): the router's ticker sleeps until then."""

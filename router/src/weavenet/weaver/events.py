@@ -56,7 +56,7 @@ class Dispatcher:
             if isinstance(x, _ACTIONS):
                 actions.append(x)
             elif isinstance(x, GossipSend):
-                queue.extend(self.mesh.send_app(x.channel, x.payload, x.dest))
+                queue.extend(self.mesh.send_app(x.channel, x.payload, x.dest, x.exclude))
             elif isinstance(x, DatapathSend):
                 queue.extend(self.mesh.send_datapath(x.peer, x.body))
             else:
@@ -84,6 +84,7 @@ class Dispatcher:
             if ipam is not None:
                 self._guard("ipam", now, ipam.connection_changed, ev)
         elif isinstance(ev, RoutesChanged):
+            self.gossip.adjacency_changed(ev.routes.adj)
             if dp is not None:
                 self._guard("dataplane", now, dp.on_routes, ev.routes)
         elif isinstance(ev, PeersChanged):
