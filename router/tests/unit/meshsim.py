@@ -20,11 +20,16 @@ class SimNet:
         self.queue: list[tuple[str, object]] = []
         self.cut: set[frozenset[str]] = set()   # address pairs whose traffic is silently dropped
         self.down: set[str] = set()
+        self.hung: set[str] = set()             # routers that stopped (no ticks, nothing sent) on a live kernel
         # address -> what turns its mesh's outputs (actions and events) into actions: a dispatcher. Without
         # one, events are dropped.
         self.hooks: dict[str, Callable[[list], list]] = {}
         self.recording: set[str] = set()        # addresses whose events are kept, in order, in `events`
         self.events: dict[str, list] = {}
+        # (addr, conn) -> when the oldest of its sends still unacknowledged (dropped: peer down, link cut)
+        # left: after the mesh's tcp_user_timeout the kernel ends the connection (TCP_USER_TIMEOUT, as the
+        # router's adapter sets it), as here.
+        self.unacked: dict[tuple[str, int], float] = {}
 
     def add(self, index: int, password: str | None = None, discovery: bool = True, name: str | None = None) -> Mesh:
         addr = f"192.0.2.{index}:6783"
@@ -51,7 +56,7 @@ class SimNet:
     def _deliver(self) -> None:
         while self.queue:
             src, act = self.queue.pop(0)
-            if src in self.down:
+            if src in self.down or src in self.hung:
                 continue
             m = self.meshes[src]
             if isinstance(act, Dial):
@@ -67,8 +72,14 @@ class SimNet:
                 self.run(src, m.dial_succeeded(act.conn_id, act.host, self.now))
             elif isinstance(act, Send):
                 other = self.links.get((src, act.conn_id))
-                if other is None or other[0] in self.down or frozenset((src, other[0])) in self.cut:
+                if other is None:
                     continue
+                if other[0] in self.down or frozenset((src, other[0])) in self.cut:
+                    self.unacked.setdefault((src, act.conn_id), self.now)
+                    continue
+                self.unacked.pop((src, act.conn_id), None)
+                if other[0] in self.hung:
+                    continue   # its kernel acknowledges; its router reads nothing
                 self.run(other[0], self.meshes[other[0]].data_received(other[1], act.data, self.now))
             elif isinstance(act, Close):
                 other = self.links.pop((src, act.conn_id), None)
@@ -90,10 +101,22 @@ class SimNet:
 
     def step(self, dt: float = 0.05) -> None:
         self.now += dt
+        self.kernel_timeouts()
         for addr, m in self.meshes.items():
-            if addr not in self.down:
+            if addr not in self.down and addr not in self.hung:
                 self.run(addr, m.tick(self.now))
         self._deliver()
+
+    def kernel_timeouts(self) -> None:
+        """Connections whose sends went unacknowledged for their mesh's tcp_user_timeout end (ETIMEDOUT)."""
+        for (addr, cid), since in list(self.unacked.items()):
+            m = self.meshes[addr]
+            if addr in self.down or (addr, cid) not in self.links:
+                del self.unacked[(addr, cid)]
+            elif self.now - since > m.config.tcp_user_timeout:
+                del self.unacked[(addr, cid)]
+                self.links.pop((addr, cid))   # the other end hears nothing: its own sends time out too
+                self.run(addr, m.connection_lost(cid, "connection timed out", self.now))
 
     def advance(self, seconds: float, dt: float = 0.05) -> None:
         for _ in range(int(round(seconds / dt))):

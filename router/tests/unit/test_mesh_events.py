@@ -64,12 +64,24 @@ def test_connection_down_when_the_peer_goes_and_peers_changed_after_the_next_tic
     assert events(a, PeersChanged)[-1] == PeersChanged(frozenset(), frozenset(), frozenset())
 
 
-def test_connection_down_on_heartbeat_timeout_and_on_a_protocol_error():
+def test_a_cut_link_ends_through_the_kernels_timeout_well_before_the_silence_limit():
     net, a, b, events = pair()
     net.cut.add(frozenset((net.addr_of(a), net.addr_of(b))))
+    cut_at = net.now
+    net.until(lambda: events(a, ConnectionDown), 5)
+    (down,) = events(a, ConnectionDown)
+    assert down.reason == "connection timed out"
+    # (a heartbeat may be skipped where other messages went: two intervals at most between sends)
+    assert net.now - cut_at <= 2 * a.config.heartbeat_interval + a.config.tcp_user_timeout + 0.1 < 3.0
+
+
+def test_connection_down_on_heartbeat_timeout_and_on_a_protocol_error():
+    net, a, b, events = pair()
+    net.hung.add(net.addr_of(b))          # b's router stops; its kernel still acknowledges what a sends
     net.advance(a.config.heartbeat_timeout + 1)
     assert [e.reason.startswith("no heartbeat") for e in events(a, ConnectionDown)] == [True]
-    net.cut.clear()
+    net.hung.clear()
+    net.run(net.addr_of(b), b.tick(net.now))
     for t in b.connmaker.targets.values():
         t.next_try = net.now
     net.until(lambda: full_mesh(net), 20)

@@ -35,8 +35,9 @@ def run_at_deadlines(net: SimNet, seconds: float, watch, dt: float = 0.01) -> li
     end = net.now + seconds
     while net.now < end:
         net.now += dt
+        net.kernel_timeouts()
         for addr, m in net.meshes.items():
-            if addr not in net.down and net.now >= m.next_deadline():
+            if addr not in net.down and addr not in net.hung and net.now >= m.next_deadline():
                 if m is watch:
                     ticks.append(net.now)
                 net.run(addr, m.tick(net.now))
@@ -108,9 +109,24 @@ def test_a_silently_cut_peer_is_still_dropped_within_the_timeout_when_ticking_at
     while not gone():
         run_at_deadlines(net, 0.01, hub)
         assert net.now - cut_at < 5
-    # silence limit (2.2 s) from the last message received before the cut: never later than that
-    assert net.now - cut_at <= hub.config.heartbeat_timeout + 0.02
+    # the kernel's limit (TCP_USER_TIMEOUT) from the first send after the cut: two intervals at most away
+    assert net.now - cut_at <= 2 * hub.config.heartbeat_interval + hub.config.tcp_user_timeout + 0.05
     assert len(hub.live_connections()) == 2          # the others stayed up
+
+
+def test_a_hung_peer_is_dropped_at_the_silence_limit_when_ticking_at_deadlines():
+    """Its kernel still acknowledges (no TCP timeout), its router sends nothing: the silence limit ends it."""
+    net, (hub, *spokes) = star(4)
+    run_at_deadlines(net, 3, hub)
+    victim = spokes[1]
+    net.hung.add(net.addr_of(victim))
+    hung_at = net.now
+    name = victim.identity.name
+    while any(c.remote.name == name for c in hub.live_connections()):
+        run_at_deadlines(net, 0.01, hub)
+        assert net.now - hung_at < hub.config.heartbeat_timeout + 2
+    assert net.now - hung_at <= hub.config.heartbeat_timeout + 0.02
+    assert len(hub.live_connections()) == 2
 
 
 def test_execute_wakes_the_sleeping_ticker_when_the_mesh_has_work_now():

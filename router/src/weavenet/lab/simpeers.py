@@ -24,7 +24,8 @@ it takes commands on stdin and answers with one JSON object per line on stdout:
 
     {"event": "ready", "peers": [{"name": ..., "address": ...}, ...]}   once every peer listens
     stats             -> {"event": "stats", "bytes_in": .., "bytes_out": .., "established": .., "cpu_s": ..}
-    silence I         -> peer I stops reading, writing and ticking, its sockets stay open (a frozen host)
+    silence I         -> peer I stops reading, writing and ticking, its sockets stay open and its address
+                         answers nothing (nft drop: a frozen host, whose kernel does not acknowledge either)
     close I           -> peer I closes its connections and its listener (a stopped router)
     quit
 """
@@ -37,6 +38,7 @@ import json
 import os
 import random
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -119,6 +121,8 @@ class SimProtocol(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
+                            int(self.peer.mesh.config.tcp_user_timeout * 1000))   # as the router's adapter
         ip, port = transport.get_extra_info("peername")[:2]
         now = time.monotonic()
         if self.conn_id is None:
@@ -248,9 +252,20 @@ class SimPeers:
                 if isinstance(_core.decode_json, SharedDecode) else None}
 
     def silence(self, i: int) -> None:
-        """A frozen host: nothing is read or sent any more, but no socket is closed either."""
+        """A frozen host: nothing is read or sent any more, no socket is closed, and (as its kernel is frozen
+        too) nothing addressed to it is acknowledged: its address's packets are dropped in this namespace
+        (nft; without the rights for that, only the simulated router freezes and its kernel still answers)."""
         p = self.peers[i]
         p.state = "silent"
+        rules = (f"add table ip simfreeze\n"
+                 f"add chain ip simfreeze in {{ type filter hook input priority -300; }}\n"
+                 f"add chain ip simfreeze out {{ type filter hook output priority -300; }}\n"
+                 f"add rule ip simfreeze in ip daddr {p.ip} drop\n"
+                 f"add rule ip simfreeze out ip saddr {p.ip} drop\n")
+        try:
+            subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=True, capture_output=True, timeout=10)
+        except (OSError, subprocess.SubprocessError) as e:
+            print(f"simpeers: cannot drop {p.ip}'s packets ({e}): its kernel still answers", file=sys.stderr)
         for t in p.transports.values():
             t.pause_reading()
         if p.server is not None:

@@ -46,7 +46,14 @@ class MeshConfig:
     conn_limit: int = 100
     discovery: bool = True
     heartbeat_interval: float = 0.7
-    heartbeat_timeout: float = 2.2   # three heartbeats missed; + a tick and one urgent gossip: < 3 s
+    # A peer whose host is gone or whose link is cut stops acknowledging what we send: the adapters set
+    # TCP_USER_TIMEOUT to tcp_user_timeout, so the kernel ends such a connection within two heartbeat
+    # intervals (one may be skipped for other traffic) + tcp_user_timeout, < 3 s, whatever our Python or
+    # the peer's is doing. The silence limit below is for a peer whose kernel still answers but whose router
+    # does not (a hung process): long enough that an overloaded peer, late with its heartbeats, is not
+    # dropped and redialled (churn that overloads everyone further), short enough to route around a hang.
+    heartbeat_timeout: float = 6.0
+    tcp_user_timeout: float = 1.2
     handshake_timeout: float = 5.0
     gossip_delay: float = 0.05       # coalescing window for topology deltas
     gossip_min_interval: float = 0.5 # at most two flushes a second: bounds the storm when many peers join

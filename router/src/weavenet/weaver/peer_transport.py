@@ -24,6 +24,9 @@ class PeerProtocol(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # A peer that stops acknowledging (host gone, link cut) is dropped by the kernel (MeshConfig).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
+                            int(self.router.mesh.config.tcp_user_timeout * 1000))
         ip, port = transport.get_extra_info("peername")[:2]
         mesh, now = self.router.mesh, self.router.clock()
         if self.conn_id is None:
