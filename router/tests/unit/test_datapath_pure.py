@@ -143,12 +143,32 @@ def test_fastdp_decider_up_down_and_status():
     assert d.evaluate(1.0) == ([], [])      # the peer has not confirmed it hears us
     d.remote_status(B, True, 1.2)
     assert d.evaluate(1.2) == ([B], []) and d.active() == {B}
-    assert d.evaluate(1.0 + fastdp.RX_TIMEOUT + 0.1) == ([], [B])   # our side stopped hearing it
+    late = 1.0 + fastdp.RX_TIMEOUT + 0.1
+    assert d.evaluate(late) == ([], [])     # silent on TCP too: a stalled peer, not a broken path
+    assert d.status_due(B, late) is None    # ... and we do not tell it we lost its heartbeats
+    d.control_heard(B, 1.0 + fastdp.HB_INTERVAL + 0.05)   # it talks over TCP, but no heartbeat arrives
+    assert d.evaluate(late) == ([], [B])    # our side stopped hearing it: the path is broken
     d.heard(B, 5.0)
     d.remote_status(B, False, 5.0)
     assert d.evaluate(5.0) == ([], [])      # the peer says it does not hear us
     gone = d.set_candidates({})
     assert {n: g.ip for n, g in gone.items()} == {B: "192.0.2.2"} and d.active() == frozenset()
+
+
+def test_fastdp_a_stalled_peer_keeps_its_path_and_a_stale_status_counts_only_if_it_talks():
+    d = fastdp.FastPathDecider()
+    d.set_candidates({B: ("192.0.2.2", "02:aa:00:00:00:02")})
+    d.heard(B, 1.0)
+    d.remote_status(B, True, 1.0)
+    assert d.evaluate(1.0) == ([B], [])
+    assert d.evaluate(30.0) == ([], [])     # nothing from it at all for 29 s: still up (its TCP ends if gone)
+    d.control_heard(B, 30.0)                # then it talks over TCP: its path has been silent all along
+    assert d.evaluate(30.0) == ([], [B])
+    d.heard(B, 31.0)                        # heartbeats again, and it said it hears us at 1.0 only
+    d.control_heard(B, 31.0)
+    assert d.evaluate(31.0) == ([], [])     # its status is stale while it talks: stays down
+    d.remote_status(B, True, 31.5)
+    assert d.evaluate(31.5) == ([B], [])
 
 
 def test_heartbeat_frame_roundtrip():

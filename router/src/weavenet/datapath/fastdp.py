@@ -18,7 +18,10 @@ from dataclasses import dataclass
 ETHERTYPE = 0x88B5
 HB_MAGIC = b"WNFD"
 HB_INTERVAL = 0.5
-RX_TIMEOUT = 1.5           # no heartbeat for this long: the path is down (fallback well within 3 s)
+# No heartbeat for this long while the peer's control messages still arrive: the path is down (fallback well
+# within 3 s). A peer silent on both (overloaded, stalled, or gone: its TCP connection then ends) keeps its
+# path: falling back would only reprogram the FDB, and flap back, on every stall.
+RX_TIMEOUT = 1.5
 STATUS_REFRESH = 2.0       # "I hear you" is sent at once on change, else this often
 STATUS_VALID = 5.0
 ZERO_MAC = "00:00:00:00:00:00"
@@ -38,6 +41,15 @@ class PathState:
     hb_installed: bool = False
     told: bool | None = None    # what we last told the peer
     told_at: float = 0.0
+    ctrl_at: float = 0.0        # when the peer's last control-plane heartbeat (TCP) arrived
+
+    def silent(self, now: float) -> bool:
+        """Its heartbeats stopped while the peer went on talking over TCP: the VXLAN path is broken."""
+        return now - self.last_rx > RX_TIMEOUT and (not self.last_rx or self.ctrl_at > self.last_rx + HB_INTERVAL)
+
+    def status_stale(self, now: float) -> bool:
+        """The peer's "I hear you" was not refreshed although it went on talking over TCP."""
+        return now - self.remote_ok_at > STATUS_VALID and self.ctrl_at > self.remote_ok_at + STATUS_VALID
 
 
 def mac_bytes(mac: str) -> bytes:
@@ -86,6 +98,12 @@ class FastPathDecider:
         if peer in self.paths:
             self.paths[peer].last_rx = now
 
+    def control_heard(self, peer: str, now: float) -> None:
+        """A control-plane heartbeat of the peer arrived (it is alive: silence on its path is the path's)."""
+        p = self.paths.get(peer)
+        if p is not None:
+            p.ctrl_at = now
+
     def remote_status(self, peer: str, ok: bool, now: float) -> None:
         p = self.paths.get(peer)
         if p is not None:
@@ -102,13 +120,13 @@ class FastPathDecider:
 
     def hears(self, peer: str, now: float) -> bool:
         p = self.paths.get(peer)
-        return p is not None and now - p.last_rx <= RX_TIMEOUT
+        return p is not None and not p.silent(now)
 
     def evaluate(self, now: float) -> tuple[list[str], list[str]]:
         """(peers that went up, peers that went down)."""
         up, down = [], []
         for n, p in self.paths.items():
-            ok = now - p.last_rx <= RX_TIMEOUT and p.remote_ok and now - p.remote_ok_at <= STATUS_VALID
+            ok = not p.silent(now) and p.remote_ok and not p.status_stale(now)
             if ok and not p.active:
                 p.active = True
                 up.append(n)

@@ -243,7 +243,12 @@ class Dataplane:
             for p in self.decider.paths.values():
                 if not (p.active and p.told and p.remote_ok):
                     return min(due, self._last_sync + FAST_TICK)
-                due = min(due, p.last_rx + fastdp.RX_TIMEOUT + 0.01, p.remote_ok_at + fastdp.STATUS_VALID + 0.01,
+                rx_due, status_due = p.last_rx + fastdp.RX_TIMEOUT + 0.01, p.remote_ok_at + fastdp.STATUS_VALID + 0.01
+                # Past those while the peer is silent on TCP too: the path stays; look again each heartbeat
+                # interval (a control message may show the peer alive, the path broken), not on every tick.
+                if rx_due <= self._last_sync or status_due <= self._last_sync:
+                    due = min(due, self._last_sync + fastdp.HB_INTERVAL)
+                due = min(due, *(d for d in (rx_due, status_due) if d > self._last_sync),
                           p.told_at + fastdp.STATUS_REFRESH)
         return due
 
@@ -376,6 +381,10 @@ class Dataplane:
         now = time.monotonic()
         for name in fastdp.drain(self._hb_sock):
             self.decider.heard(name, now)
+
+    def on_heartbeat(self, peer: str) -> None:
+        """The peer's control-plane heartbeat arrived: it is alive, so a silent fast path is a broken one."""
+        self.decider.control_heard(peer, time.monotonic())
 
     def on_datapath_message(self, peer: str, body: bytes) -> None:
         now = time.monotonic()

@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING
 
 from ..mesh.core import Action, Close, Dial, Mesh, Send, Throttle
 from ..mesh.errors import ProtocolError
-from ..mesh.events import AppMessage, ConnectionDown, ConnectionUp, DatapathMessage, PeersChanged, RoutesChanged
+from ..mesh.events import (
+    AppMessage,
+    ConnectionDown,
+    ConnectionUp,
+    DatapathMessage,
+    Heartbeat,
+    PeersChanged,
+    RoutesChanged,
+)
 from ..mesh.gossip import Gossiper, GossipSend
 from .dataplane import DatapathSend
 
@@ -74,7 +82,10 @@ class Dispatcher:
             return self._app_message(ev, now)
         out: list[object] = []
         dp, ipam, dns = self.dataplane, self.ipam, self.dns
-        if isinstance(ev, DatapathMessage):
+        if isinstance(ev, Heartbeat):
+            if dp is not None and dp.fastdp:
+                self._guard("dataplane", now, dp.on_heartbeat, ev.peer)
+        elif isinstance(ev, DatapathMessage):
             if dp is not None:
                 self._guard("dataplane", now, dp.on_datapath_message, ev.peer, ev.body)
         elif isinstance(ev, ConnectionUp | ConnectionDown):
