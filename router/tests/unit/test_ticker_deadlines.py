@@ -222,9 +222,9 @@ def test_a_steady_fast_path_ticks_at_its_deadlines_and_one_changing_every_100ms(
     assert dp.next_deadline() == 100.5                 # steady: the next fast-path heartbeat send
     dp._next_hb = 103.0
     assert dp.next_deadline() == 100.0 + dpmod.fastdp.RX_TIMEOUT + 0.01   # its silence would run out then
-    dp._last_sync = 102.0                             # it ran out, the peer silent on TCP too: the path stays,
-    assert dp.next_deadline() == 102.0 + dpmod.fastdp.HB_INTERVAL   # looked at again per interval, no spin
-    dp._last_sync = 100.0
+    dp._last_sync = path.told_at = 101.8              # it ran out, the peer silent on TCP too: the path stays,
+    assert dp.next_deadline() == 101.8 + dpmod.fastdp.HB_INTERVAL   # looked at again per interval, no spin
+    dp._last_sync = path.told_at = 100.0
     assert not dp.wants_tick()
     dp.on_datapath_message("peer", dpmod.fastdp.status_message(False))   # the peer stopped hearing us
     assert dp.wants_tick() and dp.next_deadline() == 0.0
