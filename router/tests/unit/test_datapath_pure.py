@@ -169,6 +169,8 @@ def test_fastdp_a_stalled_peer_keeps_its_path_and_a_stale_status_counts_only_if_
     assert d.evaluate(31.0) == ([], [])     # its status is stale while it talks: stays down
     d.remote_status(B, True, 31.5)
     assert d.evaluate(31.5) == ([B], [])
+    assert d.evaluate(31.6, direct=frozenset()) == ([], [B])   # the mesh routes around it: not direct any more
+    assert d.evaluate(31.7, direct={B}) == ([B], [])
 
 
 def test_heartbeat_frame_roundtrip():

@@ -13,6 +13,7 @@ import ctypes
 import json
 import socket
 import struct
+from collections.abc import Collection
 from dataclasses import dataclass
 
 ETHERTYPE = 0x88B5
@@ -122,11 +123,12 @@ class FastPathDecider:
         p = self.paths.get(peer)
         return p is not None and not p.silent(now)
 
-    def evaluate(self, now: float) -> tuple[list[str], list[str]]:
-        """(peers that went up, peers that went down)."""
+    def evaluate(self, now: float, direct: Collection[str] | None = None) -> tuple[list[str], list[str]]:
+        """(peers that went up, peers that went down). `direct`: the peers routed directly (None: all); a path
+        to any other is down (the mesh routes around the connection: its far end gave it up, or we did)."""
         up, down = [], []
         for n, p in self.paths.items():
-            ok = not p.silent(now) and p.remote_ok and not p.status_stale(now)
+            ok = not p.silent(now) and p.remote_ok and not p.status_stale(now) and (direct is None or n in direct)
             if ok and not p.active:
                 p.active = True
                 up.append(n)

@@ -117,6 +117,7 @@ class Dataplane:
         self._links: dict[int, PeerLink] = {}     # mesh connection id -> sleeve link
         self._conns: dict[int, ConnectionUp] = {}  # the mesh's connections that are up, by id
         self._routes = RouteTable({ourname: []}, ourname)
+        self._direct: frozenset[str] = frozenset()   # peers routed directly (RouteTable.neighbours)
         self._known: frozenset[str] | None = None  # peers in the topology (None: not told yet)
         self._changed = True                       # connections or routes changed since the last sync
         self._urgent = False   # a fast-path peer's "I hear you" or its MACs changed: sync at the next tick, now
@@ -220,6 +221,7 @@ class Dataplane:
 
     def on_routes(self, routes: RouteTable) -> None:
         self._routes = routes
+        self._direct = frozenset(routes.neighbours())
         self._changed = True
 
     def on_peers(self, known: frozenset[str]) -> None:
@@ -286,7 +288,7 @@ class Dataplane:
                 told = self.decider.status_due(name, now)
                 if told is not None:
                     actions.append(DatapathSend(name, fastdp.status_message(told)))
-            up, down = self.decider.evaluate(now)
+            up, down = self.decider.evaluate(now, self._direct)
             for name in up:
                 self._path_up(name)
             for name in down:
