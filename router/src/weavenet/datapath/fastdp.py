@@ -25,7 +25,6 @@ HB_INTERVAL = 0.5
 RX_TIMEOUT = 1.5
 STATUS_REFRESH = 2.0       # "I hear you" is sent at once on change, else this often
 STATUS_VALID = 5.0
-ALIVE_FOR = 2 * HB_INTERVAL  # the peer talked over TCP this long and still no heartbeat: the path, not the peer
 ZERO_MAC = "00:00:00:00:00:00"
 ETH_P_ALL = 0x0003
 SO_ATTACH_FILTER = 26
@@ -43,21 +42,15 @@ class PathState:
     hb_installed: bool = False
     told: bool | None = None    # what we last told the peer
     told_at: float = 0.0
-    # The first control-plane heartbeat (TCP) of the peer after its fast-path heartbeats should have come
-    # (last_rx + HB_INTERVAL), and after its status should have been refreshed: the peer is alive since then.
-    alive_since: float = 0.0
-    talking_since: float = 0.0
+    ctrl_at: float = 0.0        # when the peer's last control-plane heartbeat (TCP) arrived
 
     def silent(self, now: float) -> bool:
-        """Its heartbeats stopped while the peer went on talking over TCP for a while (a peer resuming from a
-        stall sends its TCP heartbeat a moment before its fast-path one): the VXLAN path is broken."""
-        return now - self.last_rx > RX_TIMEOUT and (
-            not self.last_rx or bool(self.alive_since) and now - self.alive_since >= ALIVE_FOR)
+        """Its heartbeats stopped while the peer went on talking over TCP: the VXLAN path is broken."""
+        return now - self.last_rx > RX_TIMEOUT and (not self.last_rx or self.ctrl_at > self.last_rx + HB_INTERVAL)
 
     def status_stale(self, now: float) -> bool:
-        """The peer's "I hear you" was not refreshed although it has been talking over TCP for a while."""
-        return now - self.remote_ok_at > STATUS_VALID and bool(self.talking_since) and \
-            now - self.talking_since >= ALIVE_FOR
+        """The peer's "I hear you" was not refreshed although it went on talking over TCP."""
+        return now - self.remote_ok_at > STATUS_VALID and self.ctrl_at > self.remote_ok_at + STATUS_VALID
 
 
 def mac_bytes(mac: str) -> bytes:
@@ -104,23 +97,18 @@ class FastPathDecider:
 
     def heard(self, peer: str, now: float) -> None:
         if peer in self.paths:
-            p = self.paths[peer]
-            p.last_rx, p.alive_since = now, 0.0
+            self.paths[peer].last_rx = now
 
     def control_heard(self, peer: str, now: float) -> None:
         """A control-plane heartbeat of the peer arrived (it is alive: silence on its path is the path's)."""
         p = self.paths.get(peer)
-        if p is None:
-            return
-        if not p.alive_since and now > p.last_rx + HB_INTERVAL:
-            p.alive_since = now
-        if not p.talking_since and now > p.remote_ok_at + STATUS_VALID:
-            p.talking_since = now
+        if p is not None:
+            p.ctrl_at = now
 
     def remote_status(self, peer: str, ok: bool, now: float) -> None:
         p = self.paths.get(peer)
         if p is not None:
-            p.remote_ok, p.remote_ok_at, p.talking_since = ok, now, 0.0
+            p.remote_ok, p.remote_ok_at = ok, now
 
     def status_due(self, peer: str, now: float) -> bool | None:
         """What to tell `peer` about its heartbeats now, or None if nothing is due."""
