@@ -53,7 +53,7 @@ class MeshConfig:
     # does not (a hung process): long enough that an overloaded peer, late with its heartbeats, is not
     # dropped and redialled (churn that overloads everyone further), short enough to route around a hang.
     heartbeat_timeout: float = 6.0
-    tcp_user_timeout: float = 1.2
+    tcp_user_timeout: float = 1.0
     handshake_timeout: float = 5.0
     gossip_delay: float = 0.05       # coalescing window for topology deltas
     gossip_min_interval: float = 0.5 # at most two flushes a second: bounds the storm when many peers join

@@ -498,8 +498,10 @@ class Dataplane:
 
     def _path_gone(self, name: str, p: fastdp.PathState, now: float) -> None:
         """A candidate path ended with its connection (or the peer's address/MAC changed). One that
-        carried traffic keeps its kernel state for GRACE (the peer's kernel may still forward)."""
-        if p.active:
+        carried traffic keeps its kernel state for GRACE (the peer's kernel may still forward: a router
+        restarting), unless its heartbeats had stopped (a host gone or a link cut, which a silent peer's
+        path is kept up through until its connection ends): then it goes at once."""
+        if p.active and now - p.last_rx <= fastdp.RX_TIMEOUT:
             self._grace[p.ip] = (name, now + GRACE)
             log.info("fast datapath to %s(%s): connection ended, keeping its state for %.0fs", name, p.ip, GRACE)
         elif p.ip not in self._grace:   # else the grace period decides
