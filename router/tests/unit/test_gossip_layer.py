@@ -119,6 +119,19 @@ class Node:
     def tick(self) -> None:
         self.net.run(self.net.addr_of(self.mesh), self.dispatch.gossip.tick(self.net.now))
 
+    def originate(self, item: bytes) -> None:
+        """A change of ours, sent to our neighbours as the channel's delta."""
+        self.channel.items.add(item)
+        self.net.run(self.net.addr_of(self.mesh), self.dispatch.run([GossipSend("set", b"D" + item)], self.net.now))
+
+
+def spread(net: SimNet, nodes: list[Node], origin: Node, item: bytes) -> None:
+    """Forget what was merged so far, then let `origin` change and the change travel."""
+    for n in nodes:
+        n.channel.merged.clear()
+    origin.originate(item)
+    net.step(0.5)
+
 
 def launch(n: int) -> tuple[SimNet, list[Node]]:
     net = SimNet(4)
@@ -133,12 +146,8 @@ def test_in_a_full_mesh_a_change_reaches_every_router_once_not_once_per_neighbou
     """Relays do not re-send to the sender's neighbours: in a full mesh of 6 each router merges the
     origin's change once (it was 5 times: every router passing it on to every other)."""
     net, nodes = launch(6)
-    for n in nodes:
-        n.channel.merged.clear()
     origin = nodes[2]
-    origin.channel.items.add(b"new")
-    net.run(net.addr_of(origin.mesh), origin.dispatch.run([GossipSend("set", b"Dnew")], net.now))
-    net.step(0.5)
+    spread(net, nodes, origin, b"new")
     for n in nodes:
         got = [src for src, p in n.channel.merged if b"new" in p]
         assert got == ([] if n is origin else [origin.name]), (n.name, got)
@@ -153,12 +162,7 @@ def test_on_a_chain_a_change_is_still_passed_on_to_the_far_end():
     for prev, node in zip(nodes, nodes[1:], strict=False):
         net.run(net.addr_of(node.mesh), node.mesh.connect([net.addr_of(prev.mesh)], net.now))
     net.until(lambda: all(len(n.mesh.routes.unicast) == 4 for n in nodes), 20)
-    for n in nodes:
-        n.channel.merged.clear()
-    head = nodes[0]
-    head.channel.items.add(b"far")
-    net.run(net.addr_of(head.mesh), head.dispatch.run([GossipSend("set", b"Dfar")], net.now))
-    net.step(0.5)
+    spread(net, nodes, nodes[0], b"far")
     assert all(b"far" in n.channel.items for n in nodes)
     assert [len([1 for _, p in n.channel.merged if b"far" in p]) for n in nodes] == [0, 1, 1, 1, 1]
 

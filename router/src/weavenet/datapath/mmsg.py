@@ -109,12 +109,12 @@ class Receiver:
             if self.gro:
                 h.control = ctypes.addressof(self.controls[i])
         self.bufsize = bufsize
-        self._reset(batch)
         self.view = memoryview(self.bufs).cast("B")
         self.addr_view = memoryview(self.addrs).cast("B")
         self.msgs_view = memoryview(self.msgs).cast("B")
         self.msgs_at = ctypes.addressof(self.msgs)
         self.controls_view = memoryview(self.controls).cast("B")
+        self._reset(batch)
         self.names: dict[bytes, str] = {}     # source address bytes -> dotted quad
 
     def recv(self) -> list[tuple[bytes, str, int]]:
@@ -145,15 +145,12 @@ class Receiver:
                 if level == SOL_UDP and ctype == UDP_GRO and clen >= 20:
                     seg = value
             out.append((view[start:end].tobytes(), ip, seg if 0 < seg < end - start else 0))
-            NAMELEN.pack_into(hdrs, at + NAMELEN_AT, ADDR)
-            if gro:
-                CONTROLLEN.pack_into(hdrs, at + CONTROLLEN_AT, CMSG)
+        self._reset(n)
         return out
 
     def _reset(self, n: int) -> None:
-        namelen, controllen = ctypes.sizeof(_SockaddrIn), ctypes.sizeof(_Cmsghdr) if self.gro else 0
-        msgs = self.msgs
-        for i in range(n):
-            h = msgs[i].hdr
-            h.namelen = namelen
-            h.controllen = controllen
+        """The first n headers' namelen and controllen back to their buffers' sizes (through struct, as read)."""
+        hdrs, controllen = self.msgs_view, CMSG if self.gro else 0
+        for at in range(0, n * MMSG, MMSG):
+            NAMELEN.pack_into(hdrs, at + NAMELEN_AT, ADDR)
+            CONTROLLEN.pack_into(hdrs, at + CONTROLLEN_AT, controllen)
