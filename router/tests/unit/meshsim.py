@@ -30,6 +30,10 @@ class SimNet:
         # left: after the mesh's tcp_user_timeout the kernel ends the connection (TCP_USER_TIMEOUT, as the
         # router's adapter sets it), as here.
         self.unacked: dict[tuple[str, int], float] = {}
+        # (addr, conn) -> when its kernel last heard the other end (data, acks, keepalive answers): on an
+        # idle connection whose path broke, keepalive probes go unanswered and the kernel ends it
+        # tcp_keepalive + max(tcp_keepalive, tcp_user_timeout) after that (measured on this kernel: ~1-2 s).
+        self.heard: dict[tuple[str, int], float] = {}
 
     def add(self, index: int, password: str | None = None, discovery: bool = True, name: str | None = None) -> Mesh:
         addr = f"192.0.2.{index}:6783"
@@ -108,15 +112,30 @@ class SimNet:
         self._deliver()
 
     def kernel_timeouts(self) -> None:
-        """Connections whose sends went unacknowledged for their mesh's tcp_user_timeout end (ETIMEDOUT)."""
+        """Connections whose sends went unacknowledged for their mesh's tcp_user_timeout, or whose keepalive
+        probes went unanswered (module comment), end (ETIMEDOUT)."""
         for (addr, cid), since in list(self.unacked.items()):
             m = self.meshes[addr]
             if addr in self.down or (addr, cid) not in self.links:
                 del self.unacked[(addr, cid)]
             elif self.now - since > m.config.tcp_user_timeout:
-                del self.unacked[(addr, cid)]
-                self.links.pop((addr, cid))   # the other end hears nothing: its own sends time out too
-                self.run(addr, m.connection_lost(cid, "connection timed out", self.now))
+                self._timed_out(addr, cid)
+        for (addr, cid), (other, _) in list(self.links.items()):
+            if addr in self.down or (addr, cid) not in self.links:
+                continue
+            if other not in self.down and frozenset((addr, other)) not in self.cut:
+                self.heard[(addr, cid)] = self.now   # (a hung router's kernel answers too)
+                continue
+            cfg = self.meshes[addr].config
+            since = self.heard.setdefault((addr, cid), self.now)
+            if self.now - since > cfg.tcp_keepalive + max(cfg.tcp_keepalive, cfg.tcp_user_timeout):
+                self._timed_out(addr, cid)
+
+    def _timed_out(self, addr: str, cid: int) -> None:
+        self.unacked.pop((addr, cid), None)
+        self.heard.pop((addr, cid), None)
+        self.links.pop((addr, cid))   # the other end hears nothing: its own kernel times out too
+        self.run(addr, self.meshes[addr].connection_lost(cid, "connection timed out", self.now))
 
     def advance(self, seconds: float, dt: float = 0.05) -> None:
         for _ in range(int(round(seconds / dt))):

@@ -144,6 +144,21 @@ def test_hostile_adverts_through_the_dataplane_are_counted_and_status_still_work
         dp._netlink.shutdown(wait=False)
 
 
+def test_a_datapath_message_proves_the_peers_router_alive_so_its_silent_path_falls_back():
+    """Control heartbeats come every 2 s; the peer's fast-path status (refreshed every 2 s, at once on change)
+    is proof of life too, so a broken path is seen without waiting for the next heartbeat."""
+    dp = Dataplane(DataplaneConfig(), "02:00:00:00:00:0a")
+    try:
+        dp.decider.set_candidates({"b": (IP_B, "02:aa:00:00:00:02")})
+        path = dp.decider.paths["b"]
+        path.last_rx = time.monotonic() - fastdp.RX_TIMEOUT - fastdp.HB_INTERVAL - 0.1
+        assert not path.silent(time.monotonic())          # silent on both: maybe a stalled peer
+        dp.on_datapath_message("b", fastdp.status_message(True))
+        assert path.silent(time.monotonic()) and not dp.decider.hears("b", time.monotonic())
+    finally:
+        dp._netlink.shutdown(wait=False)
+
+
 def test_without_fastdp_adverts_are_refused():
     dp = Dataplane(DataplaneConfig(encrypted=True), "02:00:00:00:00:0a")
     try:

@@ -42,10 +42,8 @@ def test_every_connection_gets_a_heartbeat_each_interval():
     counts = heartbeats_sent(hub, sent)
     interval = hub.config.heartbeat_interval
     assert len(counts) == LEAVES
-    # 7 s at one per interval (0.7 s), ticks of 50 ms: 9 or 10 each, never a burst; one may be skipped where
-    # other messages went (gossip), never two in a row
-    assert all(int(7.0 / (2 * interval + 0.05)) <= n <= int(7.0 / interval) + 1 for n in counts.values()), counts
-    assert sum(counts.values()) + hub.heartbeats_suppressed >= LEAVES * int(7.0 / (interval + 0.05))
+    # one per interval whatever else went (gossip), ticks of 50 ms: never a burst, never one left out
+    assert all(int(7.0 / (interval + 0.05)) <= n <= int(7.0 / interval) + 1 for n in counts.values()), counts
 
 
 def test_timer_heap_stays_bounded():

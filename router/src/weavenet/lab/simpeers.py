@@ -37,7 +37,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import threading
@@ -50,6 +49,7 @@ from ..mesh.core import Action, Close, Dial, Mesh, MeshConfig, Send
 from ..mesh.crypto import password_digest
 from ..mesh.handshake import LocalIdentity
 from ..mesh.names import format_address
+from ..weaver.peer_transport import tune_peer_socket
 
 TICK = 0.1          # as the router's ticker
 DIAL_TIMEOUT = 5.0
@@ -120,9 +120,7 @@ class SimProtocol(asyncio.Protocol):
             return
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
-                            int(self.peer.mesh.config.tcp_user_timeout * 1000))   # as the router's adapter
+            tune_peer_socket(sock, self.peer.mesh.config)   # as the router's adapter
         ip, port = transport.get_extra_info("peername")[:2]
         now = time.monotonic()
         if self.conn_id is None:

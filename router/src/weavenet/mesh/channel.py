@@ -29,15 +29,12 @@ class Channel:
     def __init__(self, session: Session | None) -> None:
         self._session = session
         self._decoder = FrameDecoder()
-        self.sent = 0   # messages other than heartbeats encoded: they prove our liveness too (heartbeat suppression)
 
     @property
     def encrypted(self) -> bool:
         return self._session is not None
 
     def encode(self, kind: MsgType, body: bytes = b"") -> bytes:
-        if kind != MsgType.HEARTBEAT:
-            self.sent += 1
         payload = bytes([kind]) + body
         if self._session:
             payload = self._session.tx.seal(payload)

@@ -45,14 +45,17 @@ class MeshConfig:
     password_hash: bytes | None = None
     conn_limit: int = 100
     discovery: bool = True
-    heartbeat_interval: float = 0.7
-    # A peer whose host is gone or whose link is cut stops acknowledging what we send: the adapters set
-    # TCP_USER_TIMEOUT to tcp_user_timeout, so the kernel ends such a connection within two heartbeat
-    # intervals (one may be skipped for other traffic) + tcp_user_timeout, < 3 s, whatever our Python or
-    # the peer's is doing. The silence limit below is for a peer whose kernel still answers but whose router
-    # does not (a hung process): long enough that an overloaded peer, late with its heartbeats, is not
-    # dropped and redialled (churn that overloads everyone further), short enough to route around a hang.
+    # Liveness has two layers. A peer whose host is gone or whose link is cut stops acknowledging: the
+    # adapters set TCP keepalive (tcp_keepalive seconds idle, then probes as often) and TCP_USER_TIMEOUT
+    # (tcp_user_timeout), so the kernel ends such a connection within tcp_keepalive + max(tcp_keepalive,
+    # tcp_user_timeout) = 2 s of its last answer, idle or not, at no cost to our Python, whatever our
+    # Python or the peer's is doing. Heartbeats are for a peer whose kernel still answers but whose router
+    # does not (a hung process), and carry the RTT: every heartbeat_interval each way, the silence limit a
+    # few of them, long enough that an overloaded peer, late with its heartbeats, is not dropped and
+    # redialled (churn that overloads everyone further), short enough to route around a hang.
+    heartbeat_interval: float = 2.0
     heartbeat_timeout: float = 6.0
+    tcp_keepalive: int = 1           # seconds (the kernel's unit)
     tcp_user_timeout: float = 1.0
     handshake_timeout: float = 5.0
     gossip_delay: float = 0.05       # coalescing window for topology deltas
@@ -210,8 +213,6 @@ class Conn:
     synced: bool = False             # we answered its summary: until then it gets no flush (the answer has it all)
     timer_due: float = 0.0           # its entry in Mesh._timers that counts (older ones are stale)
     quiet: float = 0.0               # longest silence between its messages since its last heartbeat (health)
-    sent_mark: int = 0               # channel.sent at our last heartbeat slot: other messages sent since?
-    skipped: bool = False            # our heartbeat of the last slot was suppressed (never two in a row)
 
     @property
     def live(self) -> bool:
@@ -263,7 +264,6 @@ class Mesh:
         # (due, conn id): a tick touches only the connections whose time has come, not all N of them.
         self._timers: list[tuple[float, int]] = []
         self._next_housekeeping = 0.0
-        self.heartbeats_suppressed = 0
         # The dial pass looks at every target: it runs when a target is due, the targets changed
         # (connmaker.version) or a connection came or went (_dial_check), not on every tick.
         self._dial_check = True
@@ -519,10 +519,7 @@ class Mesh:
                     actions += self._drop(conn, f"no heartbeat for {now - conn.last_recv:.1f}s", now)
                     continue
                 if now >= self._heartbeat_slot(conn.last_hb + cfg.heartbeat_interval):
-                    if self._suppress_heartbeat(conn):
-                        conn.last_hb = now
-                    else:
-                        actions.append(self._heartbeat(conn, now))
+                    actions.append(self._heartbeat(conn, now))
                 rearm.append(conn)
         for conn in rearm:  # after the loop: a deadline equal to now waits for the next tick, as before
             if conn.state == ConnState.HANDSHAKE:
@@ -594,17 +591,6 @@ class Mesh:
             actions += self._messages(conn, done.rest, now)
         self._topology_changed(now)
         return actions
-
-    def _suppress_heartbeat(self, conn: Conn) -> bool:
-        """A heartbeat is skipped when the connection carried other messages of ours since the last slot: any
-        message proves us alive to the peer. Never two in a row, so the peer still hears a heartbeat (and its
-        echo for RTT) every two intervals and no silence exceeds two intervals, well within the timeout."""
-        assert conn.channel is not None
-        sent = conn.channel.sent
-        skip = not conn.skipped and conn.state == ConnState.ESTABLISHED and sent != conn.sent_mark
-        conn.sent_mark, conn.skipped = sent, skip
-        self.heartbeats_suppressed += skip
-        return skip
 
     def _heartbeat(self, conn: Conn, now: float) -> Send:
         assert conn.channel is not None

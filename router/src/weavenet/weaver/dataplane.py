@@ -390,6 +390,7 @@ class Dataplane:
 
     def on_datapath_message(self, peer: str, body: bytes) -> None:
         now = time.monotonic()
+        self.decider.control_heard(peer, now)   # its router sent it: alive too (heartbeats come every 2 s)
         try:
             adv = fdbsync.decode(body)
         except fdbsync.AdvertError as e:

@@ -9,7 +9,19 @@ import socket
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ..mesh.core import MeshConfig
     from .app import Router
+
+
+def tune_peer_socket(sock: socket.socket, config: MeshConfig) -> None:
+    """Small messages leave at once (no Nagle), and the kernel ends a connection whose peer stopped
+    answering (host gone, link cut), idle or not, within ~2 s: keepalive probes after tcp_keepalive idle
+    seconds, and TCP_USER_TIMEOUT for data or probes left unacknowledged (MeshConfig)."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, config.tcp_keepalive)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, config.tcp_keepalive)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(config.tcp_user_timeout * 1000))
 
 
 class PeerProtocol(asyncio.Protocol):
@@ -23,10 +35,7 @@ class PeerProtocol(asyncio.Protocol):
         self.transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            # A peer that stops acknowledging (host gone, link cut) is dropped by the kernel (MeshConfig).
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
-                            int(self.router.mesh.config.tcp_user_timeout * 1000))
+            tune_peer_socket(sock, self.router.mesh.config)
         ip, port = transport.get_extra_info("peername")[:2]
         mesh, now = self.router.mesh, self.router.clock()
         if self.conn_id is None:
