@@ -53,6 +53,36 @@ def test_probes_raise_the_path_mtu_only_when_answered_right(rig):
     assert rig.eng.pmtus() == {rig.link.name: rig.link.pmtu}
 
 
+def answer_probes(rig, seconds: float, path: int = 1000) -> int:
+    """Answer, for `seconds`, the engine's probes as a path of `path` bytes would; returns how many came."""
+    came, end = 0, time.monotonic() + seconds
+    rig.peer.settimeout(0.1)
+    while time.monotonic() < end:
+        try:
+            dg = rig.peer.recv(70000)
+        except TimeoutError:
+            continue
+        if sleeve.peek(dg)[2] & sleeve.F_PROBE and dg[sleeve.HEADER.size] == sleeve.PROBE:
+            came += 1
+            if len(dg) + 28 <= path:
+                rig.send(sleeve.echo(sleeve.name_bytes(rig.link.name), sleeve.peek(dg)[1], len(dg) + 28))
+    return came
+
+
+def test_an_idle_link_is_not_probed_until_traffic_resumes(rig, monkeypatch):
+    """Once settled, the size in use is confirmed only on a link that carried frames since the last look:
+    idle links (and fast-path ones) cost no probes; traffic brings the confirmation back."""
+    monkeypatch.setattr(pmtu, "CONFIRM_EVERY", 0.3)
+    rig.eng.poke_prober()
+    answer_probes(rig, 4.0)
+    assert 1000 - pmtu.STEP < rig.link.pmtu <= 1000 and not rig.link.prober.searching
+    answer_probes(rig, 0.5)                     # the first confirmation after the search
+    assert answer_probes(rig, 2.0) == 0         # ~6 periods, nothing sent on the link: no probe
+    rig.tap.send(frame(b"\xff" * 6, LOCAL_MAC, os.urandom(100)))
+    assert answer_probes(rig, 1.0) >= 1          # traffic: confirmed again within a period
+    assert 1000 - pmtu.STEP < rig.link.pmtu <= 1000
+
+
 def test_the_engine_echoes_a_probe_with_its_size(rig):
     nonce = os.urandom(8)
     rig.send(sleeve.probe(sleeve.name_bytes(rig.link.name), nonce, 900))

@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..mesh.routes import RouteTable
-from . import icmp, mmsg, sleeve
+from . import icmp, mmsg, pmtu, sleeve
 from .forward import Forwarder, Out
 from .macs import MacTable
 from .pmtu import FLOOR, UDP_IP_OVERHEAD, Prober, route_mtu
@@ -80,6 +80,7 @@ class PeerLink:
     # ones (sleeve.aegis_key) and a datagram sealed the other way is refused ("auth").
     aegis: bool = False
     probe_gen: int = 0          # the receive thread's probe schedule: only its newest entry for this link counts
+    tx_seen: int = -1           # frames sent to it when its prober last ran (the receive thread's)
 
     def __post_init__(self) -> None:
         self.name_b = sleeve.name_bytes(self.name)
@@ -512,6 +513,11 @@ class Engine:
             if gen != link.probe_gen or links.get(link.name) is not link:
                 continue                  # re-scheduled since, or the connection is gone
             prober = link.prober
+            if prober.resting and not link.too_big and not self._sent_since_probe(link):
+                # Nothing sent on it since (idle, or carried by the fast path): confirming a size nobody uses
+                # costs datagrams on every link for nothing; traffic that resumes is seen here within a period.
+                self._probe_schedule(link, now + pmtu.CONFIRM_EVERY)
+                continue
             if link.too_big:
                 link.too_big = False
                 link.ceiling = route_mtu(link.addr[0], link.addr[1])
@@ -524,6 +530,11 @@ class Engine:
             link.pmtu = prober.pmtu
             self._probe_schedule(link, now + PROBE_MIN_GAP)
         return min(heap[0][0], now + IDLE_WAKE) if heap else now + IDLE_WAKE
+
+    def _sent_since_probe(self, link: PeerLink) -> bool:
+        sent = sum(st.frames.get((link.name, "tx"), 0) for st in self._stats.values())  # (other threads' too)
+        fresh, link.tx_seen = sent != link.tx_seen, sent
+        return fresh
 
     def _probe_schedule(self, link: PeerLink, earliest: float) -> None:
         """(Re)place the link's entry in the schedule at its prober's deadline, not before `earliest`."""

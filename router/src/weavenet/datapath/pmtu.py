@@ -11,7 +11,9 @@ largest answered size becomes lo, the smallest unanswered one above it hi + 1, u
 round whose control is lost changes nothing; after VOID_FREE such rounds in a row the next ones back off, up
 to VOID_BACKOFF_MAX apart: a peer that never answers must not cost a burst of probes every second). Then the
 size in use is confirmed every CONFIRM_EVERY seconds (MISSES unanswered confirmations in a row: search again
-from the floor, sending at the floor meanwhile) and a bigger one looked for every RESEARCH_EVERY seconds.
+from the floor, sending at the floor meanwhile) and a bigger one looked for every RESEARCH_EVERY seconds;
+the engine runs a `resting` prober only on a link that carried frames since its last look (idle and
+fast-path links cost no probes).
 """
 
 from __future__ import annotations
@@ -130,6 +132,12 @@ class Prober:
         if self.pmtu > self.ceiling:
             self.pmtu = self.ceiling
         self._search(min(self.pmtu, self.ceiling), self.ceiling, now)
+
+    @property
+    def resting(self) -> bool:
+        """Settled (only confirmations due) or backing off from a peer that never answers: what is left to
+        do only matters to traffic, so an idle link can skip it (the engine's IDLE_LINK rule)."""
+        return not self.searching or self.voids >= VOID_FREE
 
     # --- time ----------------------------------------------------------------------------------
     def due(self) -> float:

@@ -56,7 +56,7 @@ class MeshConfig:
     heartbeat_interval: float = 2.0
     heartbeat_timeout: float = 6.0
     tcp_keepalive: int = 1           # seconds (the kernel's unit)
-    tcp_user_timeout: float = 1.0
+    tcp_user_timeout: float = 0.5
     handshake_timeout: float = 5.0
     gossip_delay: float = 0.05       # coalescing window for topology deltas
     gossip_min_interval: float = 0.5 # at most two flushes a second: bounds the storm when many peers join
