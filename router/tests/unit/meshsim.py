@@ -135,7 +135,7 @@ class SimNet:
         self.unacked.pop((addr, cid), None)
         self.heard.pop((addr, cid), None)
         self.links.pop((addr, cid))   # the other end hears nothing: its own kernel times out too
-        self.run(addr, self.meshes[addr].connection_lost(cid, "connection timed out", self.now))
+        self.run(addr, self.meshes[addr].connection_lost(cid, "connection timed out", self.now, link_failed=True))
 
     def advance(self, seconds: float, dt: float = 0.05) -> None:
         for _ in range(int(round(seconds / dt))):

@@ -1,6 +1,7 @@
 """Static VXLAN FDB adverts: encode/decode, hostile adverts refused and counted, claims -> FDB changes,
 what is advertised when; and a hostile advert through Dataplane.on_datapath_message."""
 
+import contextlib
 import json
 import time
 
@@ -190,13 +191,15 @@ class Recorder:
         return out
 
 
-def test_a_peer_whose_connection_ended_keeps_its_fast_path_state_for_the_grace_period():
+@contextlib.contextmanager
+def fastdp_pair():
+    """Router a's real Dataplane (netlink calls recorded, sockets paired) fed by its in-memory mesh with b,
+    b's fast path up: yields (net, a, b, dp, recorder)."""
     import socket
 
     from weavenet.datapath.engine import Engine
     from weavenet.datapath.macs import MacTable
     from weavenet.mesh.gossip import Gossiper
-    from weavenet.weaver import dataplane as dpmod
     from weavenet.weaver.dataplane import DatapathSend
     from weavenet.weaver.events import Dispatcher
 
@@ -230,6 +233,19 @@ def test_a_peer_whose_connection_ended_keeps_its_fast_path_state_for_the_grace_p
         assert ("fdb_append", ("vxlan-6784", fastdp.ZERO_MAC, b_ip)) in calls
         assert ("fdb_apply", ("vxlan-6784", [(M3, b_ip)], [])) in calls
         assert ("set_peers", ({b_ip},)) in calls
+        yield net, a, b, dp, nl
+    finally:
+        dp.engine.stop()
+        for s in (tap, tap_engine, hb, hb_peer):
+            s.close()
+        dp._netlink.shutdown(wait=False)
+
+
+def test_a_peer_whose_connection_ended_keeps_its_fast_path_state_for_the_grace_period():
+    from weavenet.weaver import dataplane as dpmod
+
+    with fastdp_pair() as (net, a, b, dp, nl):
+        b_name, b_ip = b.identity.name, "192.0.2.2"
         # b's router is killed: the connection ends, its kernel still forwards. Nothing is flushed.
         net.kill(b)
         dp.sync(net.now)
@@ -244,8 +260,18 @@ def test_a_peer_whose_connection_ended_keeps_its_fast_path_state_for_the_grace_p
         assert ("fdb_flush_dst", ("vxlan-6784", b_ip)) in calls and ("set_peers", (set(),)) in calls
         dp.sync(net.now + dpmod.GRACE + 0.2)
         assert dp._grace == {} and dp.remote_macs.claims == {}   # its claims are forgotten too
-    finally:
-        dp.engine.stop()
-        for s in (tap, tap_engine, hb, hb_peer):
-            s.close()
-        dp._netlink.shutdown(wait=False)
+
+
+def test_a_connection_the_kernel_timed_out_takes_its_fast_path_down_at_once():
+    """A cut link (keepalive unanswered) can end the connection within the fast path's own timeout, while its
+    heartbeats still look fresh: no grace then (that is for a router restarting), or traffic keeps going
+    straight into the cut instead of round it."""
+    with fastdp_pair() as (net, a, b, dp, nl):
+        b_name, b_ip = b.identity.name, "192.0.2.2"
+        dp.decider.heard(b_name, net.now + 10)   # its heartbeats look fresh to the end
+        net.cut.add(frozenset((net.addr_of(a), net.addr_of(b))))
+        net.until(lambda: not a.live_connections(), 5)
+        dp.sync(net.now)
+        assert dp.decider.paths == {} and b_ip not in dp._grace and dp._link_failed == set()
+        calls = nl.take()
+        assert ("fdb_flush_dst", ("vxlan-6784", b_ip)) in calls and ("set_peers", (set(),)) in calls

@@ -47,12 +47,13 @@ class MeshConfig:
     discovery: bool = True
     # Liveness has two layers. A peer whose host is gone or whose link is cut stops acknowledging: the
     # adapters set TCP keepalive (tcp_keepalive seconds idle, then probes as often) and TCP_USER_TIMEOUT
-    # (tcp_user_timeout), so the kernel ends such a connection within tcp_keepalive + max(tcp_keepalive,
-    # tcp_user_timeout) = 2 s of its last answer, idle or not, at no cost to our Python, whatever our
-    # Python or the peer's is doing. Heartbeats are for a peer whose kernel still answers but whose router
-    # does not (a hung process), and carry the RTT: every heartbeat_interval each way, the silence limit a
-    # few of them, long enough that an overloaded peer, late with its heartbeats, is not dropped and
-    # redialled (churn that overloads everyone further), short enough to route around a hang.
+    # (tcp_user_timeout), so the kernel ends such a connection 2 s after its last answer (keepalive), or
+    # tcp_user_timeout after a send left unanswered if one went out just before: at most 2.5 s, idle or
+    # not, at no cost to our Python, whatever our Python or the peer's is doing. Heartbeats are for a
+    # peer whose kernel still answers but whose router does not (a hung process), and carry the RTT:
+    # every heartbeat_interval each way, the silence limit a few of them, long enough that an overloaded
+    # peer, late with its heartbeats, is not dropped and redialled (churn that overloads everyone
+    # further), short enough to route around a hang.
     heartbeat_interval: float = 2.0
     heartbeat_timeout: float = 6.0
     tcp_keepalive: int = 1           # seconds (the kernel's unit)
@@ -433,11 +434,12 @@ class Mesh:
                 log.exception("connection %s: internal error handling its data; closing it", conn.address)
             return self._protocol_error(conn, "internal error", now)
 
-    def connection_lost(self, conn_id: int, reason: str, now: float) -> list[Output]:
+    def connection_lost(self, conn_id: int, reason: str, now: float, link_failed: bool = False) -> list[Output]:
+        """The adapter's socket ended: closed by the peer, or `link_failed` (the kernel timed it out)."""
         conn = self.conns.get(conn_id)
         if conn is None:
             return []
-        return self._drop(conn, reason or "connection closed by peer", now, send_close=False)
+        return self._drop(conn, reason or "connection closed by peer", now, send_close=False, link_failed=link_failed)
 
     # --- time ---------------------------------------------------------------------------------
     def tick(self, now: float) -> list[Output]:
@@ -1065,7 +1067,8 @@ class Mesh:
     def _who(self, conn: Conn) -> str:
         return f"{conn.remote.name}({conn.remote.nickname})" if conn.remote else conn.address
 
-    def _drop(self, conn: Conn, reason: str, now: float, send_close: bool = True) -> list[Output]:
+    def _drop(self, conn: Conn, reason: str, now: float, send_close: bool = True,
+              link_failed: bool = False) -> list[Output]:
         self.conns.pop(conn.id, None)
         self._dial_check = True
         if conn.remote is None:
@@ -1079,7 +1082,7 @@ class Mesh:
             actions.append(Send(conn.id, conn.channel.encode(MsgType.CLOSING, reason.encode())))
         actions.append(Close(conn.id, reason))
         if conn.live:   # (always, once it has a remote: a ConnectionUp was returned for it)
-            actions.append(ConnectionDown(conn.remote.name, conn.id, reason))
+            actions.append(ConnectionDown(conn.remote.name, conn.id, reason, link_failed))
         if conn.outbound:
             self.connmaker.failed(conn.address, reason, now)
         self._update_ourself(now, urgent=True)

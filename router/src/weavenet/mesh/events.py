@@ -31,10 +31,12 @@ class ConnectionUp:
 
 @dataclass(frozen=True)
 class ConnectionDown:
-    """A connection that was up (a ConnectionUp was returned for it) ended."""
+    """A connection that was up (a ConnectionUp was returned for it) ended. `link_failed`: the kernel gave up
+    on the link (nothing acknowledged: host gone, link cut), not a close by either router."""
     peer: str
     conn_id: int
     reason: str
+    link_failed: bool = False
 
 
 @dataclass(frozen=True)

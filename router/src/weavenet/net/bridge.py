@@ -15,6 +15,7 @@ import os
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import ndmsg
 
+from . import fdbdump
 from .links import (
     check_ifname,
     check_ip,
@@ -271,16 +272,14 @@ def local_macs(bridge: str, uplinks: list[str], cap: int) -> frozenset[str]:
         br = require_link(ipr, bridge, kind="bridge")
         skip = {br["index"]} | {link["index"] for name in uplinks if (link := get_link(ipr, name)) is not None}
         out = {link_mac(br)}
-        for n in ipr.fdb("dump"):
-            if (n.get("NDA_MASTER") != br["index"] or n["ifindex"] in skip or n["flags"] & NTF_SELF
-                    or n["state"] & (NUD_PERMANENT | NUD_NOARP)):
-                continue
-            mac = n.get("NDA_LLADDR")
-            if isinstance(mac, str) and len(mac) == 17 and not int(mac[:2], 16) & 1:
-                out.add(mac.lower())
-                if len(out) >= cap:
-                    break
-        return frozenset(out)
+    for n in fdbdump.bridge_fdb(br["index"]):   # (fdbdump: why not pyroute2's dump)
+        if (n.master != br["index"] or n.ifindex in skip or n.flags & NTF_SELF
+                or n.state & (NUD_PERMANENT | NUD_NOARP) or int(n.mac[:2], 16) & 1):
+            continue
+        out.add(n.mac)
+        if len(out) >= cap:
+            break
+    return frozenset(out)
 
 
 def delete_link(name: str) -> None:

@@ -126,6 +126,7 @@ class Dataplane:
         self._next_mac_expiry = 0.0
         self._netlink = ThreadPoolExecutor(1, thread_name_prefix="weave-netlink")
         self._grace: dict[str, tuple[str | None, float]] = {}   # underlay ip -> (peer or None, until)
+        self._link_failed: set[str] = set()   # peers whose connection the kernel timed out, until their path goes
         self._inherited: dict[str, set[str]] = {}   # ip -> unicast VXLAN FDB MACs left by an earlier run
         self.remote_macs = fdbsync.RemoteMacs()
         self._advertiser = fdbsync.Advertiser()
@@ -218,6 +219,8 @@ class Dataplane:
     def on_connection_down(self, ev: ConnectionDown) -> None:
         if self._conns.pop(ev.conn_id, None) is not None:
             self._changed = True
+            if ev.link_failed and self.fastdp:
+                self._link_failed.add(ev.peer)
 
     def on_routes(self, routes: RouteTable) -> None:
         self._routes = routes
@@ -281,6 +284,7 @@ class Dataplane:
                         cands[c.peer] = (_v4(c.remote_ip), mac)
                 for name, gone in self.decider.set_candidates(cands).items():
                     self._path_gone(name, gone, now)
+            self._link_failed.clear()   # (read by _path_gone in this sync only: bounded by the connections)
             if now >= self._next_hb:
                 self._next_hb = now + fastdp.HB_INTERVAL
                 self._send_heartbeats(now)
@@ -373,9 +377,10 @@ class Dataplane:
             if not p.hb_installed:
                 self._nl(br.fdb_append, VXLAN, p.remote_mac, p.ip)  # static: heartbeats must reach the peer
                 p.hb_installed = True
+            if not p.hb_frame:   # full size: see heartbeat_frame
+                p.hb_frame = fastdp.heartbeat_frame(self.vxlan_mac, p.remote_mac, self.ourname, now, 14 + self.cfg.mtu)
             try:
-                self._hb_sock.send(fastdp.heartbeat_frame(self.vxlan_mac, p.remote_mac, self.ourname, now,
-                                                          14 + self.cfg.mtu))   # full size: see heartbeat_frame
+                self._hb_sock.send(p.hb_frame)
             except OSError as e:
                 log.debug("fast-path heartbeat to %s failed: %s", name, e)
 
@@ -500,9 +505,11 @@ class Dataplane:
     def _path_gone(self, name: str, p: fastdp.PathState, now: float) -> None:
         """A candidate path ended with its connection (or the peer's address/MAC changed). One that
         carried traffic keeps its kernel state for GRACE (the peer's kernel may still forward: a router
-        restarting), unless its heartbeats had stopped (a host gone or a link cut, which a silent peer's
-        path is kept up through until its connection ends): then it goes at once."""
-        if p.active and now - p.last_rx <= fastdp.RX_TIMEOUT:
+        restarting), unless its heartbeats had stopped or the kernel timed the connection out (a host gone or
+        a link cut, which a silent peer's path is kept up through until its connection ends): then it goes
+        at once."""
+        failed = name in self._link_failed
+        if p.active and now - p.last_rx <= fastdp.RX_TIMEOUT and not failed:
             self._grace[p.ip] = (name, now + GRACE)
             log.info("fast datapath to %s(%s): connection ended, keeping its state for %.0fs", name, p.ip, GRACE)
         elif p.ip not in self._grace:   # else the grace period decides

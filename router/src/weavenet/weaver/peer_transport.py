@@ -54,4 +54,6 @@ class PeerProtocol(asyncio.Protocol):
             return
         self.router.transports.pop(self.conn_id, None)
         reason = f"connection lost: {exc}" if exc else "connection closed by peer"
-        self.router.execute(self.router.mesh.connection_lost(self.conn_id, reason, self.router.clock()))
+        # ETIMEDOUT: keepalive or TCP_USER_TIMEOUT, nothing acknowledged (a reset or EOF: the peer's host is up)
+        self.router.execute(self.router.mesh.connection_lost(self.conn_id, reason, self.router.clock(),
+                                                             link_failed=isinstance(exc, TimeoutError)))
