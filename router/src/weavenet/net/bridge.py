@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+from typing import NamedTuple
 
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import ndmsg
@@ -264,22 +265,37 @@ def bridge_fdb_flush_port(port_ifname: str, macs: set[str] | None = None) -> int
         return count
 
 
-def local_macs(bridge: str, uplinks: list[str], cap: int) -> frozenset[str]:
-    """MACs that live on this host: what the bridge learned on its local ports (containers' veths,
-    not the ``uplinks`` towards other hosts), plus the bridge's own MAC (exposed host, DNS). At most
-    ``cap``; unicast only (a learned multicast source would be a broken or hostile container)."""
+class BridgeIds(NamedTuple):
+    index: int
+    mac: str
+    skip: frozenset[int]      # the bridge itself and its uplinks: no MAC learned there is local
+
+
+def bridge_ids(bridge: str, uplinks: list[str]) -> BridgeIds:
+    """What `local_macs_of` needs, looked up once (the links outlive many reads; a read that fails asks again)."""
     with iproute() as ipr:
         br = require_link(ipr, bridge, kind="bridge")
         skip = {br["index"]} | {link["index"] for name in uplinks if (link := get_link(ipr, name)) is not None}
-        out = {link_mac(br)}
-    for n in fdbdump.bridge_fdb(br["index"]):   # (fdbdump: why not pyroute2's dump)
-        if (n.master != br["index"] or n.ifindex in skip or n.flags & NTF_SELF
+        return BridgeIds(br["index"], link_mac(br), frozenset(skip))
+
+
+def local_macs_of(ids: BridgeIds, cap: int) -> frozenset[str]:
+    """MACs that live on this host: what the bridge learned on its local ports (containers' veths,
+    not the uplinks towards other hosts), plus the bridge's own MAC (exposed host, DNS). At most
+    ``cap``; unicast only (a learned multicast source would be a broken or hostile container)."""
+    out = {ids.mac}
+    for n in fdbdump.bridge_fdb(ids.index):   # (fdbdump: why not pyroute2's dump)
+        if (n.master != ids.index or n.ifindex in ids.skip or n.flags & NTF_SELF
                 or n.state & (NUD_PERMANENT | NUD_NOARP) or int(n.mac[:2], 16) & 1):
             continue
         out.add(n.mac)
         if len(out) >= cap:
             break
     return frozenset(out)
+
+
+def local_macs(bridge: str, uplinks: list[str], cap: int) -> frozenset[str]:
+    return local_macs_of(bridge_ids(bridge, uplinks), cap)
 
 
 def delete_link(name: str) -> None:

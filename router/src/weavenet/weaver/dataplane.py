@@ -132,6 +132,8 @@ class Dataplane:
         self._advertiser = fdbsync.Advertiser()
         self._local_read: frozenset[str] | None = None   # written by the netlink thread
         self._local_macs: frozenset[str] | None = None
+        self._bridge_ids: br.BridgeIds | None = None
+        self._bridge_ids_until = 0.0
         self._next_local_read = 0.0
         self._eligible: dict[str, str] = {}
         self._fast: dict[str, int] | None = None   # fast-path-capable peer -> conn id (from _conns)
@@ -253,8 +255,8 @@ class Dataplane:
                 # interval (a control message may show the peer alive, the path broken), not on every tick.
                 if rx_due <= self._last_sync or status_due <= self._last_sync:
                     due = min(due, self._last_sync + fastdp.HB_INTERVAL)
-                due = min(due, *(d for d in (rx_due, status_due) if d > self._last_sync),
-                          p.told_at + fastdp.STATUS_REFRESH)
+                # (a status refresh waits for the heartbeats' tick: one wake-up, not one per peer)
+                due = min(due, *(d for d in (rx_due, status_due) if d > self._last_sync))
         return due
 
     def sync(self, now: float) -> list[DatapathSend | DatapathChanged]:
@@ -429,7 +431,15 @@ class Dataplane:
         return (self._local_macs or frozenset()) | mine | {p.remote_mac for p in self.decider.paths.values()}
 
     def _read_local(self) -> None:
-        self._local_read = br.local_macs(BRIDGE, self.uplinks(), fdbsync.MAX_PEER_MACS)
+        """(On the netlink thread, which alone touches _bridge_ids: looked up once a minute, not each read.)"""
+        now = time.monotonic()
+        if self._bridge_ids is None or now >= self._bridge_ids_until:
+            self._bridge_ids, self._bridge_ids_until = br.bridge_ids(BRIDGE, self.uplinks()), now + 60.0
+        try:
+            self._local_read = br.local_macs_of(self._bridge_ids, fdbsync.MAX_PEER_MACS)
+        except Exception:
+            self._bridge_ids = None   # a link was replaced: looked up again next time
+            raise
 
     def _sync_fdb(self, conns: dict[int, ConnectionUp], now: float, changed: bool = True) -> list[DatapathSend]:
         """Static VXLAN FDB entries: advertise our local MACs to fast-path peers (full list on a new
