@@ -24,8 +24,10 @@ HB_INTERVAL = 0.5
 # within 3 s). A peer silent on both (overloaded, stalled, or gone: its TCP connection then ends) keeps its
 # path: falling back would only reprogram the FDB, and flap back, on every stall.
 RX_TIMEOUT = 1.5
-STATUS_REFRESH = 2.0       # "I hear you" is sent at once on change, else this often
-STATUS_VALID = 5.0
+# "I hear you" is sent at once on change (over TCP: not lost), else this often: the refresh only catches a
+# peer whose data plane stopped telling while its router goes on (a bug); per peer, so not often.
+STATUS_REFRESH = 10.0
+STATUS_VALID = 25.0
 ZERO_MAC = "00:00:00:00:00:00"
 ETH_P_ALL = 0x0003
 SO_ATTACH_FILTER = 26
