@@ -136,7 +136,7 @@ class Prober:
     @property
     def resting(self) -> bool:
         """Settled (only confirmations due) or backing off from a peer that never answers: what is left to
-        do only matters to traffic, so an idle link can skip it (the engine's IDLE_LINK rule)."""
+        do only matters to traffic, so the engine skips it on a link that sent nothing since its last look."""
         return not self.searching or self.voids >= VOID_FREE
 
     # --- time ----------------------------------------------------------------------------------
