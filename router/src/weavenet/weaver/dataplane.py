@@ -126,7 +126,7 @@ class Dataplane:
         self._next_mac_expiry = 0.0
         self._netlink = ThreadPoolExecutor(1, thread_name_prefix="weave-netlink")
         self._grace: dict[str, tuple[str | None, float]] = {}   # underlay ip -> (peer or None, until)
-        self._link_failed: set[str] = set()   # peers whose connection the kernel timed out, until their path goes
+        self._link_failed: set[str] = set()   # peers whose connection the kernel timed out since the last sync
         self._inherited: dict[str, set[str]] = {}   # ip -> unicast VXLAN FDB MACs left by an earlier run
         self.remote_macs = fdbsync.RemoteMacs()
         self._advertiser = fdbsync.Advertiser()
