@@ -537,3 +537,45 @@ def test_tap_gets_gso_superframes(weave, make_ns):
 def test_run_in_netns_reports_bad_paths(tmp_path: Path):
     with pytest.raises(ValueError, match="cannot open network namespace"):
         run_in_netns(str(tmp_path / "nope"), lambda: None)
+
+
+def test_fastdp_heartbeats_are_read_on_the_tick_with_their_arrival_time(make_ns):
+    """The heartbeat socket is read on the router's ticks, not per frame: each heartbeat carries the kernel's
+    arrival stamp (on time.monotonic()'s clock), a read takes at most `limit` (the rest wait for the next),
+    frames of other ethertypes and our own never reach it."""
+    from weavenet.datapath import fastdp
+
+    a, b = make_ns("a"), make_ns("b")
+    sh("ip", "link", "add", "u0", "netns", a.name, "type", "veth", "peer", "name", "u0", "netns", b.name)
+    macs = {}
+    for ns, ip in ((a, "192.0.2.1/24"), (b, "192.0.2.2/24")):
+        ns.sh("ip", "addr", "add", ip, "dev", "u0")
+        ns.sh("ip", "link", "set", "u0", "up")
+        ns.run(net.ensure_bridge)
+        macs[ns.name] = ns.run(net.ensure_vxlan)
+    a.run(net.fdb_append, "vxlan-6784", macs[b.name], "192.0.2.2")
+    sa = a.run(fastdp.open_heartbeat_socket, "vxlan-6784")
+    sb = b.run(fastdp.open_heartbeat_socket, "vxlan-6784")
+    try:
+        name_a = "02:00:00:00:00:0a"
+        frame = fastdp.heartbeat_frame(macs[a.name], macs[b.name], name_a, 0.0, 14 + 1376)
+        other = frame[:12] + b"\x08\x00" + frame[14:]          # not our ethertype: filtered in the kernel
+        t0 = time.monotonic()
+        for _ in range(5):
+            sa.send(frame)
+            sa.send(other)
+        deadline = time.monotonic() + 5
+        got: list[tuple[str, float]] = []
+        while time.monotonic() < deadline and len(got) < 3:
+            time.sleep(0.3)
+            got = fastdp.drain(sb, 3)
+        t1 = time.monotonic()
+        assert [n for n, _ in got] == [name_a] * 3            # at most the limit
+        assert all(t0 - 0.01 <= at <= t1 for _, at in got)    # arrival stamps, not the time of the read
+        assert t1 - got[-1][1] >= 0.25                        # (read at least 0.3 s after they came)
+        assert [n for n, _ in fastdp.drain(sb, 10)] == [name_a] * 2   # the rest, at the next read
+        assert fastdp.drain(sb, 10) == [] and fastdp.drain(sa, 10) == []   # our own are never read back
+        assert fastdp.queue_drops(sb) == 0
+    finally:
+        sa.close()
+        sb.close()

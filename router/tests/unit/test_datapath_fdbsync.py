@@ -146,16 +146,23 @@ def test_hostile_adverts_through_the_dataplane_are_counted_and_status_still_work
 
 
 def test_a_datapath_message_proves_the_peers_router_alive_so_its_silent_path_falls_back():
-    """Control heartbeats come every 2 s; the peer's fast-path status (refreshed every 2 s, at once on change)
-    is proof of life too, so a broken path is seen without waiting for the next heartbeat."""
+    """Any control message (a heartbeat, a status, an answer to our ask) is proof of life: a path quiet since
+    before it is broken once the peer's heartbeat had REPLY_GRACE to arrive, and the ticker is woken for it."""
     dp = Dataplane(DataplaneConfig(), "02:00:00:00:00:0a")
     try:
         dp.decider.set_candidates({"b": (IP_B, "02:aa:00:00:00:02")})
         path = dp.decider.paths["b"]
-        path.last_rx = time.monotonic() - fastdp.RX_TIMEOUT - fastdp.HB_INTERVAL - 0.1
-        assert not path.silent(time.monotonic())          # silent on both: maybe a stalled peer
+        path.last_rx = time.monotonic() - fastdp.RX_TIMEOUT - 0.1
+        dp._urgent = False
+        assert not path.silent(time.monotonic() + 5)      # silent on both: maybe a stalled peer
+        now = time.monotonic()
         dp.on_datapath_message("b", fastdp.status_message(True))
-        assert path.silent(time.monotonic()) and not dp.decider.hears("b", time.monotonic())
+        assert dp.wants_tick()                            # woken: its heartbeat has REPLY_GRACE from now
+        assert not path.silent(now)
+        later = now + fastdp.REPLY_GRACE + 0.01
+        assert path.silent(later) and not dp.decider.hears("b", later)
+        dp.decider.heard("b", now + 0.05)                 # it came after all (read on the next tick)
+        assert not path.silent(later) and path.proof_at == 0.0
     finally:
         dp._netlink.shutdown(wait=False)
 

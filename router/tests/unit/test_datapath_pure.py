@@ -146,8 +146,9 @@ def test_fastdp_decider_up_down_and_status():
     late = 1.0 + fastdp.RX_TIMEOUT + 0.1
     assert d.evaluate(late) == ([], [])     # silent on TCP too: a stalled peer, not a broken path
     assert d.status_due(B, late) is None    # ... and we do not tell it we lost its heartbeats
-    d.control_heard(B, 1.0 + fastdp.HB_INTERVAL + 0.05)   # it talks over TCP, but no heartbeat arrives
-    assert d.evaluate(late) == ([], [B])    # our side stopped hearing it: the path is broken
+    assert d.control_heard(B, late)         # it talks over TCP, but no heartbeat arrives
+    assert d.evaluate(late) == ([], [])     # (its heartbeat has REPLY_GRACE to turn up)
+    assert d.evaluate(late + fastdp.REPLY_GRACE) == ([], [B])   # our side stopped hearing it: the path is broken
     d.heard(B, 5.0)
     d.remote_status(B, False, 5.0)
     assert d.evaluate(5.0) == ([], [])      # the peer says it does not hear us
@@ -163,7 +164,7 @@ def test_fastdp_a_stalled_peer_keeps_its_path_and_a_stale_status_counts_only_if_
     assert d.evaluate(1.0) == ([B], [])
     assert d.evaluate(30.0) == ([], [])     # nothing from it at all for 29 s: still up (its TCP ends if gone)
     d.control_heard(B, 30.0)                # then it talks over TCP: its path has been silent all along
-    assert d.evaluate(30.0) == ([], [B])
+    assert d.evaluate(30.0 + fastdp.REPLY_GRACE) == ([], [B])
     d.heard(B, 31.0)                        # heartbeats again, and it said it hears us at 1.0 only
     d.control_heard(B, 31.0)
     assert d.evaluate(31.0) == ([], [])     # its status is stale while it talks: stays down
@@ -171,6 +172,62 @@ def test_fastdp_a_stalled_peer_keeps_its_path_and_a_stale_status_counts_only_if_
     assert d.evaluate(31.5) == ([B], [])
     assert d.evaluate(31.6, direct=frozenset()) == ([], [B])   # the mesh routes around it: not direct any more
     assert d.evaluate(31.7, direct={B}) == ([B], [])
+
+
+def up_path(d: fastdp.FastPathDecider, at: float) -> fastdp.PathState:
+    d.set_candidates({B: ("192.0.2.2", "02:aa:00:00:00:02")})
+    d.heard(B, at)
+    assert d.status_due(B, at) is True       # we told it we hear it
+    d.remote_status(B, True, at)
+    assert d.evaluate(at) == ([B], [])
+    return d.paths[B]
+
+
+def test_fastdp_a_quiet_path_is_asked_once_and_one_lost_heartbeat_costs_no_fallback():
+    d = fastdp.FastPathDecider()
+    p = up_path(d, 10.0)
+    assert not d.ask_due(B, 10.0 + fastdp.ASK_AFTER - 0.01)   # a heartbeat a little late: no ask yet
+    assert d.ask_due(B, 10.0 + fastdp.ASK_AFTER + 0.01) and p.asked_at == 10.0 + fastdp.ASK_AFTER + 0.01
+    assert not d.ask_due(B, 12.0)                               # once per quiet spell
+    d.heard(B, 11.35)                       # its answer: a heartbeat through the path (read on a tick) ...
+    assert not d.control_heard(B, 11.36)    # ... and its status over TCP: no proof against a path just heard
+    assert d.evaluate(13.0) == ([], []) and d.active() == {B}
+    assert d.ask_due(B, 11.35 + fastdp.ASK_AFTER + 0.01)       # quiet again later: asked again
+
+
+def test_fastdp_a_cut_path_falls_back_after_the_answer_without_its_heartbeat():
+    d = fastdp.FastPathDecider()
+    up_path(d, 10.0)
+    t = 10.0 + fastdp.ASK_AFTER + 0.01
+    assert d.ask_due(B, t)
+    assert d.control_heard(B, t + 0.002)    # the answer over TCP: its router lives, its heartbeat is due
+    assert d.evaluate(t + 0.1) == ([], [])
+    down = t + 0.002 + fastdp.REPLY_GRACE
+    assert d.evaluate(down) == ([], [B]) and not d.hears(B, down)
+    assert down - 10.0 < 2.0                # a cut is seen within 2 s of the last heartbeat's arrival
+    assert not d.ask_due(B, down + 5)       # a broken path is not asked again and again
+
+
+def test_fastdp_asks_are_answered_at_most_every_answer_min():
+    d = fastdp.FastPathDecider()
+    p = up_path(d, 10.0)
+    d.asked(B, 11.0)
+    assert p.answer_due
+    p.answer_due = False                    # (the data plane answered at its tick)
+    d.asked(B, 11.0 + fastdp.ANSWER_MIN / 2)
+    assert not p.answer_due                 # a flood of asks costs one answer per ANSWER_MIN
+    d.asked(B, 11.0 + fastdp.ANSWER_MIN)
+    assert p.answer_due
+    d.asked("02:00:00:00:00:99", 12.0)      # from no fast-path peer: nothing
+    assert set(d.paths) == {B}
+    assert d.status_due(B, 12.0, force=True) is True   # an answer tells our status even when unchanged
+
+
+def test_fastdp_status_parse_refuses_what_is_not_exactly_a_status():
+    assert fastdp.parse_status(fastdp.status_message(True)) == (True, False)
+    assert fastdp.parse_status(fastdp.status_message(False, ask=True)) == (False, True)
+    for bad in (b"", b"[1]", b"\xff", b'{"fastdp_rx": 1, "ask": "yes"}', b'"x"', b"null", b"{" * 10000):
+        assert fastdp.parse_status(bad) == (False, False)
 
 
 def test_heartbeat_frame_roundtrip():

@@ -159,6 +159,9 @@ class FakeSocket:
     def send(self, data: bytes) -> int:
         return len(data)
 
+    def recvmsg(self, *args) -> tuple:
+        raise BlockingIOError
+
 
 def test_the_data_plane_follows_connection_events_without_reading_the_mesh():
     from weavenet.mesh.routes import RouteTable

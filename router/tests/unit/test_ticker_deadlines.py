@@ -222,9 +222,12 @@ def test_a_steady_fast_path_ticks_at_its_deadlines_and_one_changing_every_100ms(
     path.active = True
     assert dp.next_deadline() == 100.5                 # steady: the next fast-path heartbeat send
     dp._next_hb = 103.0
-    assert dp.next_deadline() == 100.0 + dpmod.fastdp.RX_TIMEOUT + 0.01   # its silence would run out then
-    dp._last_sync = path.told_at = 101.8              # it ran out, the peer silent on TCP too: the path stays,
-    assert dp.next_deadline() == 101.8 + dpmod.fastdp.HB_INTERVAL   # looked at again per interval, no spin
+    assert dp.next_deadline() == 100.0 + dpmod.fastdp.ASK_AFTER + 0.01   # quiet by then: the peer is asked
+    path.asked_at = dp._last_sync = path.told_at = 101.32   # asked, no answer (silent on TCP too): nothing to
+    assert dp.next_deadline() == 103.0                 # do until its router talks: no spin, the next send
+    path.proof_at = 101.5                              # it answered: its heartbeat has REPLY_GRACE
+    assert dp.next_deadline() == 101.5 + dpmod.fastdp.REPLY_GRACE + 0.01
+    path.proof_at = 0.0
     dp._last_sync = path.told_at = 100.0
     assert not dp.wants_tick()
     dp.on_datapath_message("peer", dpmod.fastdp.status_message(False))   # the peer stopped hearing us

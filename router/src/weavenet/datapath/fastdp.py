@@ -14,16 +14,26 @@ import ctypes
 import json
 import socket
 import struct
+import time
 from collections.abc import Collection
 from dataclasses import dataclass
 
 ETHERTYPE = 0x88B5
 HB_MAGIC = b"WNFD"
-HB_INTERVAL = 0.5
-# No heartbeat for this long while the peer's control messages still arrive: the path is down (fallback well
-# within 3 s). A peer silent on both (overloaded, stalled, or gone: its TCP connection then ends) keeps its
+# Heartbeats leave on a grid of this interval (all peers in one tick; every other tick is the control
+# heartbeats' tick too) and are read on the ticks, with the kernel's arrival stamps: no wake-up per frame.
+HB_INTERVAL = 1.0
+# No heartbeat for ASK_AFTER: we ask the peer over TCP to prove its path, and it answers at once with a
+# heartbeat through the path and its status over TCP. A path is silent (down) once nothing came through it
+# for RX_TIMEOUT although its router proved alive since then (an answer, or any control message later than
+# its next heartbeat was due), REPLY_GRACE ago: a cut is seen in ~1.6 s, one lost heartbeat costs an ask,
+# not a fallback. A peer silent on both (overloaded, stalled, or gone: its TCP connection then ends) keeps its
 # path: falling back would only reprogram the FDB, and flap back, on every stall.
+ASK_AFTER = 1.3
 RX_TIMEOUT = 1.5
+REPLY_GRACE = 0.3
+HB_LATE = HB_INTERVAL + 0.2  # a control message this long after its last heartbeat proves its router alive
+ANSWER_MIN = 0.5           # a peer's asks are answered at most this often (the rest are ignored)
 # "I hear you" is sent at once on change (over TCP: not lost), else this often: the refresh only catches a
 # peer whose data plane stopped telling while its router goes on (a bug); per peer, so not often.
 STATUS_REFRESH = 10.0
@@ -31,28 +41,40 @@ STATUS_VALID = 25.0
 ZERO_MAC = "00:00:00:00:00:00"
 ETH_P_ALL = 0x0003
 SO_ATTACH_FILTER = 26
+SO_TIMESTAMPNS = 35        # (SO_TIMESTAMPNS_OLD: a struct timespec of two longs)
+SO_RCVBUFFORCE = 33
 PACKET_OUTGOING = 4
-SOL_PACKET, PACKET_IGNORE_OUTGOING = 263, 23
+SOL_PACKET, PACKET_IGNORE_OUTGOING, PACKET_STATISTICS = 263, 23, 6
 HB_SNAP = 64               # bytes of a heartbeat frame read (it is parsed from its first 24)
+# Heartbeats wait in the socket between ticks (up to HB_INTERVAL, one per peer, each a full-size skb):
+# room for ~1000 of them; beyond that the kernel drops and counts (see queue_drops).
+RCVBUF = 4 << 20
+_STAMP = struct.Struct("@ll")
 
 
 @dataclass
 class PathState:
     ip: str
     remote_mac: str
-    last_rx: float = 0.0
+    last_rx: float = 0.0        # when its last heartbeat arrived (the kernel's stamp)
     remote_ok_at: float = 0.0   # when the peer last told us it hears our heartbeats
     remote_ok: bool = False
     active: bool = False
     hb_installed: bool = False
     told: bool | None = None    # what we last told the peer
     told_at: float = 0.0
-    ctrl_at: float = 0.0        # when the peer's last control-plane heartbeat (TCP) arrived
+    ctrl_at: float = 0.0        # when the peer's router last sent us a control message (TCP)
+    proof_at: float = 0.0       # its router's first control message later than its next heartbeat was due (0: none)
+    asked_at: float = 0.0       # when we last asked it to prove its path
+    answer_due: bool = False    # it asked us: a heartbeat through the path and our status, at the next tick
+    answered_at: float = 0.0
     hb_frame: bytes = b""       # our heartbeat to it, built once (the same bytes every time)
 
     def silent(self, now: float) -> bool:
-        """Its heartbeats stopped while the peer went on talking over TCP: the VXLAN path is broken."""
-        return now - self.last_rx > RX_TIMEOUT and (not self.last_rx or self.ctrl_at > self.last_rx + HB_INTERVAL)
+        """Its heartbeats stopped while its router proved alive over TCP: the VXLAN path is broken."""
+        if not self.last_rx:
+            return True
+        return bool(self.proof_at) and now - self.last_rx > RX_TIMEOUT and now >= self.proof_at + REPLY_GRACE
 
     def status_stale(self, now: float) -> bool:
         """The peer's "I hear you" was not refreshed although it went on talking over TCP."""
@@ -100,27 +122,55 @@ class FastPathDecider:
                 p.last_rx += seconds
             if p.remote_ok_at:
                 p.remote_ok_at += seconds
+            if p.proof_at:
+                p.proof_at += seconds
 
-    def heard(self, peer: str, now: float) -> None:
-        if peer in self.paths:
-            self.paths[peer].last_rx = now
-
-    def control_heard(self, peer: str, now: float) -> None:
-        """A control-plane heartbeat of the peer arrived (it is alive: silence on its path is the path's)."""
+    def heard(self, peer: str, at: float) -> None:
+        """Its heartbeat arrived at `at`: a proof of its router's life older than the next one due is void."""
         p = self.paths.get(peer)
-        if p is not None:
-            p.ctrl_at = now
+        if p is not None and at > p.last_rx:
+            p.last_rx = at
+            if p.proof_at <= at + HB_LATE:
+                p.proof_at = 0.0
+
+    def control_heard(self, peer: str, now: float) -> bool:
+        """Its router sent a control message (a heartbeat, a status): it is alive. True when that is the
+        first proof since its path went quiet (the caller then looks at the path REPLY_GRACE later)."""
+        p = self.paths.get(peer)
+        if p is None:
+            return False
+        p.ctrl_at = now
+        if p.last_rx and not p.proof_at and now > p.last_rx + HB_LATE:
+            p.proof_at = now
+            return True
+        return False
+
+    def ask_due(self, peer: str, now: float) -> bool:
+        """Ask it to prove its path now? Once per quiet spell, only where our word matters (we told it
+        we hear it, or the path carries traffic), and not when its router already proved alive."""
+        p = self.paths[peer]
+        if (p.last_rx and not p.proof_at and p.asked_at <= p.last_rx and now - p.last_rx > ASK_AFTER
+                and (p.told or p.active)):
+            p.asked_at = now
+            return True
+        return False
+
+    def asked(self, peer: str, now: float) -> None:
+        """It asked us to prove our path to it: answered at the next tick, at most every ANSWER_MIN."""
+        p = self.paths.get(peer)
+        if p is not None and now - p.answered_at >= ANSWER_MIN:
+            p.answer_due, p.answered_at = True, now
 
     def remote_status(self, peer: str, ok: bool, now: float) -> None:
         p = self.paths.get(peer)
         if p is not None:
             p.remote_ok, p.remote_ok_at = ok, now
 
-    def status_due(self, peer: str, now: float) -> bool | None:
-        """What to tell `peer` about its heartbeats now, or None if nothing is due."""
+    def status_due(self, peer: str, now: float, force: bool = False) -> bool | None:
+        """What to tell `peer` about its heartbeats now, or None if nothing is due (`force`: tell anyway)."""
         p = self.paths[peer]
         hears = self.hears(peer, now)
-        if hears != p.told or now - p.told_at >= STATUS_REFRESH:
+        if force or hears != p.told or now - p.told_at >= STATUS_REFRESH:
             p.told, p.told_at = hears, now
             return hears
         return None
@@ -147,15 +197,19 @@ class FastPathDecider:
         return frozenset(n for n, p in self.paths.items() if p.active)
 
 
-def status_message(hears: bool) -> bytes:
-    return json.dumps({"fastdp_rx": hears}).encode()
+def status_message(hears: bool, ask: bool = False) -> bytes:
+    return json.dumps({"fastdp_rx": hears, "ask": True} if ask else {"fastdp_rx": hears}).encode()
 
 
-def parse_status(body: bytes) -> bool:
+def parse_status(body: bytes) -> tuple[bool, bool]:
+    """(it hears our heartbeats, it asks us to prove our path). Anything malformed: (False, False)."""
     try:
-        return bool(json.loads(body).get("fastdp_rx"))
-    except (ValueError, AttributeError):
-        return False
+        msg = json.loads(body)
+    except ValueError:
+        return False, False
+    if not isinstance(msg, dict):
+        return False, False
+    return msg.get("fastdp_rx") is True, msg.get("ask") is True
 
 
 def open_heartbeat_socket(ifname: str) -> socket.socket:
@@ -170,22 +224,46 @@ def open_heartbeat_socket(ifname: str) -> socket.socket:
     s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
     with contextlib.suppress(OSError):   # our own heartbeats are not read back (Linux >= 4.20; drain checks too)
         s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+    s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)   # read on the ticks: the arrival time comes with each
+    try:
+        s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)   # (root: past net.core.rmem_max)
+    except OSError:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
     s.bind((ifname, ETH_P_ALL))  # CPython applies htons() to the protocol itself here
     s.setblocking(False)
     return s
 
 
-def drain(s: socket.socket) -> list[str]:
-    """Peers whose heartbeats arrived (incoming frames only)."""
-    names = []
-    while True:
+def drain(s: socket.socket, limit: int) -> list[tuple[str, float]]:
+    """(peer, arrival on time.monotonic()'s clock) for the heartbeats waiting, incoming frames only, at most
+    `limit` of them (a flood waits for the next tick, or the kernel drops it: see queue_drops)."""
+    out: list[tuple[str, float]] = []
+    offset = time.time() - time.monotonic()
+    now = time.monotonic()
+    space = socket.CMSG_SPACE(_STAMP.size)
+    for _ in range(limit):
         try:
-            frame, addr = s.recvfrom(HB_SNAP)
+            frame, anc, _flags, addr = s.recvmsg(HB_SNAP, space, socket.MSG_DONTWAIT)
         except BlockingIOError:
-            return names
+            break
         if addr[2] == PACKET_OUTGOING:
             continue
         name = parse_heartbeat(frame)
-        if name:
-            names.append(name)
+        if not name:
+            continue
+        at = now
+        for level, kind, data in anc:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _STAMP.size:
+                sec, nsec = _STAMP.unpack_from(data)
+                at = min(now, sec + nsec / 1e9 - offset)   # (a wall clock step: never in the future)
+        out.append((name, at))
+    return out
 
+
+def queue_drops(s: socket.socket) -> int:
+    """Heartbeats the kernel dropped (socket full) since the last call: PACKET_STATISTICS resets on read."""
+    try:
+        _packets, drops = struct.unpack("II", s.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+    except OSError:
+        return 0
+    return drops

@@ -10,6 +10,7 @@ import statistics
 
 from ..mesh.events import PeersChanged
 from ..mesh.gossip import Gossiper, GossipSend
+from ..mesh.grid import due_after
 from .summary import CHANNEL, Link, SummaryStore, encode
 from .tracker import HealthTracker
 
@@ -68,7 +69,7 @@ class HealthService:
     def tick(self, now: float, containers: int) -> list[GossipSend]:
         if now < self._next_publish:
             return []
-        self._next_publish = now + PUBLISH_INTERVAL
+        self._next_publish = due_after(now, PUBLISH_INTERVAL)
         figures = now >= self._next_figures
         if figures:
             self._next_figures = now + FIGURES_INTERVAL

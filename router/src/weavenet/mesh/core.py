@@ -32,6 +32,7 @@ from .events import (
     PeersChanged,
     RoutesChanged,
 )
+from .grid import due_after
 from .handshake import Handshake, HandshakeDone, LocalIdentity, RemoteHello
 from .names import format_address, parse_peer_address, parse_peer_name
 from .routes import RouteTable
@@ -460,12 +461,12 @@ class Mesh:
         if self._gossip_due is not None and now >= self._gossip_due:
             actions += self._flush_gossip(now)
         if self._next_summary is None or now >= self._next_summary:
-            self._next_summary = now + cfg.summary_interval * self._rng.uniform(0.5, 1.5)
+            self._next_summary = due_after(now, cfg.summary_interval * self._rng.uniform(0.5, 1.5))
             live = [c for c in self.conns.values() if c.live]
             if live:
                 actions.append(self._send_summary(self._rng.choice(live)))
         if now >= self._next_housekeeping:   # expiries a second late cost nothing: not on every tick
-            self._next_housekeeping = now + HOUSEKEEPING
+            self._next_housekeeping = due_after(now, HOUSEKEEPING)
             if self._gc_unreachable(now):
                 actions += self._peers_event()
             while self._failed_inbound and now - self._failed_inbound[0][0] >= cfg.failed_inbound_keep:

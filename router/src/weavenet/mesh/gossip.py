@@ -25,6 +25,8 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from .grid import due_after
+
 DEFAULT_INTERVAL = 10.0   # seconds between anti-entropy rounds of a channel (jittered ±50 %)
 
 
@@ -138,7 +140,7 @@ class Gossiper:
         for name, reg in self._channels.items():
             if reg.next_sync is not None and now < reg.next_sync:
                 continue
-            reg.next_sync = now + reg.interval * self._rng.uniform(0.5, 1.5)
+            reg.next_sync = due_after(now, reg.interval * self._rng.uniform(0.5, 1.5))
             if self._neighbours:
                 digest = getattr(reg.channel, "digest", None)
                 state = digest() if digest is not None else reg.channel.full_state()

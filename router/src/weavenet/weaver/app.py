@@ -26,6 +26,7 @@ from ..ipam.init import default_init, parse_init
 from ..mesh.core import Close, Dial, Mesh, MeshConfig, Send, Throttle
 from ..mesh.crypto import password_digest
 from ..mesh.gossip import Gossiper
+from ..mesh.grid import next_step
 from ..mesh.handshake import LocalIdentity
 from ..net.expose import ensure_service_address
 from .attachments import EXPOSE_KEY, Attachments
@@ -46,7 +47,6 @@ log = logging.getLogger("weavenet.weaver")
 # The ticker is deadline-driven: it sleeps until the earliest deadline of its subsystems (mesh timers,
 # data plane, health, gossip rounds, IPAM, DNS), and an event that makes work due sooner (a topology change,
 # a connection up or down) wakes it at once: routes are recomputed right after a change, well within 100 ms.
-MAX_SLEEP = 0.5     # at least this often: dead datapath threads, and the mesh's and data plane's stall checks
 MIN_SLEEP = 0.01    # a deadline already past (or a part failing on every tick) never makes the loop spin
 FALLBACK_SLEEP = 0.1   # the tick period of a subsystem whose deadline cannot be had (a bug): the old fixed tick
 DIAL_TIMEOUT = 5.0
@@ -309,7 +309,7 @@ class Router:
 
     def _next_wake(self, deadlines, throttle: Throttle) -> float:
         now = self.clock()
-        due = now + MAX_SLEEP
+        due = next_step(now)   # at least on every grid step: dead datapath threads, the stall checks
         for name, deadline in deadlines:
             try:
                 due = min(due, deadline())

@@ -17,6 +17,7 @@ from ..datapath.engine import Engine, PeerLink, View
 from ..datapath.macs import MacTable, mac_str
 from ..mesh.core import Throttle
 from ..mesh.events import ConnectionDown, ConnectionUp
+from ..mesh.grid import GRID, due_after, next_step
 from ..mesh.routes import RouteTable
 from ..net import bridge as br
 from ..net import isolation, udpfilter
@@ -39,7 +40,7 @@ FILTER_REFRESH = 2.0
 # ("I hear you" status, path checks); a steady fast path only at its deadlines (heartbeat sends, a peer's
 # silence or status running out, status refresh), and a sleeve-only data plane when the mesh changed it.
 FAST_TICK = 0.1
-STALL = 0.6               # a gap between syncs beyond this (the ticker sleeps at most 0.5 s) was our own stall
+STALL = GRID + 0.2        # a gap between syncs beyond this (the ticker wakes on every grid step) was our own stall
 GRACE_CHECK = 1.0         # grace periods end this late at most (they last GRACE)
 # Seconds between reads of the bridge's local MACs (advertised to fast-path peers); only while there is a
 # fast-path peer. The dump was ~40 % of an idle router's CPU at 1 s; a MAC not yet advertised is only
@@ -114,6 +115,7 @@ class Dataplane:
         self.bridge_mac: str | None = None
         self.decider = fastdp.FastPathDecider()
         self._hb_sock = None
+        self._hb_drops = 0
         self._links: dict[int, PeerLink] = {}     # mesh connection id -> sleeve link
         self._conns: dict[int, ConnectionUp] = {}  # the mesh's connections that are up, by id
         self._routes = RouteTable({ourname: []}, ourname)
@@ -187,14 +189,11 @@ class Dataplane:
 
     def start(self, loop) -> None:
         self.engine.start()
-        if self._hb_sock is not None:
-            loop.add_reader(self._hb_sock.fileno(), self._on_heartbeats)
 
     def stop(self, loop, keep_datapath: bool = False) -> None:
         """keep_datapath (a restart, e.g. an upgrade): the source filter keeps its peers, so the kernel
         goes on forwarding fast-path traffic to and from them until the next router adopts it (GRACE)."""
         if self._hb_sock is not None:
-            loop.remove_reader(self._hb_sock.fileno())
             self._hb_sock.close()
         self.engine.stop()
         self.tap.close()
@@ -248,15 +247,15 @@ class Dataplane:
         if self.fastdp and self.decider.paths:   # O(fast-path peers): asked by the ticker only
             due = min(due, self._next_hb, self._next_local_read if self._fast else due)
             for p in self.decider.paths.values():
-                if not (p.active and p.told and p.remote_ok):
+                if not (p.active and p.told and p.remote_ok) or p.answer_due:
                     return min(due, self._last_sync + FAST_TICK)
-                rx_due, status_due = p.last_rx + fastdp.RX_TIMEOUT + 0.01, p.remote_ok_at + fastdp.STATUS_VALID + 0.01
-                # Past those while the peer is silent on TCP too: the path stays; look again each heartbeat
-                # interval (a control message may show the peer alive, the path broken), not on every tick.
-                if rx_due <= self._last_sync or status_due <= self._last_sync:
-                    due = min(due, self._last_sync + fastdp.HB_INTERVAL)
-                # (a status refresh waits for the heartbeats' tick: one wake-up, not one per peer)
-                due = min(due, *(d for d in (rx_due, status_due) if d > self._last_sync))
+                if p.proof_at:      # quiet while its router talks: judged once its heartbeat had its grace
+                    due = min(due, max(p.proof_at + fastdp.REPLY_GRACE, p.last_rx + fastdp.RX_TIMEOUT) + 0.01)
+                elif p.asked_at <= p.last_rx:   # (asked already: nothing to do until its router answers)
+                    due = min(due, p.last_rx + fastdp.ASK_AFTER + 0.01)
+                status_due = p.remote_ok_at + fastdp.STATUS_VALID + 0.01
+                if status_due > self._last_sync:   # (a refresh waits for the heartbeats' tick: one wake-up)
+                    due = min(due, status_due)
         return due
 
     def sync(self, now: float) -> list[DatapathSend | DatapathChanged]:
@@ -275,7 +274,7 @@ class Dataplane:
         if stalled > 0:
             self.decider.shift(stalled)
         if now >= self._next_mac_expiry:  # lookups ignore stale entries; this frees them
-            self._next_mac_expiry = now + 30.0
+            self._next_mac_expiry = due_after(now, 30.0)
             self.macs.expire(now)
         if self.fastdp:
             if changed:
@@ -287,13 +286,18 @@ class Dataplane:
                 for name, gone in self.decider.set_candidates(cands).items():
                     self._path_gone(name, gone, now)
             self._link_failed.clear()   # (read by _path_gone in this sync only: bounded by the connections)
-            if now >= self._next_hb:
-                self._next_hb = now + fastdp.HB_INTERVAL
+            if now >= self._next_hb:   # on a grid: the control heartbeats' ticks are among these
+                self._next_hb = next_step(now, fastdp.HB_INTERVAL)
                 self._send_heartbeats(now)
-            for name in self.decider.paths:
-                told = self.decider.status_due(name, now)
+            self._read_heartbeats()    # before anything is judged
+            for name, p in self.decider.paths.items():
+                answer, ask = p.answer_due, self.decider.ask_due(name, now)
+                if answer:             # through the path first, then our word over TCP (its proof of life)
+                    p.answer_due = False
+                    self._send_heartbeat(name, p, now)
+                told = self.decider.status_due(name, now, force=answer or ask)
                 if told is not None:
-                    actions.append(DatapathSend(name, fastdp.status_message(told)))
+                    actions.append(DatapathSend(name, fastdp.status_message(told, ask)))
             up, down = self.decider.evaluate(now, self._direct)
             for name in up:
                 self._path_up(name)
@@ -355,6 +359,10 @@ class Dataplane:
             self._nl(self._read_filter)
         drops = dict(self.engine.drops) if self.engine is not None else {}
         drops.update(self.remote_macs.refused)
+        if self._hb_sock is not None:
+            self._hb_drops += fastdp.queue_drops(self._hb_sock)
+        if self._hb_drops:
+            drops["fastdp_heartbeat_queue_full"] = self._hb_drops
         if self._filter_dropped:
             drops["filtered_source"] = self._filter_dropped
         return drops
@@ -376,28 +384,36 @@ class Dataplane:
     # --- fast path ---------------------------------------------------------------------------
     def _send_heartbeats(self, now: float) -> None:
         for name, p in self.decider.paths.items():
-            if not p.hb_installed:
-                self._nl(br.fdb_append, VXLAN, p.remote_mac, p.ip)  # static: heartbeats must reach the peer
-                p.hb_installed = True
-            if not p.hb_frame:   # full size: see heartbeat_frame
-                p.hb_frame = fastdp.heartbeat_frame(self.vxlan_mac, p.remote_mac, self.ourname, now, 14 + self.cfg.mtu)
-            try:
-                self._hb_sock.send(p.hb_frame)
-            except OSError as e:
-                log.debug("fast-path heartbeat to %s failed: %s", name, e)
+            self._send_heartbeat(name, p, now)
 
-    def _on_heartbeats(self) -> None:
-        now = time.monotonic()
-        for name in fastdp.drain(self._hb_sock):
-            self.decider.heard(name, now)
+    def _send_heartbeat(self, name: str, p: fastdp.PathState, now: float) -> None:
+        if self._hb_sock is None:
+            return
+        if not p.hb_installed:
+            self._nl(br.fdb_append, VXLAN, p.remote_mac, p.ip)  # static: heartbeats must reach the peer
+            p.hb_installed = True
+        if not p.hb_frame:   # full size: see heartbeat_frame
+            p.hb_frame = fastdp.heartbeat_frame(self.vxlan_mac, p.remote_mac, self.ourname, now, 14 + self.cfg.mtu)
+        try:
+            self._hb_sock.send(p.hb_frame)
+        except OSError as e:
+            log.debug("fast-path heartbeat to %s failed: %s", name, e)
+
+    def _read_heartbeats(self) -> None:
+        if self._hb_sock is None:
+            return
+        for name, at in fastdp.drain(self._hb_sock, 4 * len(self.decider.paths) + 64):
+            self.decider.heard(name, at)
 
     def on_heartbeat(self, peer: str) -> None:
         """The peer's control-plane heartbeat arrived: it is alive, so a silent fast path is a broken one."""
-        self.decider.control_heard(peer, time.monotonic())
+        if self.decider.control_heard(peer, time.monotonic()):
+            self._urgent = True   # its path is quiet: judged REPLY_GRACE from now (next_deadline)
 
     def on_datapath_message(self, peer: str, body: bytes) -> None:
         now = time.monotonic()
-        self.decider.control_heard(peer, now)   # its router sent it: alive too (heartbeats come every 2 s)
+        if self.decider.control_heard(peer, now):   # its router sent it: alive too (heartbeats come every 2 s)
+            self._urgent = True
         try:
             adv = fdbsync.decode(body)
         except fdbsync.AdvertError as e:
@@ -407,8 +423,11 @@ class Dataplane:
         if adv is None:
             p = self.decider.paths.get(peer)
             before = p.remote_ok if p is not None else None
-            self.decider.remote_status(peer, fastdp.parse_status(body), now)
-            if p is not None and p.remote_ok != before:
+            hears, ask = fastdp.parse_status(body)
+            self.decider.remote_status(peer, hears, now)
+            if ask:
+                self.decider.asked(peer, now)
+            if p is not None and (p.remote_ok != before or p.answer_due):
                 self._urgent = True
         elif not self.fastdp:
             self.remote_macs.refused["fdb_no_fastdp"] += 1

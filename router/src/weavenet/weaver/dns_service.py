@@ -18,6 +18,7 @@ from ..mesh.core import Mesh
 from ..mesh.errors import ProtocolError
 from ..mesh.events import PeersChanged
 from ..mesh.gossip import Gossiper, GossipSend
+from ..mesh.grid import due_after
 from ..nameserver import RecordStore, answer, parse_resolv_conf
 from ..nameserver.answer import servfail
 from ..nameserver.tcp import Deframer, frame
@@ -113,7 +114,7 @@ class DnsService:
 
     def tick(self, now: float) -> list[GossipSend]:
         if now >= self._next_gc:
-            self._next_gc = now + GC_INTERVAL
+            self._next_gc = due_after(now, GC_INTERVAL)
             self.store.gc(now)
         return []
 

@@ -21,6 +21,7 @@ from ..mesh.core import Mesh
 from ..mesh.errors import ProtocolError
 from ..mesh.events import ConnectionDown, ConnectionUp, PeersChanged
 from ..mesh.gossip import Gossiper, GossipSend, SendHandle
+from ..mesh.grid import due_after
 from .state import load_ipam_text, write_atomic
 
 log = logging.getLogger("weavenet.ipam")
@@ -151,7 +152,7 @@ class IpamService:
     def tick(self, now: float) -> list[GossipSend]:
         if now < self._next_tick:
             return []
-        self._next_tick = now + TICK_INTERVAL
+        self._next_tick = due_after(now, TICK_INTERVAL)
         return self._execute(self.alloc.tick(now))
 
     # --- operations (on the loop; the router executes the returned actions) ----------------------
