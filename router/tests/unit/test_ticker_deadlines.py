@@ -210,7 +210,7 @@ def test_the_source_filter_counter_is_read_only_when_asked(monkeypatch):
     dp._netlink.shutdown(wait=True)
 
 
-def test_a_steady_fast_path_ticks_at_its_deadlines_and_one_changing_every_100ms():
+def test_a_fast_path_ticks_only_at_its_deadlines_coming_up_steady_or_broken():
     dp = dataplane()
     dp.fastdp = True
     dp.sync(100.0)
@@ -218,7 +218,12 @@ def test_a_steady_fast_path_ticks_at_its_deadlines_and_one_changing_every_100ms(
     path = dpmod.fastdp.PathState("192.0.2.2", "02:00:00:00:00:02", last_rx=100.0, remote_ok_at=100.0,
                                   remote_ok=True, active=False, told=True, told_at=100.0)
     dp.decider.paths["peer"] = path
-    assert dp.next_deadline() == 100.0 + dpmod.FAST_TICK   # coming up: followed closely
+    assert dp.next_deadline() == 100.5                 # coming up: decided on the syncs the heartbeats bring
+    path.active, path.proof_at = False, 100.2          # broken (judged at 101.51): no 100 ms ticks for it,
+    dp._last_sync, dp._next_hb = 102.0, 103.0
+    assert dp.next_deadline() == 103.0                 # however long it stays so: the heartbeats' tick
+    path.proof_at = 0.0
+    dp._last_sync, dp._next_hb = 100.0, 100.5
     path.active = True
     assert dp.next_deadline() == 100.5                 # steady: the next fast-path heartbeat send
     dp._next_hb = 103.0

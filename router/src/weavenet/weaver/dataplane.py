@@ -36,10 +36,6 @@ EXIT_DATAPATH = 70        # EX_SOFTWARE
 # The source filter's drop counter costs an `nft` subprocess to read: it is read only when asked (report,
 # metrics), at most this often, in the netlink thread; an answer shows the count of the previous read.
 FILTER_REFRESH = 2.0
-# While a fast path comes up or goes down (or a grace period runs) the data plane needs the ticker this often
-# ("I hear you" status, path checks); a steady fast path only at its deadlines (heartbeat sends, a peer's
-# silence or status running out, status refresh), and a sleeve-only data plane when the mesh changed it.
-FAST_TICK = 0.1
 STALL = GRID + 0.2        # a gap between syncs beyond this (the ticker wakes on every grid step) was our own stall
 GRACE_CHECK = 1.0         # grace periods end this late at most (they last GRACE)
 # Seconds between reads of the bridge's local MACs (advertised to fast-path peers); only while there is a
@@ -243,16 +239,18 @@ class Dataplane:
             return 0.0
         due = self._next_mac_expiry
         if self._grace:
-            due = min(due, self._last_sync + (FAST_TICK if self.fastdp else GRACE_CHECK))
+            due = min(due, self._last_sync + GRACE_CHECK)
         if self.fastdp and self.decider.paths:   # O(fast-path peers): asked by the ticker only
             due = min(due, self._next_hb, self._next_local_read if self._fast else due)
+            # A path comes up or goes down on what a sync reads (heartbeats, drained on the heartbeats' ticks)
+            # or on the peer's status (which wakes the ticker): it needs no ticks of its own, only these.
             for p in self.decider.paths.values():
-                if not (p.active and p.told and p.remote_ok) or p.answer_due:
-                    return min(due, self._last_sync + FAST_TICK)
                 if p.proof_at:      # quiet while its router talks: judged once its heartbeat had its grace
-                    due = min(due, max(p.proof_at + fastdp.REPLY_GRACE, p.last_rx + fastdp.RX_TIMEOUT) + 0.01)
-                elif p.asked_at <= p.last_rx:   # (asked already: nothing to do until its router answers)
-                    due = min(due, p.last_rx + fastdp.ASK_AFTER + 0.01)
+                    judge = max(p.proof_at + fastdp.REPLY_GRACE, p.last_rx + fastdp.RX_TIMEOUT) + 0.01
+                    if judge > self._last_sync:
+                        due = min(due, judge)
+                elif p.last_rx and p.asked_at <= p.last_rx and (p.told or p.active):
+                    due = min(due, p.last_rx + fastdp.ASK_AFTER + 0.01)   # quiet by then: ask (once)
                 status_due = p.remote_ok_at + fastdp.STATUS_VALID + 0.01
                 if status_due > self._last_sync:   # (a refresh waits for the heartbeats' tick: one wake-up)
                     due = min(due, status_due)
