@@ -237,3 +237,15 @@ def test_heartbeat_frame_roundtrip():
     assert fastdp.parse_heartbeat(b"\x00" * 12 + b"\x08\x00" + b"\x00" * 30) is None
     padded = fastdp.heartbeat_frame("02:aa:00:00:00:01", "02:aa:00:00:00:02", A, 12.5, 14 + 1376)
     assert len(padded) == 14 + 1376 and fastdp.parse_heartbeat(padded) == A   # full size, still parsed
+
+
+def test_fastdp_why_down_names_the_reason():
+    d = fastdp.FastPathDecider()
+    up_path(d, 10.0)
+    assert d.why_down(B, 10.5) == "up"
+    assert d.why_down(B, 10.5, direct=frozenset()) == "not routed directly"
+    d.remote_status(B, False, 10.6)
+    assert d.why_down(B, 10.6) == "it hears none of ours"
+    d.remote_status(B, True, 10.7)
+    d.control_heard(B, 11.5)
+    assert d.why_down(B, 11.9).startswith("none of its heartbeats for 1.9s")

@@ -193,6 +193,20 @@ class FastPathDecider:
                 down.append(n)
         return up, down
 
+    def why_down(self, peer: str, now: float, direct: Collection[str] | None = None) -> str:
+        """Why `evaluate` takes the path down (for the log)."""
+        p = self.paths[peer]
+        if p.silent(now):
+            return f"none of its heartbeats for {now - p.last_rx:.1f}s while its router talks" if p.last_rx \
+                else "none of its heartbeats yet"
+        if not p.remote_ok:
+            return "it hears none of ours"
+        if p.status_stale(now):
+            return "its word on our heartbeats is stale"
+        if direct is not None and peer not in direct:
+            return "not routed directly"
+        return "up"
+
     def active(self) -> frozenset[str]:
         return frozenset(n for n, p in self.paths.items() if p.active)
 

@@ -300,7 +300,8 @@ class Dataplane:
             for name in up:
                 self._path_up(name)
             for name in down:
-                self._path_down(self.decider.paths[name], removed=False)
+                self._path_down(self.decider.paths[name], removed=False,
+                                why=self.decider.why_down(name, now, self._direct))
             actions += [DatapathChanged(n, "fastdp") for n in up] + [DatapathChanged(n, "sleeve") for n in down]
             changed |= bool(up or down)
             actions += self._sync_fdb(conns, now, changed)
@@ -542,11 +543,11 @@ class Dataplane:
         elif p.ip not in self._grace:   # else the grace period decides
             self._path_down(p, removed=True)
 
-    def _path_down(self, p: fastdp.PathState, removed: bool) -> None:
+    def _path_down(self, p: fastdp.PathState, removed: bool, why: str = "") -> None:
         self._flush_ip(p.ip)
         p.hb_installed = False
         if not removed:
-            log.info("fast datapath to %s lost: falling back to sleeve", p.ip)
+            log.info("fast datapath to %s lost (%s): falling back to sleeve", p.ip, why)
 
     def _flush_ip(self, ip: str) -> None:
         self._nl(br.fdb_flush_dst, VXLAN, ip)     # flood entry, unicast entries and the heartbeat entry
