@@ -242,6 +242,11 @@ def test_fdb_append_delete_flush(weave):
     weave.run(net.fdb_delete, vx, ZERO, "192.0.2.2")  # missing is fine
     assert (ZERO, "192.0.2.2") not in weave.run(net.fdb_entries, vx)
     weave.run(net.fdb_replace, vx, "aa:bb:cc:00:00:02", "192.0.2.3")
+    # A fast path falling back keeps its heartbeat entry: everything else towards the peer goes.
+    assert weave.run(net.fdb_flush_dst, vx, "192.0.2.1", frozenset({"AA:BB:CC:00:00:01"})) == 1
+    assert sorted(weave.run(net.fdb_entries, vx)) == [("aa:bb:cc:00:00:01", "192.0.2.1"),
+                                                      ("aa:bb:cc:00:00:02", "192.0.2.3")]
+    weave.run(net.fdb_append, vx, ZERO, "192.0.2.1")
     assert weave.run(net.fdb_flush_dst, vx, "192.0.2.1") == 2
     assert weave.run(net.fdb_entries, vx) == [("aa:bb:cc:00:00:02", "192.0.2.3")]
     assert weave.run(net.fdb_flush_dst, vx, "192.0.2.1") == 0

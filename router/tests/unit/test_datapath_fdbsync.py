@@ -167,6 +167,28 @@ def test_a_datapath_message_proves_the_peers_router_alive_so_its_silent_path_fal
         dp._netlink.shutdown(wait=False)
 
 
+def test_a_control_heartbeat_is_no_proof_against_a_quiet_path_and_a_fallback_keeps_the_heartbeat_entry():
+    """A control heartbeat may leave from the peer's read callbacks while its ticker (which sends its fast-path
+    heartbeats) is starved: it keeps the peer's status current but never makes a quiet path silent. A path
+    that falls back keeps its heartbeat FDB entry (only the flood and unicast entries go)."""
+    dp = Dataplane(DataplaneConfig(), "02:00:00:00:00:0a")
+    try:
+        dp._nl = nl = Recorder()
+        dp.decider.set_candidates({"b": (IP_B, "02:aa:00:00:00:02")})
+        path = dp.decider.paths["b"]
+        path.last_rx = time.monotonic() - fastdp.RX_TIMEOUT - 0.1
+        dp._urgent = dp._changed = False
+        dp.on_heartbeat("b")
+        assert path.proof_at == 0.0 and not dp.wants_tick() and path.ctrl_at > path.last_rx
+        assert not path.silent(time.monotonic() + fastdp.REPLY_GRACE + 1)
+        dp._path_down(path, removed=False, why="test")
+        assert ("fdb_flush_dst", ("vxlan-6784", IP_B, frozenset({"02:aa:00:00:00:02"}))) in nl.take()
+        dp._path_down(path, removed=True)             # gone as a candidate: everything goes
+        assert ("fdb_flush_dst", ("vxlan-6784", IP_B, frozenset())) in nl.take()
+    finally:
+        dp._netlink.shutdown(wait=False)
+
+
 def test_without_fastdp_adverts_are_refused():
     dp = Dataplane(DataplaneConfig(encrypted=True), "02:00:00:00:00:0a")
     try:
@@ -264,7 +286,7 @@ def test_a_peer_whose_connection_ended_keeps_its_fast_path_state_for_the_grace_p
         # The grace period is over: flushed as a path going down would be; out of the source filter.
         dp.sync(net.now + dpmod.GRACE + 0.1)
         calls = nl.take()
-        assert ("fdb_flush_dst", ("vxlan-6784", b_ip)) in calls and ("set_peers", (set(),)) in calls
+        assert ("fdb_flush_dst", ("vxlan-6784", b_ip, frozenset())) in calls and ("set_peers", (set(),)) in calls
         dp.sync(net.now + dpmod.GRACE + 0.2)
         assert dp._grace == {} and dp.remote_macs.claims == {}   # its claims are forgotten too
 
@@ -281,4 +303,4 @@ def test_a_connection_the_kernel_timed_out_takes_its_fast_path_down_at_once():
         dp.sync(net.now)
         assert dp.decider.paths == {} and b_ip not in dp._grace and dp._link_failed == set()
         calls = nl.take()
-        assert ("fdb_flush_dst", ("vxlan-6784", b_ip)) in calls and ("set_peers", (set(),)) in calls
+        assert ("fdb_flush_dst", ("vxlan-6784", b_ip, frozenset())) in calls and ("set_peers", (set(),)) in calls

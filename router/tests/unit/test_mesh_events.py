@@ -195,6 +195,7 @@ def test_the_data_plane_follows_connection_events_without_reading_the_mesh():
         assert dp.engine.views[-1].routes is routes and set(dp.engine.views[-1].links) == {c}
         assert dp.decider.paths == {}   # never active: flushed at once, no grace period
         calls = nl.take()
-        assert ("fdb_flush_dst", ("vxlan-6784", "192.0.2.2")) in calls and ("set_peers", ({"192.0.2.3"},)) in calls
+        assert ("fdb_flush_dst", ("vxlan-6784", "192.0.2.2", frozenset())) in calls
+        assert ("set_peers", ({"192.0.2.3"},)) in calls
     finally:
         dp._netlink.shutdown(wait=False)

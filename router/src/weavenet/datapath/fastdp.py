@@ -133,14 +133,17 @@ class FastPathDecider:
             if p.proof_at <= at + HB_LATE:
                 p.proof_at = 0.0
 
-    def control_heard(self, peer: str, now: float) -> bool:
-        """Its router sent a control message (a heartbeat, a status): it is alive. True when that is the
-        first proof since its path went quiet (the caller then looks at the path REPLY_GRACE later)."""
+    def control_heard(self, peer: str, now: float, proof: bool = True) -> bool:
+        """Its router sent a control message: it is alive. `proof`: a fast-path message (a status, an
+        answer, a MAC advert), which leaves in the same tick as its heartbeats or within HB_INTERVAL of
+        the last; not a control heartbeat, which may leave from a read callback while its ticker is
+        starved. True when that is the first proof since its path went quiet (the caller then looks at
+        the path REPLY_GRACE later)."""
         p = self.paths.get(peer)
         if p is None:
             return False
         p.ctrl_at = now
-        if p.last_rx and not p.proof_at and now > p.last_rx + HB_LATE:
+        if proof and p.last_rx and not p.proof_at and now > p.last_rx + HB_LATE:
             p.proof_at = now
             return True
         return False

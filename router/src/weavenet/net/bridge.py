@@ -224,12 +224,14 @@ def _vxlan_fdb(ipr, index: int) -> list[tuple[str, str, int]]:
     return out
 
 
-def fdb_flush_dst(vxlan: str, dst: str) -> int:
-    """Delete every VXLAN FDB entry pointing at ``dst`` (programmed and learned); return how many."""
+def fdb_flush_dst(vxlan: str, dst: str, keep: frozenset[str] = frozenset()) -> int:
+    """Delete every VXLAN FDB entry pointing at ``dst`` (programmed and learned) but those for the MACs in
+    ``keep``; return how many."""
     dst = check_ip(dst)
+    keep = frozenset(check_mac(m) for m in keep)
     with iproute() as ipr:
         index = require_link(ipr, vxlan, kind="vxlan")["index"]
-        doomed = [mac for mac, d, _ in _vxlan_fdb(ipr, index) if d == dst]
+        doomed = [mac for mac, d, _ in _vxlan_fdb(ipr, index) if d == dst and mac not in keep]
         for mac in doomed:
             _fdb_request(ipr, "del", index, mac, dst)
         return len(doomed)

@@ -405,13 +405,13 @@ class Dataplane:
             self.decider.heard(name, at)
 
     def on_heartbeat(self, peer: str) -> None:
-        """The peer's control-plane heartbeat arrived: it is alive, so a silent fast path is a broken one."""
-        if self.decider.control_heard(peer, time.monotonic()):
-            self._urgent = True   # its path is quiet: judged REPLY_GRACE from now (next_deadline)
+        """The peer's control-plane heartbeat arrived: it is alive (its status goes on counting), but it proves
+        nothing about its fast-path heartbeats (see control_heard): a quiet path is asked instead."""
+        self.decider.control_heard(peer, time.monotonic(), proof=False)
 
     def on_datapath_message(self, peer: str, body: bytes) -> None:
         now = time.monotonic()
-        if self.decider.control_heard(peer, now):   # its router sent it: alive too (heartbeats come every 2 s)
+        if self.decider.control_heard(peer, now):   # proof of life: judged REPLY_GRACE from now (next_deadline)
             self._urgent = True
         try:
             adv = fdbsync.decode(body)
@@ -544,13 +544,18 @@ class Dataplane:
             self._path_down(p, removed=True)
 
     def _path_down(self, p: fastdp.PathState, removed: bool, why: str = "") -> None:
-        self._flush_ip(p.ip)
-        p.hb_installed = False
-        if not removed:
-            log.info("fast datapath to %s lost (%s): falling back to sleeve", p.ip, why)
+        if removed:
+            self._flush_ip(p.ip)
+            p.hb_installed = False
+            return
+        # Fallen back, still a candidate: its heartbeat entry stays, so our heartbeats go on reaching it
+        # (removed and put back by the netlink thread, a busy one would silence them: the peer's path
+        # to us would fall back too).
+        self._flush_ip(p.ip, keep=frozenset({p.remote_mac}))
+        log.info("fast datapath to %s lost (%s): falling back to sleeve", p.ip, why)
 
-    def _flush_ip(self, ip: str) -> None:
-        self._nl(br.fdb_flush_dst, VXLAN, ip)     # flood entry, unicast entries and the heartbeat entry
+    def _flush_ip(self, ip: str, keep: frozenset[str] = frozenset()) -> None:
+        self._nl(br.fdb_flush_dst, VXLAN, ip, keep)   # flood entry, unicast entries, the heartbeat entry
         self._nl(br.bridge_fdb_flush_port, VXLAN)   # MACs learned behind VXLAN now go through the TAP
         self.remote_macs.forget_ip(ip)
 
