@@ -584,3 +584,46 @@ def test_fastdp_heartbeats_are_read_on_the_tick_with_their_arrival_time(make_ns)
     finally:
         sa.close()
         sb.close()
+
+
+def test_a_kept_iproute_is_shared_per_namespace_and_dropped_after_a_failure(make_ns):
+    """The netlink thread keeps one IPRoute (keep_iproute); another namespace or a failure gets a fresh one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from weavenet.net.links import iproute, keep_iproute
+    from weavenet.net.netns import setns
+
+    ns = make_ns("k")
+    fd = os.open(ns.path, os.O_RDONLY)
+
+    def body() -> list[bool]:
+        with iproute() as a:
+            pass
+        with iproute() as b:
+            ok = [a is b]
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        setns(fd)
+        try:
+            with iproute() as c:
+                ok.append(c is not b and c.link("get", ifname="lo")[0]["index"] == 1)
+        finally:
+            setns(home)
+            os.close(home)
+        with pytest.raises(RuntimeError), iproute() as d:
+            raise RuntimeError("boom")
+        with iproute() as e:
+            ok.append(e is not d)
+        return ok
+
+    try:
+        with ThreadPoolExecutor(1, initializer=keep_iproute) as pool:
+            assert pool.submit(body).result() == [True, True, True]
+        with ThreadPoolExecutor(1) as pool:                  # not kept: one per call, as before
+            def fresh() -> bool:
+                with iproute() as a:
+                    pass
+                with iproute() as b:
+                    return a is not b
+            assert pool.submit(fresh).result()
+    finally:
+        os.close(fd)

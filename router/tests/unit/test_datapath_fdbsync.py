@@ -189,6 +189,30 @@ def test_a_control_heartbeat_is_no_proof_against_a_quiet_path_and_a_fallback_kee
         dp._netlink.shutdown(wait=False)
 
 
+def test_source_filter_changes_queued_behind_a_busy_netlink_thread_collapse_into_one_nft_run(monkeypatch):
+    import threading
+
+    from weavenet.net import udpfilter
+
+    applied: list[set[str]] = []
+    monkeypatch.setattr(udpfilter, "set_peers", lambda peers: applied.append(set(peers)))
+    dp = Dataplane(DataplaneConfig(), "02:00:00:00:00:0a")
+    try:
+        dp._filter_peers = frozenset()
+        gate = threading.Event()
+        dp._netlink.submit(gate.wait)                 # the netlink thread is busy
+        for ips in ({"192.0.2.2"}, {"192.0.2.2", "192.0.2.3"}, {"192.0.2.3"}):
+            dp._update_filter(ips)
+        gate.set()
+        dp._netlink.submit(lambda: None).result()
+        assert applied == [{"192.0.2.3"}]             # one run, with the latest set
+        dp._update_filter({"192.0.2.4"})              # idle again: a change is applied on its own
+        dp._netlink.submit(lambda: None).result()
+        assert applied == [{"192.0.2.3"}, {"192.0.2.4"}]
+    finally:
+        dp._netlink.shutdown(wait=True)
+
+
 def test_without_fastdp_adverts_are_refused():
     dp = Dataplane(DataplaneConfig(encrypted=True), "02:00:00:00:00:0a")
     try:
@@ -213,6 +237,10 @@ class Recorder:
         self.calls: list[tuple[str, tuple]] = []
 
     def __call__(self, fn, *args) -> None:
+        if fn.__name__ == "_apply_filter":   # the source filter's coalesced run: what it would apply, now
+            fn.__self__._filter_queued = False
+            self.calls.append(("set_peers", (set(fn.__self__._filter_peers),)))
+            return
         self.calls.append((fn.__name__, args))
 
     def take(self) -> list[tuple[str, tuple]]:

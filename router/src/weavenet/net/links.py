@@ -20,6 +20,7 @@ import ipaddress
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,20 +36,49 @@ BR_STATE_FORWARDING = 3
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
+_kept = threading.local()
+
+
+def keep_iproute() -> None:
+    """Called once in a long-lived worker thread (the data plane's netlink thread): its `iproute()` calls
+    then share one IPRoute (per network namespace) instead of opening one each (~0.8 ms of CPU a call)."""
+    _kept.enabled = True
+
+
+def _netns_id() -> int:
+    return os.stat("/proc/thread-self/ns/net").st_ino
+
+
 @contextmanager
 def iproute() -> Iterator[IPRoute]:
-    """An IPRoute bound to the calling thread's namespace, closed on exit."""
+    """An IPRoute bound to the calling thread's namespace, closed on exit (kept for the next call in a
+    thread that asked for it, see keep_iproute; dropped after a failure that leaves this function)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         pass
     else:
         raise RuntimeError("weavenet.net calls block: run them in a worker thread (asyncio.to_thread)")
-    ipr = IPRoute()
+    if not getattr(_kept, "enabled", False):
+        ipr = IPRoute()
+        try:
+            yield ipr
+        finally:
+            ipr.close()
+        return
+    ns = _netns_id()
+    ipr = getattr(_kept, "ipr", None)
+    if ipr is None or _kept.ns != ns:
+        if ipr is not None:
+            ipr.close()
+        ipr = _kept.ipr = IPRoute()
+        _kept.ns = ns
     try:
         yield ipr
-    finally:
+    except BaseException:
+        _kept.ipr = None   # it may be mid-conversation: the next call opens a fresh one
         ipr.close()
+        raise
 
 
 @contextmanager

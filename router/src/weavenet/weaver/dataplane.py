@@ -21,6 +21,7 @@ from ..mesh.grid import GRID, due_after, next_step
 from ..mesh.routes import RouteTable
 from ..net import bridge as br
 from ..net import isolation, udpfilter
+from ..net.links import keep_iproute
 from ..net.tap import Tap
 
 log = logging.getLogger("weavenet.dataplane")
@@ -105,6 +106,7 @@ class Dataplane:
         self._deaths: deque[float] = deque()
         self.failed = ""          # why the data plane gave up (the router exits)
         self._filter_peers: frozenset[str] | None = None
+        self._filter_queued = False   # an _apply_filter waits in the netlink thread
         self._filter_dropped: int | None = None
         self._next_filter_read = 0.0
         self.vxlan_mac: str | None = None
@@ -122,7 +124,7 @@ class Dataplane:
         self._next_hb = 0.0
         self._last_sync = 0.0
         self._next_mac_expiry = 0.0
-        self._netlink = ThreadPoolExecutor(1, thread_name_prefix="weave-netlink")
+        self._netlink = ThreadPoolExecutor(1, thread_name_prefix="weave-netlink", initializer=keep_iproute)
         self._grace: dict[str, tuple[str | None, float]] = {}   # underlay ip -> (peer or None, until)
         self._link_failed: set[str] = set()   # peers whose connection the kernel timed out since the last sync
         self._inherited: dict[str, set[str]] = {}   # ip -> unicast VXLAN FDB MACs left by an earlier run
@@ -370,7 +372,17 @@ class Dataplane:
         peers = frozenset(ips)
         if self._filter_peers is not None and peers != self._filter_peers:
             self._filter_peers = peers
-            self._nl(udpfilter.set_peers, set(peers))
+            # One `nft` run (~4 ms) at a time, with the latest set: the changes of a mesh forming (one per
+            # connection) queued behind a busy netlink thread collapse into one run.
+            if not self._filter_queued:
+                self._filter_queued = True
+                self._nl(self._apply_filter)
+
+    def _apply_filter(self) -> None:
+        """Netlink thread. The flag is cleared before the set is read: a change made after this line
+        queues another run, one made before it is in this one (a frozenset, replaced whole)."""
+        self._filter_queued = False
+        udpfilter.set_peers(set(self._filter_peers))
 
     def _read_filter(self) -> None:
         self._filter_dropped = udpfilter.dropped()
