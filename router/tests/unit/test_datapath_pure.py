@@ -171,7 +171,8 @@ def test_fastdp_a_stalled_peer_keeps_its_path_and_a_stale_status_counts_only_if_
     d.remote_status(B, True, 31.5)
     assert d.evaluate(31.5) == ([B], [])
     assert d.evaluate(31.6, direct=frozenset()) == ([], [B])   # the mesh routes around it: not direct any more
-    assert d.evaluate(31.7, direct={B}) == ([B], [])
+    assert d.evaluate(31.7, direct={B}) == ([], [])          # its second fall within a minute: damped,
+    assert d.evaluate(31.6 + fastdp.HOLD_BASE, direct={B}) == ([B], [])   # back after HOLD_BASE
 
 
 def up_path(d: fastdp.FastPathDecider, at: float) -> fastdp.PathState:
@@ -249,3 +250,33 @@ def test_fastdp_why_down_names_the_reason():
     d.remote_status(B, True, 10.7)
     d.control_heard(B, 11.5)
     assert d.why_down(B, 11.9).startswith("none of its heartbeats for 1.9s")
+
+
+def test_fastdp_a_flapping_path_is_held_down_longer_each_time_and_forgiven_after_a_quiet_minute():
+    d = fastdp.FastPathDecider()
+    p = up_path(d, 10.0)
+
+    def fall_and_return(t: float) -> float:
+        """The peer says it hears none of ours at t, then hears them again: when does the path return?"""
+        d.remote_status(B, False, t)
+        assert d.evaluate(t) == ([], [B])
+        d.remote_status(B, True, t + 0.1)
+        d.heard(B, t + 0.1)
+        for k in range(1, 700):
+            now = t + 0.1 * k
+            d.heard(B, now)
+            if d.evaluate(now) == ([B], []):
+                return now - t
+        raise AssertionError("never returned")
+
+    assert fall_and_return(20.0) < 0.2                  # one fall: back at once
+    assert 2.0 <= fall_and_return(30.0) < 2.2           # again within a minute: held 2 s
+    assert 4.0 <= fall_and_return(40.0) < 4.2           # then 4 s
+    assert p.falls == 3
+    assert fall_and_return(150.0) < 0.2                 # a quiet minute after: forgiven
+    assert p.falls == 1
+    t, holds = 300.0, []
+    for _ in range(8):                                  # however often it flaps, the hold stops at HOLD_MAX
+        t += fall_and_return(t) + 0.5
+        holds.append(max(0.0, p.hold_until - p.fell_at))
+    assert holds == [0.0, 2.0, 4.0, 8.0, 16.0, 32.0, fastdp.HOLD_MAX, fastdp.HOLD_MAX]

@@ -34,6 +34,12 @@ RX_TIMEOUT = 1.5
 REPLY_GRACE = 0.3
 HB_LATE = HB_INTERVAL + 0.2  # a control message this long after its last heartbeat proves its router alive
 ANSWER_MIN = 0.5           # a peer's asks are answered at most this often (the rest are ignored)
+# Damping: a path that falls back again within FLAP_FORGET of its return waits HOLD_BASE, doubling with
+# each such fall up to HOLD_MAX, heard all along, before it returns. A path that flaps (an overloaded host)
+# then reprograms the FDB a few times a minute, not on every stall; a single fall returns at once.
+FLAP_FORGET = 60.0
+HOLD_BASE = 2.0
+HOLD_MAX = 60.0
 # "I hear you" is sent at once on change (over TCP: not lost), else this often: the refresh only catches a
 # peer whose data plane stopped telling while its router goes on (a bug); per peer, so not often.
 STATUS_REFRESH = 10.0
@@ -69,6 +75,10 @@ class PathState:
     answer_due: bool = False    # it asked us: a heartbeat through the path and our status, at the next tick
     answered_at: float = 0.0
     hb_frame: bytes = b""       # our heartbeat to it, built once (the same bytes every time)
+    falls: int = 0              # falls back in a row, each within FLAP_FORGET of the path's return
+    fell_at: float = 0.0
+    up_at: float = 0.0
+    hold_until: float = 0.0     # damped: not back before this
 
     def silent(self, now: float) -> bool:
         """Its heartbeats stopped while its router proved alive over TCP: the VXLAN path is broken."""
@@ -189,11 +199,16 @@ class FastPathDecider:
         for n, p in self.paths.items():
             ok = not p.silent(now) and p.remote_ok and not p.status_stale(now) and (direct is None or n in direct)
             if ok and not p.active:
-                p.active = True
+                if now < p.hold_until:
+                    continue
+                p.active, p.up_at = True, now
                 up.append(n)
             elif not ok and p.active:
                 p.active = False
                 down.append(n)
+                p.falls = p.falls + 1 if p.fell_at and now - p.up_at < FLAP_FORGET else 1
+                p.fell_at = now
+                p.hold_until = now + min(HOLD_MAX, HOLD_BASE * 2 ** (p.falls - 2)) if p.falls > 1 else 0.0
         return up, down
 
     def why_down(self, peer: str, now: float, direct: Collection[str] | None = None) -> str:

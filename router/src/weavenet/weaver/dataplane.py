@@ -253,6 +253,8 @@ class Dataplane:
                         due = min(due, judge)
                 elif p.last_rx and p.asked_at <= p.last_rx and (p.told or p.active):
                     due = min(due, p.last_rx + fastdp.ASK_AFTER + 0.01)   # quiet by then: ask (once)
+                if p.hold_until > self._last_sync:   # damped: looked at again when its hold ends
+                    due = min(due, p.hold_until + 0.01)
                 status_due = p.remote_ok_at + fastdp.STATUS_VALID + 0.01
                 if status_due > self._last_sync:   # (a refresh waits for the heartbeats' tick: one wake-up)
                     due = min(due, status_due)
@@ -564,7 +566,9 @@ class Dataplane:
         # (removed and put back by the netlink thread, a busy one would silence them: the peer's path
         # to us would fall back too).
         self._flush_ip(p.ip, keep=frozenset({p.remote_mac}))
-        log.info("fast datapath to %s lost (%s): falling back to sleeve", p.ip, why)
+        held = p.hold_until - p.fell_at
+        log.info("fast datapath to %s lost (%s): falling back to sleeve%s", p.ip, why,
+                 f" (fall {p.falls} within a minute: not back for {held:.0f}s)" if held > 0 else "")
 
     def _flush_ip(self, ip: str, keep: frozenset[str] = frozenset()) -> None:
         self._nl(br.fdb_flush_dst, VXLAN, ip, keep)   # flood entry, unicast entries, the heartbeat entry
