@@ -213,6 +213,48 @@ def test_source_filter_changes_queued_behind_a_busy_netlink_thread_collapse_into
         dp._netlink.shutdown(wait=True)
 
 
+class StampedSocket:
+    """A heartbeat socket with frames waiting, each with the kernel's arrival stamp (SO_TIMESTAMPNS)."""
+
+    def __init__(self, frames: list[tuple[bytes, float]]) -> None:
+        self.frames = list(frames)
+
+    def recvmsg(self, *args) -> tuple:
+        import socket
+        import struct
+
+        if not self.frames:
+            raise BlockingIOError
+        frame, mono = self.frames.pop(0)
+        wall = mono + time.time() - time.monotonic()
+        stamp = struct.pack("@ll", int(wall), int((wall % 1) * 1e9))
+        return frame[:fastdp.HB_SNAP], [(socket.SOL_SOCKET, fastdp.SO_TIMESTAMPNS, stamp)], 0, ("vxlan", 0, 0, 1, b"")
+
+
+def test_a_starved_router_reads_the_heartbeats_that_came_before_a_message_it_is_late_to_handle():
+    """We got to the peer's status seconds after it came (our loop starved), its heartbeats came meanwhile:
+    they are read (with their arrival stamps) before the status counts as proof that the path is quiet."""
+    peer = "02:00:00:00:00:0b"
+    dp = Dataplane(DataplaneConfig(), "02:00:00:00:00:0a")
+    try:
+        dp.decider.set_candidates({peer: (IP_B, "02:aa:00:00:00:02")})
+        path = dp.decider.paths[peer]
+        path.last_rx = time.monotonic() - 5                 # our last read, 5 s ago
+        arrived = time.monotonic() - 0.5
+        frame = fastdp.heartbeat_frame("02:aa:00:00:00:02", "02:aa:00:00:00:01", peer, 0.0, 14 + 1376)
+        dp._hb_sock = StampedSocket([(frame, arrived)])
+        dp.on_datapath_message(peer, fastdp.status_message(True))
+        assert abs(path.last_rx - arrived) < 0.01 and path.proof_at == 0.0
+        assert not path.silent(time.monotonic() + fastdp.REPLY_GRACE)
+        dp._hb_sock = StampedSocket([])                     # and when none came, it is proof
+        path.last_rx = time.monotonic() - 5
+        dp.on_datapath_message(peer, fastdp.status_message(True))
+        assert path.proof_at > 0 and path.silent(time.monotonic() + fastdp.REPLY_GRACE)
+    finally:
+        dp._hb_sock = None
+        dp._netlink.shutdown(wait=False)
+
+
 def test_without_fastdp_adverts_are_refused():
     dp = Dataplane(DataplaneConfig(encrypted=True), "02:00:00:00:00:0a")
     try:

@@ -45,6 +45,13 @@ def keep_iproute() -> None:
     _kept.enabled = True
 
 
+def release_iproute() -> None:
+    """Close the calling thread's kept IPRoute, if any (its last job, before the executor shuts down)."""
+    ipr, _kept.ipr = getattr(_kept, "ipr", None), None
+    if ipr is not None:
+        ipr.close()
+
+
 def _netns_id() -> int:
     return os.stat("/proc/thread-self/ns/net").st_ino
 

@@ -21,7 +21,7 @@ from ..mesh.grid import GRID, due_after, next_step
 from ..mesh.routes import RouteTable
 from ..net import bridge as br
 from ..net import isolation, udpfilter
-from ..net.links import keep_iproute
+from ..net.links import keep_iproute, release_iproute
 from ..net.tap import Tap
 
 log = logging.getLogger("weavenet.dataplane")
@@ -198,6 +198,7 @@ class Dataplane:
         if not keep_datapath:
             # Fail closed while no router runs: the VXLAN device stays, but takes nothing from anyone.
             self._nl(udpfilter.set_peers, set())
+        self._nl(release_iproute)
         self._netlink.shutdown(wait=True)
 
     def _adopt_vxlan_fdb(self, kept: set[str]) -> None:
@@ -425,6 +426,9 @@ class Dataplane:
 
     def on_datapath_message(self, peer: str, body: bytes) -> None:
         now = time.monotonic()
+        # Heartbeats that arrived before this message (kernel stamps) are read first: `now` is when we got to
+        # the message, maybe seconds after it came if we were starved, and must not count against them.
+        self._read_heartbeats()
         if self.decider.control_heard(peer, now):   # proof of life: judged REPLY_GRACE from now (next_deadline)
             self._urgent = True
         try:
