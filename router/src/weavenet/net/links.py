@@ -1,4 +1,5 @@
-"""Shared pyroute2 helpers: one IPRoute per call, link lookups, input validation.
+"""Shared pyroute2 helpers: one IPRoute per call (one kept per long-lived worker thread that asks for it,
+see keep_iproute), link lookups, input validation.
 
 pyroute2 notes (0.9.x):
 - ``IPRoute`` is a synchronous wrapper around an asyncio core. Its socket and event loop are
