@@ -25,14 +25,14 @@ HB_MAGIC = b"WNFD"
 HB_INTERVAL = 1.0
 # No heartbeat for ASK_AFTER: we ask the peer over TCP to prove its path, and it answers at once with a
 # heartbeat through the path and its status over TCP. A path is silent (down) once nothing came through it
-# for RX_TIMEOUT although its router proved alive since then (an answer, or any control message later than
-# its next heartbeat was due), REPLY_GRACE ago: a cut is seen in ~1.6 s, one lost heartbeat costs an ask,
-# not a fallback. A peer silent on both (overloaded, stalled, or gone: its TCP connection then ends) keeps its
-# path: falling back would only reprogram the FDB, and flap back, on every stall.
+# for RX_TIMEOUT although its router proved alive since then (its answer, or any fast-path message later than
+# its next heartbeat was due: see control_heard), REPLY_GRACE ago: a cut is seen in ~1.6 s, one lost
+# heartbeat costs an ask, not a fallback. A peer silent on both (overloaded, stalled, or gone: its TCP
+# connection then ends) keeps its path: falling back would only reprogram the FDB, and flap back, on every stall.
 ASK_AFTER = 1.3
 RX_TIMEOUT = 1.5
 REPLY_GRACE = 0.3
-HB_LATE = HB_INTERVAL + 0.2  # a control message this long after its last heartbeat proves its router alive
+HB_LATE = HB_INTERVAL + 0.2  # a fast-path message this long after its last heartbeat proves its router alive
 ANSWER_MIN = 0.5           # a peer's asks are answered at most this often (the rest are ignored)
 # Damping: a path that falls back again within FLAP_FORGET of its return waits HOLD_BASE, doubling with
 # each such fall up to HOLD_MAX, heard all along, before it returns. A path that flaps (an overloaded host)
@@ -70,7 +70,7 @@ class PathState:
     told: bool | None = None    # what we last told the peer
     told_at: float = 0.0
     ctrl_at: float = 0.0        # when the peer's router last sent us a control message (TCP)
-    proof_at: float = 0.0       # its router's first control message later than its next heartbeat was due (0: none)
+    proof_at: float = 0.0       # its router's first fast-path message later than its next heartbeat was due (0: none)
     asked_at: float = 0.0       # when we last asked it to prove its path
     answer_due: bool = False    # it asked us: a heartbeat through the path and our status, at the next tick
     answered_at: float = 0.0
@@ -197,7 +197,7 @@ class FastPathDecider:
         to any other is down (the mesh routes around the connection: its far end gave it up, or we did)."""
         up, down = [], []
         for n, p in self.paths.items():
-            ok = not p.silent(now) and p.remote_ok and not p.status_stale(now) and (direct is None or n in direct)
+            ok = self._why_not_up(n, p, now, direct) is None
             if ok and not p.active:
                 if now < p.hold_until:
                     continue
@@ -213,7 +213,11 @@ class FastPathDecider:
 
     def why_down(self, peer: str, now: float, direct: Collection[str] | None = None) -> str:
         """Why `evaluate` takes the path down (for the log)."""
-        p = self.paths[peer]
+        return self._why_not_up(peer, self.paths[peer], now, direct) or "up"
+
+    @staticmethod
+    def _why_not_up(peer: str, p: PathState, now: float, direct: Collection[str] | None) -> str | None:
+        """None when the path may carry traffic; else why not. `evaluate` and the log share this one rule."""
         if p.silent(now):
             return f"none of its heartbeats for {now - p.last_rx:.1f}s while its router talks" if p.last_rx \
                 else "none of its heartbeats yet"
@@ -223,7 +227,7 @@ class FastPathDecider:
             return "its word on our heartbeats is stale"
         if direct is not None and peer not in direct:
             return "not routed directly"
-        return "up"
+        return None
 
     def active(self) -> frozenset[str]:
         return frozenset(n for n, p in self.paths.items() if p.active)

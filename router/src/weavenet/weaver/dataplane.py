@@ -575,7 +575,7 @@ class Dataplane:
                  f" (fall {p.falls} within a minute: not back for {held:.0f}s)" if held > 0 else "")
 
     def _flush_ip(self, ip: str, keep: frozenset[str] = frozenset()) -> None:
-        self._nl(br.fdb_flush_dst, VXLAN, ip, keep)   # flood entry, unicast entries, the heartbeat entry
+        self._nl(br.fdb_flush_dst, VXLAN, ip, keep)   # flood, unicast and heartbeat entries, all but `keep`
         self._nl(br.bridge_fdb_flush_port, VXLAN)   # MACs learned behind VXLAN now go through the TAP
         self.remote_macs.forget_ip(ip)
 
