@@ -228,6 +228,38 @@ def test_hostile_summaries_are_counted_and_dropped_whole(payload):
     assert s.refused["malformed"] == 1 and s.entries == {}
 
 
+def test_entries_already_held_are_not_parsed_link_by_link_but_a_needed_bad_one_refuses_all(monkeypatch):
+    """A new neighbour's full state and the copies of one change relayed by several neighbours are mostly
+    entries held already: only their header is checked (a join used to parse N entries of N links from each of
+    N neighbours). An entry that would be used is checked whole, and a bad one still refuses the message."""
+    s = store()
+    s.merge(B, msg(entry(seq=3), entry(origin=C, seq=2)), 1.0)
+    parsed = []
+    real = sm._link
+    monkeypatch.setattr(sm, "_link", lambda v: parsed.append(v) or real(v))
+    held = [entry(seq=3), entry(origin=C, seq=2), delta(2, 3), entry(origin=US, seq=99)]
+    assert s.merge(C, msg(*held), 2.0) is None and parsed == [] and s.refused["malformed"] == 0
+    # Held, but not even its header is right: the message is refused.
+    assert s.merge(C, msg(entry(seq=3), {**entry(origin=C, seq=2), "n": -1}), 2.0) is None
+    assert s.refused["malformed"] == 1
+    # A newer entry is parsed whole: one bad link in it and nothing of the message is applied.
+    bad_link = [[US, "connected", "warp", False, 1, 0, True]]
+    assert s.merge(C, msg(entry(origin=C, seq=5), entry(seq=4, links=bad_link)), 3.0) is None
+    assert s.refused["malformed"] == 2 and s.entries[C].seq == 2 and s.entries[B].seq == 3
+    s.merge(C, msg(entry(origin=C, seq=5)), 3.0)
+    assert s.entries[C].seq == 5 and len(parsed) == 3
+
+
+def test_a_full_state_reuses_the_encoding_of_entries_unchanged_since():
+    s = store()
+    s.merge(B, msg(entry(seq=3)), 1.0)
+    first = s.full_state()
+    s._wire[B] = (s.entries[B], b'{"cached":1}')
+    assert s.full_state() == b'{"v":2,"s":[{"cached":1}]}'     # the same entry: not encoded again
+    s.merge(B, msg(entry(seq=4)), 2.0)
+    assert s.full_state() != first and json.loads(s.full_state())["s"][0]["n"] == 4
+
+
 def test_a_newer_wire_version_and_unknown_origins_are_ignored():
     s = store()
     assert s.merge(B, msg(entry(), v=4), 1.0) is None and s.refused["malformed"] == 0   # (3 is the digest)

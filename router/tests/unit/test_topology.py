@@ -195,6 +195,43 @@ def test_symmetric_neighbours():
     }
 
 
+def _brute_symmetric(t: Topology) -> dict[str, list[str]]:
+    est = {n: {c.name for c in e.connections if c.established} for n, e in t.peers.items()}
+    return {a: sorted(b for b in bs if a in est.get(b, ())) for a, bs in est.items()}
+
+
+def test_symmetric_neighbours_kept_row_by_row_match_the_definition():
+    """The rows are updated only where a stored or forgotten entry changes them: after every step of random
+    merges (new peers, changed and dropped connections, peers that name unknown ones) and garbage
+    collection, they equal adjacency computed from scratch, and a returned dict is never changed later."""
+    rng = random.Random(7)
+    t = topo()
+    versions: dict[int, int] = {}
+    for step in range(300):
+        if step % 40 == 39:
+            keep = set(rng.sample(sorted(t.peers), k=max(1, len(t.peers) // 2))) | {US}
+            t.garbage_collect(keep)
+            for i in [i for i in versions if name(i) not in keep]:
+                del versions[i]
+        else:
+            i = rng.randrange(1, 25)
+            versions[i] = versions.get(i, 0) + 1
+            conns = [conn(j, established=rng.random() < 0.8) for j in rng.sample(range(1, 30), rng.randrange(0, 8))
+                     if j != i]
+            if rng.random() < 0.7:
+                conns.append(ConnRecord(US, "x", False, rng.random() < 0.9))
+            t.merge([entry(i, ver=versions[i], conns=conns)])
+            if rng.random() < 0.3:
+                ours = t.ourself
+                mine = tuple(conn(j) for j in rng.sample(range(1, 25), rng.randrange(0, 10)))
+                t.set_ourself(PeerEntry(US, "us", 1, 5, ours.version + 1, mine))
+        before = t.symmetric_neighbours()
+        snapshot = {a: list(b) for a, b in before.items()}
+        assert before == _brute_symmetric(t), f"step {step}"
+        t.symmetric_neighbours()
+        assert before == snapshot
+
+
 def test_symmetric_neighbours_sorted():
     t = topo()
     t.set_ourself(PeerEntry(US, "us", 1, 5, 2, tuple(conn(i) for i in (9, 3, 7))))

@@ -168,11 +168,7 @@ def _link(v: object) -> Link:
 
 
 def _entry(e: object, version: int) -> Summary | Delta:
-    keys = set(e) if isinstance(e, dict) else None
-    if version == 1 and keys != _V1_KEYS:
-        raise BadSummary("an entry must have exactly o, e, n, k, c, l")
-    if version > 1 and keys not in (_FULL_KEYS, _DELTA_KEYS):
-        raise BadSummary("an entry must have exactly o, e, n, r, k, c, l (and b, x for a delta)")
+    _keys(e, version)
     assert isinstance(e, dict)
     nick, links = e["k"], e["l"]
     if not isinstance(nick, str) or len(nick) > MAX_NICK or not nick.isprintable():
@@ -213,7 +209,9 @@ def decode(payload: bytes, max_entries: int) -> list[Summary | Delta]:
     return _entries(_parse(payload), max_entries)
 
 
-def _entries(msg: dict, max_entries: int) -> list[Summary | Delta]:
+def _entries(msg: dict, max_entries: int,
+             need: Callable[[str, int, int, int, int | None], bool] | None = None) -> list[Summary | Delta]:
+    """Every entry checked whole; with `need`, only those whose header (checked) it wants."""
     if msg["v"] not in READS:
         if msg["v"] > WIRE_VERSION:
             return []   # a newer router's format: not ours to judge
@@ -221,7 +219,26 @@ def _entries(msg: dict, max_entries: int) -> list[Summary | Delta]:
     entries = msg.get("s")
     if not isinstance(entries, list) or len(entries) > max_entries:
         raise BadSummary(f"'s' must be a list of at most {max_entries} entries")
-    return [_entry(e, msg["v"]) for e in entries]
+    if need is None:
+        return [_entry(e, msg["v"]) for e in entries]
+    return [_entry(e, msg["v"]) for e in entries if need(*_header(e, msg["v"]))]
+
+
+def _header(e: object, version: int) -> tuple[str, int, int, int, int | None]:
+    """(origin, epoch, seq, rev, base or None) of an entry, checked with its keys; its links not looked at."""
+    _keys(e, version)
+    assert isinstance(e, dict)
+    rev = _count(e["r"], "rev") if version > 1 else 0
+    return (_name(e["o"], "origin"), _count(e["e"], "epoch"), _count(e["n"], "seq"), rev,
+            _count(e["b"], "base") if "b" in e else None)
+
+
+def _keys(e: object, version: int) -> None:
+    keys = set(e) if isinstance(e, dict) else None
+    if version == 1 and keys != _V1_KEYS:
+        raise BadSummary("an entry must have exactly o, e, n, k, c, l")
+    if version > 1 and keys not in (_FULL_KEYS, _DELTA_KEYS):
+        raise BadSummary("an entry must have exactly o, e, n, r, k, c, l (and b, x for a delta)")
 
 
 def decode_digest(payload: bytes, max_entries: int) -> dict[str, tuple[int, int, int]] | None:
@@ -250,12 +267,17 @@ def encode_digest(entries: list[Summary]) -> bytes:
                       separators=(",", ":")).encode()
 
 
-def encode(entries: list[Summary] | list[Delta] | list[Summary | Delta], max_bytes: int = MAX_PAYLOAD) -> bytes | None:
+def wire_bytes(entry: Summary | Delta) -> bytes:
+    return json.dumps(entry.wire(), separators=(",", ":")).encode()
+
+
+def encode(entries: list[Summary] | list[Delta] | list[Summary | Delta], max_bytes: int = MAX_PAYLOAD,
+           wire: Callable[[Summary | Delta], bytes] = wire_bytes) -> bytes | None:
     """The message for `entries`, in order, leaving out whatever would push it over `max_bytes`."""
     parts: list[bytes] = []
     size = 20
     for s in entries:
-        b = json.dumps(s.wire(), separators=(",", ":")).encode()
+        b = wire(s)
         if size + len(b) + 1 > max_bytes:
             continue
         parts.append(b)
@@ -282,6 +304,8 @@ class SummaryStore:
         # The gossip layer's send handle (answers to one router's digest); None: digests are not answered.
         self.send: Callable[[bytes, str | None], None] | None = None
         self.digests_answered = 0
+        # origin -> (entry, its encoding): a full state goes to every new neighbour, an entry is encoded once
+        self._wire: dict[str, tuple[Summary, bytes]] = {}
 
     # --- ours ---------------------------------------------------------------------------------
     def publish(self, nickname: str, containers: int, links: list[Link], now: float) -> Delta | Summary | None:
@@ -307,7 +331,17 @@ class SummaryStore:
     def full_state(self) -> bytes | None:
         ours = self.entries.get(self.ourname)
         others = sorted((s for n, s in self.entries.items() if n != self.ourname), key=lambda s: -s.received)
-        return encode(([ours] if ours else []) + others)
+        return encode(([ours] if ours else []) + others, wire=self._wire_of)
+
+    def _wire_of(self, s: Summary | Delta) -> bytes:
+        if not isinstance(s, Summary):
+            return wire_bytes(s)
+        hit = self._wire.get(s.origin)
+        if hit is not None and hit[0] is s:
+            return hit[1]
+        b = wire_bytes(s)
+        self._wire[s.origin] = (s, b)
+        return b
 
     def digest(self) -> bytes | None:
         """An anti-entropy round's message: the versions we hold (a neighbour answers what we lack)."""
@@ -325,7 +359,7 @@ class SummaryStore:
                 figures.append(s)
         figures.sort(key=lambda s: s.received)
         out = behind + figures[:FIGURES_PER_ANSWER]
-        return encode(out) if out else None
+        return encode(out, wire=self._wire_of) if out else None
 
     def merge(self, src: str, payload: bytes, now: float) -> bytes | None:
         try:
@@ -337,7 +371,7 @@ class SummaryStore:
                     self.digests_answered += 1
                     self.send(reply, src)
                 return None
-            entries = _entries(msg, self.max_peers)
+            entries = _entries(msg, self.max_peers, lambda *h: self._needed(src, *h))
         except BadSummary as e:
             self.refused["malformed"] += 1
             self.last_refusal = f"from {src}: {e}"[:200]
@@ -369,6 +403,20 @@ class SummaryStore:
                                else diff(old, new))
         return encode(forward) if forward else None
 
+    def _needed(self, src: str, origin: str, epoch: int, seq: int, rev: int, base: int | None) -> bool:
+        """Whether merge would look at an entry with this header: only those are parsed link by link. A new
+        neighbour's full state and the copies of a change relayed by several neighbours are mostly entries
+        we hold already (parsing each one's N links made a join cost O(N^3) across a full mesh)."""
+        if origin == self.ourname:
+            return False
+        old = self.entries.get(origin)
+        if old is None:
+            return True
+        if base is not None:
+            return not (old.epoch == epoch and old.seq >= seq)
+        order = (epoch, seq, rev)
+        return order > old.order or (origin == src and order != old.order)
+
     def _merge_delta(self, d: Delta, old: Summary | None, now: float) -> Delta | None:
         if old is not None and old.epoch == d.epoch and old.seq >= d.seq:
             return None   # already have it (or newer)
@@ -388,3 +436,4 @@ class SummaryStore:
         self.known = known
         for n in [n for n in self.entries if n != self.ourname and n not in known]:
             del self.entries[n]
+            self._wire.pop(n, None)

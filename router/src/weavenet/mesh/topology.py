@@ -84,6 +84,11 @@ class PeerEntry:
                 [[c.name, c.address, int(c.outbound), int(c.established)] for c in self.connections]]
 
     @functools.cached_property
+    def established(self) -> frozenset[str]:
+        """Peers this entry reports an established connection to (once per entry version)."""
+        return frozenset(c.name for c in self.connections if c.established)
+
+    @functools.cached_property
     def wire_json(self) -> bytes:
         """Encoded once per entry version; gossip re-sends the same entry to many neighbours."""
         return json.dumps(self.to_wire(), separators=(",", ":")).encode()
@@ -232,6 +237,10 @@ class Topology:
         # and a summary naming one of them is answered with one delta, not the whole entry. Bounded in
         # versions and records; the records are shared with the entries, so this costs references.
         self._history: dict[str, deque[PeerEntry]] = {}
+        # symmetric_neighbours' rows, kept up to date row by row: a stored entry changes its own row and
+        # those of the peers it names (before and after), not all N (that was O(N^2) per recompute).
+        self._sym: dict[str, list[str]] = {}
+        self._sym_dirty: set[str] = {ourself.name}
 
     @property
     def ourself(self) -> PeerEntry:
@@ -244,6 +253,10 @@ class Topology:
         """Make ``entry`` the current one of its peer; the one it replaces goes to the history."""
         old = self.peers.get(entry.name)
         self.peers[entry.name] = entry
+        if old is None or old.established != entry.established:
+            self._sym_dirty.add(entry.name)
+            self._sym_dirty.update(entry.established.symmetric_difference(old.established) if old
+                                   else entry.established)
         self._remember(entry.name, entry.order)
         if old is None or old.incarnation != entry.incarnation or old.uid != entry.uid:
             self._history.pop(entry.name, None)
@@ -407,15 +420,23 @@ class Topology:
         return accepted, gaps
 
     def symmetric_neighbours(self) -> dict[str, list[str]]:
-        """Adjacency over connections that both ends report as established."""
-        out = {name: {c.name for c in e.connections if c.established} for name, e in self.peers.items()}
-        empty: set[str] = set()
-        return {a: sorted(b for b in bs if a in out.get(b, empty)) for a, bs in out.items()}
+        """Adjacency over connections that both ends report as established (a new dict; rows are not
+        changed in place once returned)."""
+        peers, sym = self.peers, self._sym
+        for a in self._sym_dirty:
+            e = peers.get(a)
+            if e is None:
+                sym.pop(a, None)
+                continue
+            sym[a] = sorted(b for b in e.established if (o := peers.get(b)) is not None and a in o.established)
+        self._sym_dirty.clear()
+        return dict(sym)
 
     def garbage_collect(self, reachable: set[str]) -> list[str]:
         """Forget peers we can no longer reach; returns their names."""
         gone = [n for n in self.peers if n not in reachable and n != self.ourname]
         for n in gone:
-            del self.peers[n]
+            self._sym_dirty.add(n)
+            self._sym_dirty.update(self.peers.pop(n).established)
             self._history.pop(n, None)
         return gone
