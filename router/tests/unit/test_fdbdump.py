@@ -42,6 +42,23 @@ def test_request_asks_for_the_bridges_ports():
     assert req.endswith(RTATTR.pack(8, fdbdump.IFLA_MASTER) + struct.pack("=I", 9))
 
 
+def test_one_ports_dump_names_the_port_in_the_ifinfomsg():
+    req = fdbdump.request(0, port=12)
+    _family, _type, index, _flags, _change = fdbdump.IFINFOMSG.unpack_from(req, NLMSGHDR.size)
+    assert index == 12 and fdbdump.IFINFOMSG.unpack_from(fdbdump.request(9), NLMSGHDR.size)[2] == 0
+
+
+def test_a_vxlan_entrys_remote_and_vlan_are_read_and_odd_sizes_ignored():
+    def with_attrs(*attrs: bytes) -> bytes:
+        body = NDMSG.pack(socket.AF_BRIDGE, 4, 128, 2, 0) + attr(NDA_LLADDR, bytes(6)) + b"".join(attrs)
+        return NLMSGHDR.pack(NLMSGHDR.size + len(body), 28, 2, 1, 0) + body
+    v4 = with_attrs(attr(fdbdump.NDA_DST, socket.inet_aton("192.0.2.7")), attr(fdbdump.NDA_VLAN, struct.pack("=H", 10)))
+    v6 = with_attrs(attr(fdbdump.NDA_DST, socket.inet_pton(socket.AF_INET6, "2001:db8::7")))
+    odd = with_attrs(attr(fdbdump.NDA_DST, b"\x01\x02\x03"), attr(fdbdump.NDA_VLAN, b"\x01"))
+    entries, done = fdbdump.parse(v4 + v6 + odd)
+    assert not done and [(e.dst, e.vlan) for e in entries] == [("192.0.2.7", 10), ("2001:db8::7", 0), ("", 0)]
+
+
 def test_the_kernels_error_is_raised():
     err = NLMSGHDR.pack(NLMSGHDR.size + 4, NLMSG_ERROR, 0, 1, 0) + struct.pack("=i", -22)
     with pytest.raises(OSError):

@@ -210,18 +210,15 @@ def fdb_entries(vxlan: str) -> list[tuple[str, str]]:
     """(mac, dst) of every VXLAN FDB entry, programmed or learned."""
     with iproute() as ipr:
         index = require_link(ipr, vxlan, kind="vxlan")["index"]
-        return [(mac, dst) for mac, dst, _ in _vxlan_fdb(ipr, index)]
+        return [(mac, dst) for mac, dst, _ in _vxlan_fdb(index)]
 
 
-def _vxlan_fdb(ipr, index: int) -> list[tuple[str, str, int]]:
+def _vxlan_fdb(index: int) -> list[tuple[str, str, int]]:
     # An AF_BRIDGE neighbour dump of a bridge port mixes the bridge's entries for that port (no
     # NDA_DST) with the VXLAN device's own entries (flag NTF_SELF, NDA_DST = remote).
-    out = []
-    for n in ipr.fdb("dump", ifindex=index):
-        dst = n.get("NDA_DST")
-        if n["ifindex"] == index and dst and n["flags"] & NTF_SELF:
-            out.append((n.get("NDA_LLADDR"), dst, n["state"]))
-    return out
+    # Read with fdbdump: the kernel dumps this port only, struct decodes it.
+    return [(n.mac, n.dst, n.state) for n in fdbdump.bridge_fdb(0, port=index)
+            if n.ifindex == index and n.dst and n.flags & NTF_SELF]
 
 
 def fdb_flush_dst(vxlan: str, dst: str, keep: frozenset[str] = frozenset()) -> int:
@@ -231,7 +228,7 @@ def fdb_flush_dst(vxlan: str, dst: str, keep: frozenset[str] = frozenset()) -> i
     keep = frozenset(check_mac(m) for m in keep)
     with iproute() as ipr:
         index = require_link(ipr, vxlan, kind="vxlan")["index"]
-        doomed = [mac for mac, d, _ in _vxlan_fdb(ipr, index) if d == dst and mac not in keep]
+        doomed = [mac for mac, d, _ in _vxlan_fdb(index) if d == dst and mac not in keep]
         for mac in doomed:
             _fdb_request(ipr, "del", index, mac, dst)
         return len(doomed)
@@ -249,12 +246,11 @@ def bridge_fdb_flush_port(port_ifname: str, macs: set[str] | None = None) -> int
     with iproute() as ipr:
         index = require_link(ipr, port_ifname)["index"]
         doomed = []
-        for n in ipr.fdb("dump", ifindex=index):
-            if n["ifindex"] != index or n["flags"] & NTF_SELF or n["state"] & (NUD_PERMANENT | NUD_NOARP):
+        for n in fdbdump.bridge_fdb(0, port=index):   # (this port's entries only, decoded with struct)
+            if n.ifindex != index or n.flags & NTF_SELF or n.state & (NUD_PERMANENT | NUD_NOARP):
                 continue
-            mac = n.get("NDA_LLADDR")
-            if wanted is None or mac in wanted:
-                doomed.append((mac, n.get("NDA_VLAN")))
+            if wanted is None or n.mac in wanted:
+                doomed.append((n.mac, n.vlan))
         count = 0
         for mac, vlan in doomed:
             spec = {"vlan": vlan} if vlan else {}

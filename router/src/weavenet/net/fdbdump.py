@@ -3,8 +3,11 @@
 pyroute2 (0.9) dumps every FDB of the namespace and decodes each entry into its message objects, ~0.1 ms
 apiece: with a fast path the VXLAN device holds an entry per peer and per advertised MAC (44 ms for 330
 entries, every few seconds). Here the kernel is asked for the bridge's ports only (an ifinfomsg with
-IFLA_MASTER, as `bridge fdb show br BRIDGE` asks), and the three fields needed are read with struct (~1 ms
-for the same dump). Every length is checked: a malformed reply ends the read with an error, never a bad entry.
+IFLA_MASTER, as `bridge fdb show br BRIDGE` asks), and the fields needed are read with struct (~1 ms for the
+same dump). One port's entries are asked for the same way (the ifinfomsg's index, as `bridge fdb show dev
+PORT` asks): the flushes of a fast path going up or down read them, and through pyroute2 those cost ~140 ms
+each at 40 peers, most of the netlink thread's time while a mesh forms. Every length is checked: a malformed
+reply ends the read with an error, never a bad entry.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import NamedTuple
 RTM_GETNEIGH = 30
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-NDA_LLADDR, NDA_MASTER = 2, 9
+NDA_DST, NDA_LLADDR, NDA_VLAN, NDA_MASTER = 1, 2, 5, 9
 IFLA_MASTER = 10
 NLMSGHDR = struct.Struct("=IHHII")        # len, type, flags, seq, pid
 IFINFOMSG = struct.Struct("=BxHiII")      # family, type, index, flags, change
@@ -31,10 +34,14 @@ class FdbEntry(NamedTuple):
     state: int
     flags: int
     master: int
+    dst: str = ""     # a VXLAN device's own entry: the remote (NDA_DST)
+    vlan: int = 0
 
 
-def request(bridge: int, seq: int = 1) -> bytes:
-    body = IFINFOMSG.pack(socket.AF_BRIDGE, 0, 0, 0, 0) + RTATTR.pack(RTATTR.size + 4, IFLA_MASTER) \
+def request(bridge: int, seq: int = 1, port: int = 0) -> bytes:
+    """Dump the FDB entries of `bridge`'s ports (only of the port `port`, if given: the kernel reads the
+    ifinfomsg's index as the port to dump)."""
+    body = IFINFOMSG.pack(socket.AF_BRIDGE, 0, port, 0, 0) + RTATTR.pack(RTATTR.size + 4, IFLA_MASTER) \
         + struct.pack("=I", bridge)
     return NLMSGHDR.pack(NLMSGHDR.size + len(body), RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
 
@@ -65,7 +72,7 @@ def parse(buf: bytes, seq: int = 1) -> tuple[list[FdbEntry], bool]:
         if length < NLMSGHDR.size + NDMSG.size:
             raise ValueError("neighbour message shorter than its header")
         _, ifindex, state, flags, _ = NDMSG.unpack_from(buf, body)
-        mac, master = "", 0
+        mac, master, dst, vlan = "", 0, "", 0
         a = body + NDMSG.size
         end = off + length
         while a + RTATTR.size <= end:
@@ -77,22 +84,27 @@ def parse(buf: bytes, seq: int = 1) -> tuple[list[FdbEntry], bool]:
                 mac = value.hex(":")
             elif atype == NDA_MASTER and len(value) == 4:
                 master = struct.unpack("=I", value)[0]
+            elif atype == NDA_DST and len(value) in (4, 16):
+                dst = socket.inet_ntop(socket.AF_INET if len(value) == 4 else socket.AF_INET6, value)
+            elif atype == NDA_VLAN and len(value) == 2:
+                vlan = struct.unpack("=H", value)[0]
             a += _align(alen)
         if mac:
-            out.append(FdbEntry(mac, ifindex, state, flags, master))
+            out.append(FdbEntry(mac, ifindex, state, flags, master, dst, vlan))
         off += _align(length)
     if off != len(buf):
         raise ValueError("truncated netlink message")
     return out, False
 
 
-def bridge_fdb(index: int) -> list[FdbEntry]:
+def bridge_fdb(index: int, port: int = 0) -> list[FdbEntry]:
     """The FDB entries of the bridge `index` and of its ports (theirs too: a VXLAN port's own entries have
-    no NDA_MASTER), in the current namespace."""
+    no NDA_MASTER), in the current namespace; with `port`, that port's only (the bridge's entries for it and
+    the port device's own)."""
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as s:
         s.settimeout(5.0)
         s.bind((0, 0))
-        s.send(request(index))
+        s.send(request(index, port=port))
         out: list[FdbEntry] = []
         total = 0
         while True:
