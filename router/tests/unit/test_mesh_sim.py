@@ -2,6 +2,8 @@
 
 import pytest
 
+from weavenet.mesh.connmaker import DISCOVERED_DEFER
+
 from .meshsim import SimNet, full_mesh
 
 
@@ -26,6 +28,51 @@ def test_chain_launch_converges_to_full_mesh(n):
         assert len(m.routes.unicast) == n - 1
         # Full mesh: every destination is its own next hop.
         assert all(d == h for d, h in m.routes.unicast.items())
+
+
+def test_peers_that_discover_each_other_dial_once_the_lower_name_first():
+    """A join into a full mesh costs one handshake per pair: of two peers that learn of each other, the one
+    with the lower name dials at once, the other defers its dial (DISCOVERED_DEFER)."""
+    net = SimNet()
+    low, mid, high = net.add(1), net.add(2), net.add(3)
+    net.run(net.addr_of(mid), mid.connect([net.addr_of(low), net.addr_of(high)], net.now))
+    seen: dict[str, float] = {}
+
+    def targets_made() -> bool:
+        for m, other in ((low, high), (high, low)):
+            t = m.connmaker.targets.get(net.addr_of(other))
+            if t is not None and m.identity.name not in seen:
+                seen[m.identity.name] = t.next_try - net.now
+        return len(seen) == 2 or high.routes.unicast.get(low.identity.name) == low.identity.name
+    net.until(targets_made, timeout=10)
+    assert seen[low.identity.name] <= 0.05
+    assert seen.get(high.identity.name, DISCOVERED_DEFER) >= 0.75 * DISCOVERED_DEFER - 0.1
+    net.until(lambda: full_mesh(net), timeout=10)
+    # A connection we had is redialled at once by both ends, whichever name is higher (a peer restarting).
+    pair = frozenset((net.addr_of(low), net.addr_of(high)))
+    net.cut.add(pair)
+    net.until(lambda: high.routes.unicast.get(low.identity.name) == mid.identity.name, timeout=10)
+    net.cut.discard(pair)
+    net.until(lambda: net.addr_of(low) in high.connmaker.targets
+              or high.routes.unicast.get(low.identity.name) == low.identity.name, timeout=10)
+    t = high.connmaker.targets.get(net.addr_of(low))
+    assert t is None or t.next_try - net.now < 1.0
+
+
+def test_a_deferred_dial_still_happens_when_the_lower_name_never_dials():
+    """One-way reachability: the lower-named peer does not dial (here: discovery off), so the higher one
+    dials by itself once its deferral (DISCOVERED_DEFER, jittered ±25 %) is over, not before."""
+    net = SimNet()
+    low = net.add(1, discovery=False)
+    mid, high = net.add(2), net.add(3)
+    net.run(net.addr_of(mid), mid.connect([net.addr_of(low)], net.now))
+    net.run(net.addr_of(high), high.connect([net.addr_of(mid)], net.now))
+
+    def direct() -> bool:
+        return high.routes.unicast.get(low.identity.name) == low.identity.name
+    net.until(lambda: low.identity.name in high.routes.unicast, timeout=10)   # high learnt of low
+    took = net.until(direct, timeout=15)
+    assert 0.75 * DISCOVERED_DEFER - 0.5 <= took <= 1.25 * DISCOVERED_DEFER + 2
 
 
 def test_no_discovery_keeps_chain_and_routes_multi_hop():

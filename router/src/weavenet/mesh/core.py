@@ -260,6 +260,9 @@ class Mesh:
         # Protocol errors per peer name ("unknown" before a handshake); bounded key set.
         self.protocol_errors: dict[str, int] = {}
         self._addr_peer: dict[str, str] = {}
+        # Peers we have had a connection with (forgotten with their topology entry): a lost connection to one
+        # is redialled at once, whichever name is lower (it may be restarting; see DISCOVERED_DEFER).
+        self._met: set[str] = set()
         self._topo_dirty = False
         self._last_tick = 0.0
         # Per-connection deadlines (heartbeat due, silence limit, handshake limit) as a heap of
@@ -558,6 +561,9 @@ class Mesh:
         conn.handshake, conn.remote = None, remote
         conn.dial_address = conn.address if conn.outbound else format_address(conn.remote_ip, remote.port)
         self._addr_peer[conn.dial_address] = remote.name
+        self._met.add(remote.name)
+        if len(self._met) > 2 * self.config.max_peers:   # names outside the topology (refused later, gone)
+            self._met &= set(self.topology.peers)
         actions: list[Output] = []
         for other in list(self.conns.values()):
             if other is conn or not other.live or other.remote is None or other.remote.name != remote.name:
@@ -938,7 +944,7 @@ class Mesh:
             for n in old:
                 del self._unreachable_since[n]
                 self._sent_chain.pop(n, None)
-            self.topology.garbage_collect(set(self.topology.peers) - set(old))
+            self._met.difference_update(self.topology.garbage_collect(set(self.topology.peers) - set(old)))
         return bool(old)
 
     # --- connection making --------------------------------------------------------------------
@@ -948,7 +954,7 @@ class Mesh:
     def _discover(self, now: float) -> None:
         connected = self._connected_names()
         reachable = self.routes.reachable()
-        wanted: set[str] = set()
+        wanted: dict[str, str] = {}    # address -> the peer there
         limit = self.config.max_peers  # bounds the dial targets whatever the topology claims
         if len(self._addr_peer) > 4 * limit:
             live_addrs = {c.dial_address for c in self.conns.values()}
@@ -962,11 +968,12 @@ class Mesh:
                     if c.address not in addr_peer:
                         addr_peer[c.address] = c.name
                     if c.name not in connected:
-                        wanted.add(c.address)
+                        wanted[c.address] = c.name
         if len(wanted) > limit:
-            wanted = set(sorted(wanted)[:limit])
-        for addr in wanted:
-            self.connmaker.add(addr, explicit=False, now=now)
+            wanted = {a: wanted[a] for a in sorted(wanted)[:limit]}
+        for addr, name in wanted.items():
+            # The lower name dials first; a peer we lost a connection to is redialled at once.
+            self.connmaker.add(addr, explicit=False, now=now, defer=name < me and name not in self._met)
         for addr, t in list(self.connmaker.targets.items()):
             if not t.explicit and addr not in wanted and t.state != "connecting":
                 self.connmaker.remove(addr)
