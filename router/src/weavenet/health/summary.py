@@ -20,7 +20,9 @@ way, a few entries per round). A new neighbour still gets the full state once (a
 ignores digests as a newer wire version, gets everything it needs that way and from deltas).
 
 Hostile input: the payload, entry and link counts and every field are bounded and type-checked; a bad message
-is counted (``refused``) and dropped whole — the connection stays, as for DNS (the data path needs it). Only
+is counted (``refused``) and dropped whole — the connection stays, as for DNS (the data path needs it). An
+entry merge would not use (one we hold already, or older) has only its header checked, not its links: a full
+state of N entries we hold costs N headers, not N x N links. Only
 peers in the mesh's topology are stored (bounded by its peer cap); an origin's own message always replaces
 what others relayed for it (a relayed entry claiming a far-future epoch cannot freeze an origin out).
 """
