@@ -18,6 +18,8 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from ..net.sockbuf import set_rcvbuf
+
 ETHERTYPE = 0x88B5
 HB_MAGIC = b"WNFD"
 # Heartbeats leave on a grid of this interval (all peers in one tick; every other tick is the control
@@ -48,7 +50,6 @@ ZERO_MAC = "00:00:00:00:00:00"
 ETH_P_ALL = 0x0003
 SO_ATTACH_FILTER = 26
 SO_TIMESTAMPNS = 35        # (SO_TIMESTAMPNS_OLD: a struct timespec of two longs)
-SO_RCVBUFFORCE = 33
 PACKET_OUTGOING = 4
 SOL_PACKET, PACKET_IGNORE_OUTGOING, PACKET_STATISTICS = 263, 23, 6
 HB_SNAP = 64               # bytes of a heartbeat frame read (it is parsed from its first 24)
@@ -261,10 +262,7 @@ def open_heartbeat_socket(ifname: str) -> socket.socket:
     with contextlib.suppress(OSError):   # our own heartbeats are not read back (Linux >= 4.20; drain checks too)
         s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
     s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)   # read on the ticks: the arrival time comes with each
-    try:
-        s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)   # (root: past net.core.rmem_max)
-    except OSError:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+    set_rcvbuf(s, RCVBUF)
     s.bind((ifname, ETH_P_ALL))  # CPython applies htons() to the protocol itself here
     s.setblocking(False)
     return s

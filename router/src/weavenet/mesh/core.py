@@ -41,6 +41,9 @@ from .topology import DAY_MS, DEFAULT_MAX_PEERS, ConnRecord, PeerDelta, PeerEntr
 log = logging.getLogger("weavenet.mesh")
 
 
+MAX_GOSSIP_BODY = 1024 * 1024        # bigger gossip is split over several messages (frames are bounded)
+
+
 @dataclass
 class MeshConfig:
     password_hash: bytes | None = None
@@ -59,6 +62,11 @@ class MeshConfig:
     heartbeat_timeout: float = 6.0
     tcp_keepalive: int = 1           # seconds (the kernel's unit)
     tcp_user_timeout: float = 0.5
+    # The user timeout also ends a connection whose data waited that long on a closed window, though the
+    # receiver's kernel answers: a router starved of CPU (an overloaded host) leaves its peers' gossip
+    # unread, and with the kernel's default buffer (128 KiB until the reader keeps up) the window closes
+    # within a join's burst. Each peer socket's receive buffer holds a few full gossip messages instead.
+    tcp_rcvbuf: int = 4 * MAX_GOSSIP_BODY
     handshake_timeout: float = 5.0
     gossip_delay: float = 0.05       # coalescing window for topology deltas
     gossip_min_interval: float = 0.5 # at most two flushes a second: bounds the storm when many peers join
@@ -84,7 +92,6 @@ class MeshConfig:
 
 
 MAX_APP_CHANNEL = 64
-MAX_GOSSIP_BODY = 1024 * 1024        # bigger gossip is split over several messages (frames are bounded)
 ROUTE_TREE_BUDGET = 200_000          # BFS steps one gossip flush may spend on per-origin broadcast trees
 RTT_MAX = 60.0
 DELTA_FEATURE = "topo_delta"         # hello feature: the peer takes GOSSIP_DELTA messages

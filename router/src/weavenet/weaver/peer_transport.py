@@ -8,6 +8,8 @@ import asyncio
 import socket
 from typing import TYPE_CHECKING
 
+from ..net.sockbuf import set_rcvbuf
+
 if TYPE_CHECKING:
     from ..mesh.core import MeshConfig
     from .app import Router
@@ -16,12 +18,16 @@ if TYPE_CHECKING:
 def tune_peer_socket(sock: socket.socket, config: MeshConfig) -> None:
     """Small messages leave at once (no Nagle), and the kernel ends a connection whose peer stopped
     answering (host gone, link cut), idle or not, within ~2 s: keepalive probes after tcp_keepalive idle
-    seconds, and TCP_USER_TIMEOUT for data or probes left unacknowledged (MeshConfig)."""
+    seconds, and TCP_USER_TIMEOUT for data or probes left unacknowledged (MeshConfig). A router starved of
+    CPU (an overloaded host) is not taken for a gone one: its kernel keeps answering, and a receive buffer
+    of tcp_rcvbuf keeps its window open while the peers' gossip waits unread (a closed window for
+    TCP_USER_TIMEOUT would end the connection although its host answers every probe)."""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, config.tcp_keepalive)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, config.tcp_keepalive)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(config.tcp_user_timeout * 1000))
+    set_rcvbuf(sock, config.tcp_rcvbuf)
 
 
 class PeerProtocol(asyncio.Protocol):
