@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from weavenet.mesh.core import MAX_GOSSIP_BODY, MeshConfig
-from weavenet.weaver.peer_transport import tune_peer_socket
+from weavenet.weaver.peer_transport import set_patience, tune_peer_socket
 
 
 @pytest.fixture
@@ -78,3 +78,20 @@ def test_a_receiver_that_never_reads_still_loses_the_connection_once_its_buffer_
             error = e
             break
     assert error is not None and error.errno == errno.ETIMEDOUT
+
+
+def test_patience_gives_the_socket_the_patient_kernel_limits_and_takes_them_back(pair):
+    sender, _receiver = pair
+    cfg = MeshConfig()
+
+    def limits() -> tuple[int, int, int]:
+        return (sender.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                sender.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                sender.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT))
+
+    usual = (cfg.tcp_keepalive, cfg.tcp_keepalive, int(cfg.tcp_user_timeout * 1000))
+    assert limits() == usual
+    set_patience(sender, cfg, True)
+    assert limits() == (cfg.tcp_keepalive, cfg.tcp_keepalive_patient, int(cfg.tcp_user_timeout_patient * 1000))
+    set_patience(sender, cfg, False)
+    assert limits() == usual

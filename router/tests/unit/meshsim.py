@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from weavenet.mesh.core import Close, Dial, Mesh, MeshConfig, Send
+from weavenet.mesh.core import Close, Dial, Mesh, MeshConfig, Patience, Send
 from weavenet.mesh.crypto import password_digest
 from weavenet.mesh.events import EVENT_TYPES
 from weavenet.mesh.handshake import LocalIdentity
@@ -34,6 +34,7 @@ class SimNet:
         # idle connection whose path broke, keepalive probes go unanswered and the kernel ends it
         # tcp_keepalive + max(tcp_keepalive, tcp_user_timeout) after that (measured on this kernel: ~1-2 s).
         self.heard: dict[tuple[str, int], float] = {}
+        self.patient: set[tuple[str, int]] = set()   # sockets given the patient limits (Patience)
 
     def add(self, index: int, password: str | None = None, discovery: bool = True, name: str | None = None) -> Mesh:
         addr = f"192.0.2.{index}:6783"
@@ -85,6 +86,8 @@ class SimNet:
                 if other[0] in self.hung:
                     continue   # its kernel acknowledges; its router reads nothing
                 self.run(other[0], self.meshes[other[0]].data_received(other[1], act.data, self.now))
+            elif isinstance(act, Patience):
+                (self.patient.add if act.patient else self.patient.discard)((src, act.conn_id))
             elif isinstance(act, Close):
                 other = self.links.pop((src, act.conn_id), None)
                 if other is not None:
@@ -115,10 +118,9 @@ class SimNet:
         """Connections whose sends went unacknowledged for their mesh's tcp_user_timeout, or whose keepalive
         probes went unanswered (module comment), end (ETIMEDOUT)."""
         for (addr, cid), since in list(self.unacked.items()):
-            m = self.meshes[addr]
             if addr in self.down or (addr, cid) not in self.links:
                 del self.unacked[(addr, cid)]
-            elif self.now - since > m.config.tcp_user_timeout:
+            elif self.now - since > self.limits(addr, cid)[1]:
                 self._timed_out(addr, cid)
         for (addr, cid), (other, _) in list(self.links.items()):
             if addr in self.down or (addr, cid) not in self.links:
@@ -126,14 +128,22 @@ class SimNet:
             if other not in self.down and frozenset((addr, other)) not in self.cut:
                 self.heard[(addr, cid)] = self.now   # (a hung router's kernel answers too)
                 continue
-            cfg = self.meshes[addr].config
             since = self.heard.setdefault((addr, cid), self.now)
-            if self.now - since > cfg.tcp_keepalive + max(cfg.tcp_keepalive, cfg.tcp_user_timeout):
+            interval, user_timeout = self.limits(addr, cid)
+            if self.now - since > self.meshes[addr].config.tcp_keepalive + max(interval, user_timeout):
                 self._timed_out(addr, cid)
+
+    def limits(self, addr: str, cid: int) -> tuple[int, float]:
+        """The socket's keepalive interval and user timeout, as the adapter sets them (set_patience)."""
+        cfg = self.meshes[addr].config
+        if (addr, cid) in self.patient:
+            return cfg.tcp_keepalive_patient, cfg.tcp_user_timeout_patient
+        return cfg.tcp_keepalive, cfg.tcp_user_timeout
 
     def _timed_out(self, addr: str, cid: int) -> None:
         self.unacked.pop((addr, cid), None)
         self.heard.pop((addr, cid), None)
+        self.patient.discard((addr, cid))
         self.links.pop((addr, cid))   # the other end hears nothing: its own kernel times out too
         self.run(addr, self.meshes[addr].connection_lost(cid, "connection timed out", self.now, link_failed=True))
 

@@ -166,3 +166,21 @@ def test_build_router_makes_every_part_at_once(tmp_path):
         assert r.ps() == [] and r.report()["router"]["containers"] == []   # answers before start()
         att.close()
     asyncio.run(main())
+
+
+def test_a_router_starved_of_its_loop_gives_its_peer_sockets_patient_kernel_limits(tmp_path):
+    """Real sockets: the Patience the mesh returns reaches the connection's socket (set_patience)."""
+    def intervals(router: Router) -> set[int]:
+        return {t.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL)
+                for t in router.transports.values()}
+
+    async def main() -> None:
+        pa, pb = free_port(), free_port()
+        async with running(tmp_path, "a", pa) as (a, _), running(tmp_path, "b", pb, (f"127.0.0.1:{pa}",)) as (b, _):
+            await until(lambda: established(a, "b") and established(b, "a"))
+            cfg = a.mesh.config
+            assert intervals(a) == intervals(b) == {cfg.tcp_keepalive}
+            time.sleep(cfg.heartbeat_interval + cfg.late_limit + 0.3)   # the loop (both routers') starved
+            await until(lambda: intervals(a) == intervals(b) == {cfg.tcp_keepalive_patient})
+            assert established(a, "b") and established(b, "a")
+    asyncio.run(main())

@@ -67,6 +67,16 @@ class MeshConfig:
     # unread, and with the kernel's default buffer (128 KiB until the reader keeps up) the window closes
     # within a join's burst. Each peer socket's receive buffer holds a few full gossip messages instead.
     tcp_rcvbuf: int = 4 * MAX_GOSSIP_BODY
+    # An overloaded host is not a dead one. When our own timers ran late_limit late (this host is starved),
+    # every connection, and when a peer's heartbeat came late_limit after it was due, that peer's connection,
+    # gets patient kernel limits for patience_hold seconds: keepalive probes tcp_keepalive_patient seconds
+    # apart and that user timeout, so a peer whose kernel answers late (softirqs or its socket's owner
+    # starved of CPU) is not cut and redialled, which would load everyone further. A dead peer is then seen
+    # in about tcp_keepalive + tcp_keepalive_patient seconds instead of 2: slower detection, not churn.
+    late_limit: float = 1.0
+    patience_hold: float = 30.0
+    tcp_keepalive_patient: int = 3   # seconds (the kernel's unit)
+    tcp_user_timeout_patient: float = 3.0
     handshake_timeout: float = 5.0
     gossip_delay: float = 0.05       # coalescing window for topology deltas
     gossip_min_interval: float = 0.5 # at most two flushes a second: bounds the storm when many peers join
@@ -162,7 +172,15 @@ class Dial:
     address: str
 
 
-Action = Send | Close | Dial
+@dataclass(frozen=True)
+class Patience:
+    """Give the connection's socket the patient kernel limits (MeshConfig.tcp_keepalive_patient ...), or the
+    usual ones again."""
+    conn_id: int
+    patient: bool
+
+
+Action = Send | Close | Dial | Patience
 Output = Action | Event   # what every entry point returns, in order: actions to execute, events to dispatch
 
 
@@ -222,6 +240,8 @@ class Conn:
     synced: bool = False             # we answered its summary: until then it gets no flush (the answer has it all)
     timer_due: float = 0.0           # its entry in Mesh._timers that counts (older ones are stale)
     quiet: float = 0.0               # longest silence between its messages since its last heartbeat (health)
+    patient_until: float = 0.0       # its peer's heartbeats came late: patient limits until then
+    patient: bool = False            # what its socket was last told (Patience)
 
     @property
     def live(self) -> bool:
@@ -272,6 +292,7 @@ class Mesh:
         self._met: set[str] = set()
         self._topo_dirty = False
         self._last_tick = 0.0
+        self._patient_until = 0.0     # our own timers ran late: every connection patient until then
         # Per-connection deadlines (heartbeat due, silence limit, handshake limit) as a heap of
         # (due, conn id): a tick touches only the connections whose time has come, not all N of them.
         self._timers: list[tuple[float, int]] = []
@@ -285,7 +306,8 @@ class Mesh:
         self._peers_seen: tuple[frozenset[str], frozenset[str], frozenset[str]] = (frozenset(),) * 3
         self.counters = {"gossip_sent": 0, "gossip_received": 0, "connections_refused": 0,
                          "preauth_refused": 0, "preauth_evicted": 0, "backoff_refused": 0,
-                         "internal_errors": 0, "rate_refused": 0, "gossip_delta_gaps": 0}
+                         "internal_errors": 0, "rate_refused": 0, "gossip_delta_gaps": 0,
+                         "patience_periods": 0}
 
     # --- operator commands -----------------------------------------------------------------------
     def connect(self, addresses: list[str], now: float, replace: bool = False) -> list[Output]:
@@ -465,6 +487,8 @@ class Mesh:
         if stalled > 0:
             for conn in self.conns.values():
                 conn.last_recv += stalled
+        if self._timers and now - self._timers[0][0] > cfg.late_limit:
+            actions += self._starved(now, now - self._timers[0][0])
         actions += self._run_timers(now)
         if self._topo_dirty:
             actions += self._recompute(now)
@@ -482,7 +506,27 @@ class Mesh:
             while self._failed_inbound and now - self._failed_inbound[0][0] >= cfg.failed_inbound_keep:
                 self._failed_inbound.popleft()
             self._expire_auth_failures(now)
+            actions += self._patience(now)
         actions += self._dial_due(now)
+        return actions
+
+    def _starved(self, now: float, late: float) -> list[Output]:
+        """Our timers ran `late` seconds late: this host is overloaded, every connection gets patient."""
+        if now >= self._patient_until:
+            self.counters["patience_periods"] += 1
+            log.info("timers ran %.1fs late (an overloaded host): patient TCP limits on every connection "
+                     "for %gs", late, self.config.patience_hold)
+        self._patient_until = now + self.config.patience_hold
+        return self._patience(now)
+
+    def _patience(self, now: float) -> list[Output]:
+        """Tell each live connection's socket the limits it should have now (only the changes)."""
+        actions: list[Output] = []
+        for conn in self.conns.values():
+            want = conn.live and now < max(self._patient_until, conn.patient_until)
+            if want != conn.patient:
+                conn.patient = want
+                actions.append(Patience(conn.id, want))
         return actions
 
     def next_deadline(self) -> float:
@@ -631,6 +675,11 @@ class Mesh:
             if kind == MsgType.HEARTBEAT:
                 sent_at, echo, held = decode_heartbeat(body)
                 first = conn.peer_hb[0] == 0.0
+                if not first and now - conn.peer_hb[1] > self.config.heartbeat_interval + self.config.late_limit:
+                    conn.patient_until = now + self.config.patience_hold   # the peer (or its host) is late
+                    if not conn.patient:
+                        conn.patient = True
+                        actions.append(Patience(conn.id, True))
                 conn.peer_hb = (sent_at, now)
                 quiet, conn.quiet = conn.quiet, 0.0
                 if echo == 0.0:

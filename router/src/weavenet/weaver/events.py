@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from ..mesh.core import Action, Close, Dial, Mesh, Send, Throttle
+from ..mesh.core import Action, Close, Dial, Mesh, Patience, Send, Throttle
 from ..mesh.errors import ProtocolError
 from ..mesh.events import (
     AppMessage,
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("weavenet.weaver")
 
-_ACTIONS = (Send, Close, Dial)
+_ACTIONS = (Send, Close, Dial, Patience)
 
 
 class Dispatcher:

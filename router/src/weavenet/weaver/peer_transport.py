@@ -25,9 +25,17 @@ def tune_peer_socket(sock: socket.socket, config: MeshConfig) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, config.tcp_keepalive)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, config.tcp_keepalive)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(config.tcp_user_timeout * 1000))
+    set_patience(sock, config, False)
     set_rcvbuf(sock, config.tcp_rcvbuf)
+
+
+def set_patience(sock: socket.socket, config: MeshConfig, patient: bool) -> None:
+    """The kernel's limits for a peer that stopped answering: the usual ones, or the patient ones an
+    overloaded host gets (MeshConfig.late_limit): probes further apart, a longer user timeout."""
+    interval = config.tcp_keepalive_patient if patient else config.tcp_keepalive
+    timeout = config.tcp_user_timeout_patient if patient else config.tcp_user_timeout
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(timeout * 1000))
 
 
 class PeerProtocol(asyncio.Protocol):
