@@ -89,9 +89,9 @@ def test_patience_gives_the_socket_the_patient_kernel_limits_and_takes_them_back
                 sender.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
                 sender.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT))
 
-    usual = (cfg.tcp_keepalive, cfg.tcp_keepalive, int(cfg.tcp_user_timeout * 1000))
+    usual = (cfg.tcp_keepalive, 1, int(cfg.tcp_user_timeout * 1000))
     assert limits() == usual
     set_patience(sender, cfg, True)
-    assert limits() == (cfg.tcp_keepalive, cfg.tcp_keepalive_patient, int(cfg.tcp_user_timeout_patient * 1000))
+    assert limits() == (cfg.tcp_keepalive, 1, int(cfg.tcp_user_timeout_patient * 1000))
     set_patience(sender, cfg, False)
     assert limits() == usual

@@ -31,8 +31,8 @@ class SimNet:
         # router's adapter sets it), as here.
         self.unacked: dict[tuple[str, int], float] = {}
         # (addr, conn) -> when its kernel last heard the other end (data, acks, keepalive answers): on an
-        # idle connection whose path broke, keepalive probes go unanswered and the kernel ends it
-        # tcp_keepalive + max(tcp_keepalive, tcp_user_timeout) after that (measured on this kernel: ~1-2 s).
+        # idle connection whose path broke (heartbeats keep none idle: the backstop), keepalive probes go
+        # unanswered and the kernel ends it tcp_keepalive + max(1 s, user timeout) after that.
         self.heard: dict[tuple[str, int], float] = {}
         self.patient: set[tuple[str, int]] = set()   # sockets given the patient limits (Patience)
 
@@ -120,7 +120,7 @@ class SimNet:
         for (addr, cid), since in list(self.unacked.items()):
             if addr in self.down or (addr, cid) not in self.links:
                 del self.unacked[(addr, cid)]
-            elif self.now - since > self.limits(addr, cid)[1]:
+            elif self.now - since > self.user_timeout(addr, cid):
                 self._timed_out(addr, cid)
         for (addr, cid), (other, _) in list(self.links.items()):
             if addr in self.down or (addr, cid) not in self.links:
@@ -129,16 +129,13 @@ class SimNet:
                 self.heard[(addr, cid)] = self.now   # (a hung router's kernel answers too)
                 continue
             since = self.heard.setdefault((addr, cid), self.now)
-            interval, user_timeout = self.limits(addr, cid)
-            if self.now - since > self.meshes[addr].config.tcp_keepalive + max(interval, user_timeout):
+            if self.now - since > self.meshes[addr].config.tcp_keepalive + max(1.0, self.user_timeout(addr, cid)):
                 self._timed_out(addr, cid)
 
-    def limits(self, addr: str, cid: int) -> tuple[int, float]:
-        """The socket's keepalive interval and user timeout, as the adapter sets them (set_patience)."""
+    def user_timeout(self, addr: str, cid: int) -> float:
+        """The socket's user timeout, as the adapter sets it (set_patience)."""
         cfg = self.meshes[addr].config
-        if (addr, cid) in self.patient:
-            return cfg.tcp_keepalive_patient, cfg.tcp_user_timeout_patient
-        return cfg.tcp_keepalive, cfg.tcp_user_timeout
+        return cfg.tcp_user_timeout_patient if (addr, cid) in self.patient else cfg.tcp_user_timeout
 
     def _timed_out(self, addr: str, cid: int) -> None:
         self.unacked.pop((addr, cid), None)

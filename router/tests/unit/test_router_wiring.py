@@ -170,8 +170,8 @@ def test_build_router_makes_every_part_at_once(tmp_path):
 
 def test_a_router_starved_of_its_loop_gives_its_peer_sockets_patient_kernel_limits(tmp_path):
     """Real sockets: the Patience the mesh returns reaches the connection's socket (set_patience)."""
-    def intervals(router: Router) -> set[int]:
-        return {t.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL)
+    def timeouts(router: Router) -> set[int]:
+        return {t.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)
                 for t in router.transports.values()}
 
     async def main() -> None:
@@ -179,8 +179,8 @@ def test_a_router_starved_of_its_loop_gives_its_peer_sockets_patient_kernel_limi
         async with running(tmp_path, "a", pa) as (a, _), running(tmp_path, "b", pb, (f"127.0.0.1:{pa}",)) as (b, _):
             await until(lambda: established(a, "b") and established(b, "a"))
             cfg = a.mesh.config
-            assert intervals(a) == intervals(b) == {cfg.tcp_keepalive}
+            assert timeouts(a) == timeouts(b) == {int(cfg.tcp_user_timeout * 1000)}
             time.sleep(cfg.heartbeat_interval + cfg.late_limit + 0.3)   # the loop (both routers') starved
-            await until(lambda: intervals(a) == intervals(b) == {cfg.tcp_keepalive_patient})
+            await until(lambda: timeouts(a) == timeouts(b) == {int(cfg.tcp_user_timeout_patient * 1000)})
             assert established(a, "b") and established(b, "a")
     asyncio.run(main())

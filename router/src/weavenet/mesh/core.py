@@ -49,18 +49,21 @@ class MeshConfig:
     password_hash: bytes | None = None
     conn_limit: int = 100
     discovery: bool = True
-    # Liveness has two layers. A peer whose host is gone or whose link is cut stops acknowledging: the
-    # adapters set TCP keepalive (tcp_keepalive seconds idle, then probes as often) and TCP_USER_TIMEOUT
-    # (tcp_user_timeout), so the kernel ends such a connection 2 s after its last answer (keepalive), or
-    # tcp_user_timeout after a send left unanswered if one went out just before: at most 2.5 s, idle or
-    # not, at no cost to our Python, whatever our Python or the peer's is doing. Heartbeats are for a
-    # peer whose kernel still answers but whose router does not (a hung process), and carry the RTT:
-    # every heartbeat_interval each way, the silence limit a few of them, long enough that an overloaded
-    # peer, late with its heartbeats, is not dropped and redialled (churn that overloads everyone
-    # further), short enough to route around a hang.
+    # Liveness has two layers. A peer whose host is gone or whose link is cut stops acknowledging: every
+    # connection carries a heartbeat each way every heartbeat_interval, and the adapters set TCP_USER_TIMEOUT
+    # (tcp_user_timeout), so the kernel ends the connection once one of ours went that long unacknowledged
+    # (retransmitting it meanwhile: one lost segment or ACK costs nothing): at most heartbeat_interval +
+    # tcp_user_timeout (2.5 s) after the last answer, at no cost to our Python, whatever our Python or the
+    # peer's is doing. TCP keepalive (tcp_keepalive seconds idle) is only a backstop for a connection we
+    # stopped sending on: with probes after 1 s idle it ended a connection whenever a single probe's answer
+    # went missing (with a user timeout one unanswered probe is enough), which 50 routers on one host saw
+    # every few minutes, and it cost a probe and its answer per connection per second. Heartbeats are also
+    # for a peer whose kernel still answers but whose router does not (a hung process), and carry the RTT:
+    # the silence limit is a few of them, long enough that an overloaded peer, late with its heartbeats, is
+    # not dropped and redialled (churn that overloads everyone further), short enough to route around a hang.
     heartbeat_interval: float = 2.0
     heartbeat_timeout: float = 6.0
-    tcp_keepalive: int = 1           # seconds (the kernel's unit)
+    tcp_keepalive: int = 3           # seconds (the kernel's unit): longer than heartbeat_interval
     tcp_user_timeout: float = 0.5
     # The user timeout also ends a connection whose data waited that long on a closed window, though the
     # receiver's kernel answers: a router starved of CPU (an overloaded host) leaves its peers' gossip
@@ -69,13 +72,12 @@ class MeshConfig:
     tcp_rcvbuf: int = 4 * MAX_GOSSIP_BODY
     # An overloaded host is not a dead one. When our own timers ran late_limit late (this host is starved),
     # every connection, and when a peer's heartbeat came late_limit after it was due, that peer's connection,
-    # gets patient kernel limits for patience_hold seconds: keepalive probes tcp_keepalive_patient seconds
-    # apart and that user timeout, so a peer whose kernel answers late (softirqs or its socket's owner
-    # starved of CPU) is not cut and redialled, which would load everyone further. A dead peer is then seen
-    # in about tcp_keepalive + tcp_keepalive_patient seconds instead of 2: slower detection, not churn.
+    # gets the patient user timeout for patience_hold seconds, so a peer whose kernel acknowledges late
+    # (softirqs, or its socket's owner, starved of CPU) is not cut and redialled, which would load everyone
+    # further. A dead peer is then seen within heartbeat_interval + tcp_user_timeout_patient (5 s) instead of
+    # 2.5 s: slower detection, not churn.
     late_limit: float = 1.0
     patience_hold: float = 30.0
-    tcp_keepalive_patient: int = 3   # seconds (the kernel's unit)
     tcp_user_timeout_patient: float = 3.0
     handshake_timeout: float = 5.0
     gossip_delay: float = 0.05       # coalescing window for topology deltas
@@ -174,8 +176,8 @@ class Dial:
 
 @dataclass(frozen=True)
 class Patience:
-    """Give the connection's socket the patient kernel limits (MeshConfig.tcp_keepalive_patient ...), or the
-    usual ones again."""
+    """Give the connection's socket the patient user timeout (MeshConfig.tcp_user_timeout_patient), or the
+    usual one again."""
     conn_id: int
     patient: bool
 

@@ -17,24 +17,23 @@ if TYPE_CHECKING:
 
 def tune_peer_socket(sock: socket.socket, config: MeshConfig) -> None:
     """Small messages leave at once (no Nagle), and the kernel ends a connection whose peer stopped
-    answering (host gone, link cut), idle or not, within ~2 s: keepalive probes after tcp_keepalive idle
-    seconds, and TCP_USER_TIMEOUT for data or probes left unacknowledged (MeshConfig). A router starved of
+    acknowledging (host gone, link cut) within ~2.5 s: TCP_USER_TIMEOUT on the heartbeats that go every 2 s
+    each way, and keepalive as a backstop after tcp_keepalive idle seconds (MeshConfig). A router starved of
     CPU (an overloaded host) is not taken for a gone one: its kernel keeps answering, and a receive buffer
     of tcp_rcvbuf keeps its window open while the peers' gossip waits unread (a closed window for
     TCP_USER_TIMEOUT would end the connection although its host answers every probe)."""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, config.tcp_keepalive)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
     set_patience(sock, config, False)
     set_rcvbuf(sock, config.tcp_rcvbuf)
 
 
 def set_patience(sock: socket.socket, config: MeshConfig, patient: bool) -> None:
-    """The kernel's limits for a peer that stopped answering: the usual ones, or the patient ones an
-    overloaded host gets (MeshConfig.late_limit): probes further apart, a longer user timeout."""
-    interval = config.tcp_keepalive_patient if patient else config.tcp_keepalive
+    """The user timeout for data left unacknowledged: the usual one, or the patient one an overloaded host
+    gets (MeshConfig.late_limit)."""
     timeout = config.tcp_user_timeout_patient if patient else config.tcp_user_timeout
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(timeout * 1000))
 
 
