@@ -12,7 +12,7 @@ def stall(net: SimNet, m: Mesh) -> None:
     """m's router is not scheduled for longer than its timers may be late (its kernel still answers), less
     than its peers' silence limit."""
     net.hung.add(net.addr_of(m))
-    net.advance(m.config.heartbeat_interval + m.config.late_limit + 0.5)
+    net.advance(m.config.heartbeat_timeout / 2 + 1.0)
     net.hung.clear()
 
 
@@ -42,7 +42,7 @@ def test_timers_running_late_make_every_connection_patient_for_the_hold_then_usu
     net.advance(a.config.patience_hold - 2)
     assert patient(net, a) == {b.identity.name, c.identity.name}
     # (its peers' next heartbeats also came late in its eyes, seen a moment later: their hold ends then)
-    net.advance(2 + a.config.heartbeat_interval + a.config.late_limit + 1.5)
+    net.advance(2 + a.config.heartbeat_timeout / 2 + 2.0)
     assert patient(net, a) == set()
 
 

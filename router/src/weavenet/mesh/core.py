@@ -53,7 +53,7 @@ class MeshConfig:
     # connection carries a heartbeat each way every heartbeat_interval, and the adapters set TCP_USER_TIMEOUT
     # (tcp_user_timeout), so the kernel ends the connection once one of ours went that long unacknowledged
     # (retransmitting it meanwhile: one lost segment or ACK costs nothing): at most heartbeat_interval +
-    # tcp_user_timeout (2.5 s) after the last answer, at no cost to our Python, whatever our Python or the
+    # tcp_user_timeout (1.5 s) after the last answer, at no cost to our Python, whatever our Python or the
     # peer's is doing. TCP keepalive (tcp_keepalive seconds idle) is only a backstop for a connection we
     # stopped sending on: with probes after 1 s idle it ended a connection whenever a single probe's answer
     # went missing (with a user timeout one unanswered probe is enough), which 50 routers on one host saw
@@ -61,9 +61,9 @@ class MeshConfig:
     # for a peer whose kernel still answers but whose router does not (a hung process), and carry the RTT:
     # the silence limit is a few of them, long enough that an overloaded peer, late with its heartbeats, is
     # not dropped and redialled (churn that overloads everyone further), short enough to route around a hang.
-    heartbeat_interval: float = 2.0
+    heartbeat_interval: float = 1.0
     heartbeat_timeout: float = 6.0
-    tcp_keepalive: int = 3           # seconds (the kernel's unit): longer than heartbeat_interval
+    tcp_keepalive: int = 2           # seconds (the kernel's unit): longer than heartbeat_interval
     tcp_user_timeout: float = 0.5
     # The user timeout also ends a connection whose data waited that long on a closed window, though the
     # receiver's kernel answers: a router starved of CPU (an overloaded host) leaves its peers' gossip
@@ -71,13 +71,14 @@ class MeshConfig:
     # within a join's burst. Each peer socket's receive buffer holds a few full gossip messages instead.
     tcp_rcvbuf: int = 4 * MAX_GOSSIP_BODY
     # An overloaded host is not a dead one. When our own timers ran late_limit late (this host is starved),
-    # every connection, and when a peer's heartbeat came late_limit after it was due, that peer's connection,
-    # gets the patient user timeout for patience_hold seconds, so a peer whose kernel acknowledges late
+    # every connection, and when a peer's heartbeat came over half the silence limit after the one before
+    # (late enough to be overload, not an older router's 2 s cadence), that peer's connection, gets the
+    # patient user timeout for patience_hold seconds (each new sign of overload extends it), so a peer whose kernel acknowledges late
     # (softirqs, or its socket's owner, starved of CPU) is not cut and redialled, which would load everyone
-    # further. A dead peer is then seen within heartbeat_interval + tcp_user_timeout_patient (5 s) instead of
-    # 2.5 s: slower detection, not churn.
+    # further. A dead peer is then seen within heartbeat_interval + tcp_user_timeout_patient (4 s) instead of
+    # 1.5 s: slower detection, not churn.
     late_limit: float = 1.0
-    patience_hold: float = 30.0
+    patience_hold: float = 10.0
     tcp_user_timeout_patient: float = 3.0
     handshake_timeout: float = 5.0
     gossip_delay: float = 0.05       # coalescing window for topology deltas
@@ -677,7 +678,7 @@ class Mesh:
             if kind == MsgType.HEARTBEAT:
                 sent_at, echo, held = decode_heartbeat(body)
                 first = conn.peer_hb[0] == 0.0
-                if not first and now - conn.peer_hb[1] > self.config.heartbeat_interval + self.config.late_limit:
+                if not first and now - conn.peer_hb[1] > self.config.heartbeat_timeout / 2:
                     conn.patient_until = now + self.config.patience_hold   # the peer (or its host) is late
                     if not conn.patient:
                         conn.patient = True

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 def tune_peer_socket(sock: socket.socket, config: MeshConfig) -> None:
     """Small messages leave at once (no Nagle), and the kernel ends a connection whose peer stopped
-    acknowledging (host gone, link cut) within ~2.5 s: TCP_USER_TIMEOUT on the heartbeats that go every 2 s
+    acknowledging (host gone, link cut) within ~1.5 s: TCP_USER_TIMEOUT on the heartbeats that go every 1 s
     each way, and keepalive as a backstop after tcp_keepalive idle seconds (MeshConfig). A router starved of
     CPU (an overloaded host) is not taken for a gone one: its kernel keeps answering, and a receive buffer
     of tcp_rcvbuf keeps its window open while the peers' gossip waits unread (a closed window for
