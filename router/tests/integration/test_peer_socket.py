@@ -95,3 +95,10 @@ def test_patience_gives_the_socket_the_patient_kernel_limits_and_takes_them_back
     assert limits() == (cfg.tcp_keepalive, 1, int(cfg.tcp_user_timeout_patient * 1000))
     set_patience(sender, cfg, False)
     assert limits() == usual
+
+
+def test_patience_for_a_socket_closed_under_us_is_not_an_error():
+    """The adapter applies Patience while other actions wait behind it: a gone socket must not raise."""
+    s = socket.socket()
+    s.close()
+    set_patience(s, MeshConfig(), True)

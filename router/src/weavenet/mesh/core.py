@@ -73,10 +73,10 @@ class MeshConfig:
     # An overloaded host is not a dead one. When our own timers ran late_limit late (this host is starved),
     # every connection, and when a peer's heartbeat came over half the silence limit after the one before
     # (late enough to be overload, not an older router's 2 s cadence), that peer's connection, gets the
-    # patient user timeout for patience_hold seconds (each new sign of overload extends it), so a peer whose kernel acknowledges late
-    # (softirqs, or its socket's owner, starved of CPU) is not cut and redialled, which would load everyone
-    # further. A dead peer is then seen within heartbeat_interval + tcp_user_timeout_patient (4 s) instead of
-    # 1.5 s: slower detection, not churn.
+    # patient user timeout for patience_hold seconds (each new sign of overload extends it), so a peer
+    # whose kernel acknowledges late (softirqs, or its socket's owner, starved of CPU) is not cut and
+    # redialled, which would load everyone further. A dead peer is then seen within heartbeat_interval +
+    # tcp_user_timeout_patient (4 s) instead of 1.5 s: slower detection, not churn.
     late_limit: float = 1.0
     patience_hold: float = 10.0
     tcp_user_timeout_patient: float = 3.0

@@ -5,6 +5,7 @@ On the loop only (the mesh is the loop's; thread map: docs/architecture.md)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from typing import TYPE_CHECKING
 
@@ -34,7 +35,8 @@ def set_patience(sock: socket.socket, config: MeshConfig, patient: bool) -> None
     """The user timeout for data left unacknowledged: the usual one, or the patient one an overloaded host
     gets (MeshConfig.late_limit)."""
     timeout = config.tcp_user_timeout_patient if patient else config.tcp_user_timeout
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(timeout * 1000))
+    with contextlib.suppress(OSError):   # a socket closing under us: nothing to tune, the rest goes on
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(timeout * 1000))
 
 
 class PeerProtocol(asyncio.Protocol):
