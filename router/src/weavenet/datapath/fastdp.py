@@ -22,8 +22,8 @@ from ..net.sockbuf import set_rcvbuf
 
 ETHERTYPE = 0x88B5
 HB_MAGIC = b"WNFD"
-# Heartbeats leave on a grid of this interval (all peers in one tick; every other tick is the control
-# heartbeats' tick too) and are read on the ticks, with the kernel's arrival stamps: no wake-up per frame.
+# Heartbeats leave on a grid of this interval (all peers in one tick, the control heartbeats' tick too)
+# and are read on the ticks, with the kernel's arrival stamps: no wake-up per frame.
 HB_INTERVAL = 1.0
 # No heartbeat for ASK_AFTER: we ask the peer over TCP to prove its path, and it answers at once with a
 # heartbeat through the path and its status over TCP. A path is silent (down) once nothing came through it
