@@ -49,7 +49,7 @@ from ..mesh.core import Action, Close, Dial, Mesh, MeshConfig, Patience, Send
 from ..mesh.crypto import password_digest
 from ..mesh.handshake import LocalIdentity
 from ..mesh.names import format_address
-from ..weaver.peer_transport import set_patience, tune_peer_socket
+from ..weaver.peer_transport import apply_patience, tune_peer_socket
 
 TICK = 0.1          # as the router's ticker
 DIAL_TIMEOUT = 5.0
@@ -199,10 +199,7 @@ class SimPeers:
                 if t is not None:
                     t.close()
             elif isinstance(a, Patience):
-                t = peer.transports.get(a.conn_id)
-                sock = t.get_extra_info("socket") if t is not None and not t.is_closing() else None
-                if sock is not None:
-                    set_patience(sock, peer.mesh.config, a.patient)
+                apply_patience(peer.transports.get(a.conn_id), peer.mesh.config, a.patient)
             elif isinstance(a, Dial):
                 task = asyncio.get_running_loop().create_task(self._dial(peer, a))
                 self._tasks.add(task)

@@ -524,13 +524,14 @@ class Mesh:
 
     def _patience(self, now: float) -> list[Output]:
         """Tell each live connection's socket the limits it should have now (only the changes)."""
-        actions: list[Output] = []
-        for conn in self.conns.values():
-            want = conn.live and now < max(self._patient_until, conn.patient_until)
-            if want != conn.patient:
-                conn.patient = want
-                actions.append(Patience(conn.id, want))
-        return actions
+        return [a for conn in self.conns.values() if (a := self._tell_patience(conn, now)) is not None]
+
+    def _tell_patience(self, conn: Conn, now: float) -> Patience | None:
+        want = conn.live and now < max(self._patient_until, conn.patient_until)
+        if want == conn.patient:
+            return None
+        conn.patient = want
+        return Patience(conn.id, want)
 
     def next_deadline(self) -> float:
         """When `tick` next has work (0.0: at once). The router's ticker sleeps until the earliest of its
@@ -680,9 +681,8 @@ class Mesh:
                 first = conn.peer_hb[0] == 0.0
                 if not first and now - conn.peer_hb[1] > self.config.heartbeat_timeout / 2:
                     conn.patient_until = now + self.config.patience_hold   # the peer (or its host) is late
-                    if not conn.patient:
-                        conn.patient = True
-                        actions.append(Patience(conn.id, True))
+                    if (told := self._tell_patience(conn, now)) is not None:
+                        actions.append(told)
                 conn.peer_hb = (sent_at, now)
                 quiet, conn.quiet = conn.quiet, 0.0
                 if echo == 0.0:

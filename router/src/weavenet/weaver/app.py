@@ -37,7 +37,7 @@ from .docker_events import EventWatcher
 from .events import Dispatcher
 from .ipam_service import IpamService
 from .paths import Paths
-from .peer_transport import PeerProtocol, set_patience
+from .peer_transport import PeerProtocol, apply_patience
 from .signals import RESTART_SIGNAL
 from .state import check_all, load_or_create_peer_name, load_targets, save_targets
 from .workloads import Workloads
@@ -139,10 +139,7 @@ class Router:
                 if t is not None:
                     t.close()  # flushes what was written first (e.g. a CLOSING message)
             elif isinstance(a, Patience):
-                t = self.transports.get(a.conn_id)
-                sock = t.get_extra_info("socket") if t is not None and not t.is_closing() else None
-                if sock is not None:
-                    set_patience(sock, self.mesh.config, a.patient)
+                apply_patience(self.transports.get(a.conn_id), self.mesh.config, a.patient)
             elif isinstance(a, Dial):
                 task = asyncio.get_running_loop().create_task(self._dial(a))
                 self._tasks.add(task)

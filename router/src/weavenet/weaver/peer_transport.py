@@ -39,6 +39,13 @@ def set_patience(sock: socket.socket, config: MeshConfig, patient: bool) -> None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(timeout * 1000))
 
 
+def apply_patience(transport: asyncio.BaseTransport | None, config: MeshConfig, patient: bool) -> None:
+    """A Patience action for the connection's transport (gone or closing: nothing to do)."""
+    sock = transport.get_extra_info("socket") if transport is not None and not transport.is_closing() else None
+    if sock is not None:
+        set_patience(sock, config, patient)
+
+
 class PeerProtocol(asyncio.Protocol):
     def __init__(self, router: Router, conn_id: int | None = None) -> None:
         self.router = router
