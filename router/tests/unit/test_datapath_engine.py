@@ -11,6 +11,7 @@ import time
 import pytest
 
 from weavenet.api import format as fmt
+from weavenet.datapath import lane as clane
 from weavenet.datapath import sleeve
 from weavenet.datapath.engine import Engine, PeerLink, View
 from weavenet.datapath.forward import Forwarder
@@ -23,6 +24,15 @@ A, B, C = "02:00:00:00:00:0a", "02:00:00:00:00:0b", "02:00:00:00:00:0c"
 KEY = bytes(range(32))
 LOCAL_MAC = bytes.fromhex("0a0000000001")
 REMOTE_MAC = bytes.fromhex("0a00000000b1")
+
+
+# Every rig test runs the engine both ways: all in Python, and with the C lane (lane.py), which must treat
+# every hostile input the same. test_lane.py checks that the lane is built wherever these tests run.
+LANES = [False, True] if clane.AVAILABLE else [False]
+
+
+def lane_id(lane: bool) -> str:
+    return "lane" if lane else "python"
 
 
 def frame(dst: bytes, src: bytes, payload: bytes = b"x" * 46) -> bytes:
@@ -40,11 +50,13 @@ def wait(cond, timeout=2.0):
 
 class Rig:
     def __init__(self, key: bytes | None, cap: int = 8192, mtu: int = 0, ceiling: int = 0,
-                 aegis: bool = False) -> None:
+                 aegis: bool = False, lane: bool = False) -> None:
         self.tap, self.tap_engine = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.tap.settimeout(1.0)
         self.macs = MacTable(local=A, cap=cap)
-        self.eng = Engine(A, self.tap_engine.fileno(), 0, self.macs, vnet_hdr=False, bind="127.0.0.1", mtu=mtu)
+        self.eng = Engine(A, self.tap_engine.fileno(), 0, self.macs, vnet_hdr=False, bind="127.0.0.1", mtu=mtu,
+                          lane=lane)
+        assert self.eng.lane == lane
         self.peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # peer B's sleeve socket
         self.peer.bind(("127.0.0.1", 0))
         self.peer.settimeout(1.0)
@@ -93,9 +105,12 @@ class Rig:
             s.close()
 
 
-@pytest.fixture(params=[None, KEY, "aegis"], ids=["plain", "encrypted", "aegis"])
+@pytest.fixture(params=[(mode, lane) for mode in (None, KEY, "aegis") for lane in LANES],
+                ids=lambda p: f"{'plain' if p[0] is None else 'aegis' if p[0] == 'aegis' else 'encrypted'}-"
+                              f"{lane_id(p[1])}")
 def rig(request):
-    r = Rig(KEY, aegis=True) if request.param == "aegis" else Rig(request.param)
+    mode, lane = request.param
+    r = Rig(KEY, aegis=True, lane=lane) if mode == "aegis" else Rig(mode, lane=lane)
     yield r
     r.close()
 
@@ -326,7 +341,8 @@ def test_a_data_plane_that_keeps_dying_ends_the_router_with_status_70_and_one_li
 
 
 def test_each_thread_counts_in_its_own_counters_and_reports_sum_them():
-    """No lock on the hot path and no lost increments: each thread writes only its own Stats."""
+    """No lock on the hot path and no lost increments: each thread writes only its own Stats (the Python
+    path's; the lane's counters are atomic)."""
     r = Rig(None)
     try:
         n = 300
@@ -369,7 +385,7 @@ class _FullSocket:
 
 
 def test_full_send_buffer_gives_up_counted_and_the_thread_goes_on():
-    r = Rig(None)
+    r = Rig(None)           # the Python path's socket object swapped (test_lane.py: the lane's own)
     full = _FullSocket()
     real, r.eng.sock = r.eng.sock, full
     try:

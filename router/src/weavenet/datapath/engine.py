@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from ..mesh.routes import RouteTable
 from . import icmp, mmsg, pmtu, sleeve
+from . import lane as clane
 from .forward import Forwarder, Out
 from .macs import MacTable
 from .pmtu import FLOOR, UDP_IP_OVERHEAD, Prober, route_mtu
@@ -81,6 +82,9 @@ class PeerLink:
     aegis: bool = False
     probe_gen: int = 0          # the receive thread's probe schedule: only its newest entry for this link counts
     tx_seen: int = -1           # frames sent to it when its prober last ran (the receive thread's)
+    # The C lane's half of this link (lane.py): its sequence numbers, replay window, reassembly and counters
+    # when the engine runs the lane. None where the lane is not built.
+    c: object = None
 
     def __post_init__(self) -> None:
         self.name_b = sleeve.name_bytes(self.name)
@@ -94,6 +98,16 @@ class PeerLink:
             self.ceiling = route_mtu(self.addr[0], self.addr[1])
         self.prober = Prober(self.ceiling, time.monotonic())
         self.pmtu = self.prober.pmtu
+        self.c = clane.new_link(self.name_b, self.addr, self.tx_key, self.rx_key, self.aegis, self.pmtu)
+
+    def set_pmtu(self, pmtu: int) -> None:
+        self.pmtu = pmtu
+        if self.c is not None:
+            self.c.pmtu = pmtu
+
+    def counters(self) -> dict[str, int]:
+        """What the lane carried for this link (frames and bytes each way, reassemblies evicted)."""
+        return self.c.counters() if self.c is not None else {}
 
     @property
     def ip(self) -> str:
@@ -123,7 +137,7 @@ class View:
 
 class Engine:
     def __init__(self, ourself: str, tap_fd: int, port: int, macs: MacTable, vnet_hdr: bool = True,
-                 bind: str = "0.0.0.0", mtu: int = 0) -> None:
+                 bind: str = "0.0.0.0", mtu: int = 0, lane: bool | None = None) -> None:
         self.ourself = ourself
         self.mtu = mtu            # the overlay MTU: a bigger frame from the bridge gets ICMP or is cut (0: no limit)
         self.max_frame = (self.off_for(vnet_hdr) + icmp.ETH + mtu) if mtu else 1 << 30
@@ -145,6 +159,15 @@ class Engine:
         self.sock.setblocking(False)
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)   # pokes the receive thread
         self._halt = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)   # readable once stopping: ends the TAP poll
+        # The C lane (lane.py) where it is built: the engine's cached decisions and every datagram's work
+        # without the GIL. lane=False (or WEAVENET_SLEEVE_LANE=off): all in Python.
+        self._lane = None
+        if clane.wanted(lane):
+            with contextlib.suppress(OSError):
+                self.sock.setsockopt(mmsg.SOL_UDP, mmsg.UDP_GRO, 1)
+            self._lane = clane.new_lane(tap_fd, self.sock.fileno(), self._halt, self._wake, self.off, self.our_b,
+                                        self.max_frame)
+        self._by_c: dict[object, PeerLink] = {}
         self._probe_at = 0.0      # when the receive thread next runs the probers (0: at once)
         # The probers' schedule, owned by the receive thread: (due, tie, gen, link), so a wake-up touches only
         # the probers that are due, not every link (that was O(N) per wake, and wakes grow with N: O(N^2)).
@@ -170,6 +193,14 @@ class Engine:
         return VNET_HDR if vnet_hdr else 0
 
     # --- control plane side ---------------------------------------------------------------------
+    @property
+    def lane(self) -> bool:
+        return self._lane is not None
+
+    def lane_fast(self) -> tuple[int, int]:
+        """(frames sent, frames delivered) by the lane alone, without Python (0, 0 without the lane)."""
+        return self._lane.fast if self._lane is not None else (0, 0)
+
     def pmtus(self) -> dict[str, int]:
         """peer -> the path MTU its sleeve datagrams are cut to now."""
         return {name: lk.pmtu for name, lk in self._view.links.items()}
@@ -180,19 +211,30 @@ class Engine:
             total.update(dict(getattr(st, attr)))   # dict() copies in one step under the GIL
         return total
 
+    def _with_lane(self, total: Counter, what: str) -> Counter:
+        """Add what the lane counted per link (tx_frames, rx_bytes...) under the threads' keys."""
+        for name, lk in self._view.links.items():
+            c = lk.counters()
+            for direction in ("tx", "rx"):
+                if c.get(f"{direction}_{what}"):
+                    total[(name, direction)] += c[f"{direction}_{what}"]
+        return total
+
     @property
     def frames(self) -> Counter:
-        return self._sum("frames")
+        return self._with_lane(self._sum("frames"), "frames")
 
     @property
     def bytes(self) -> Counter:
-        return self._sum("bytes")
+        return self._with_lane(self._sum("bytes"), "bytes")
 
     @property
     def drops(self) -> Counter:
         total = self._sum("drops")
+        if self._lane is not None:
+            total.update(self._lane.drops())
         # Fragmented datagrams given up unfinished (timed out, or evicted by newer ones): their fragments lost.
-        incomplete = sum(lk.reasm.evicted for lk in self._view.links.values())
+        incomplete = sum(lk.reasm.evicted + lk.counters().get("evicted", 0) for lk in self._view.links.values())
         if incomplete:
             total["frag_incomplete"] += incomplete
         return total
@@ -202,6 +244,9 @@ class Engine:
         self._by_bytes = view.link_by_bytes()
         self._fwd = Forwarder(view.ourself, view.routes, view.fastdp, self.macs)
         self._view = view
+        self._by_c = {lk.c: lk for lk in view.links.values() if lk.c is not None}
+        if self._lane is not None:
+            self._lane.set_links(list(self._by_c))   # voids every decision cached in the lane
         self.poke_prober()        # new links probe at once
 
     def poke_prober(self) -> None:
@@ -273,6 +318,8 @@ class Engine:
     # --- TAP -> peers ----------------------------------------------------------------------------
     def _tap_loop(self) -> None:
         os.set_blocking(self.tap_fd, False)
+        if self._lane is not None:
+            return self._tap_lane_loop()
         poller = select.poll()
         poller.register(self.tap_fd, select.POLLIN)
         poller.register(self._halt, select.POLLIN)
@@ -288,8 +335,57 @@ class Engine:
             except Exception as e:  # noqa: BLE001 - a bug must cost one batch, not the thread
                 self._trouble("internal", e, st)
 
+    def _tap_lane_loop(self) -> None:
+        """The lane reads the TAP and sends what the engine's cached decisions cover; the rest comes back
+        here (first frames of a pair, broadcasts, frames above the MTU) and goes the Python way."""
+        lane, beats = self._lane, self.beats
+        st = self._stats["weave-tap-rx"]
+        while not self._stop.is_set():
+            beats["weave-tap-rx"] = time.monotonic()
+            try:
+                frames = lane.tx_pump(500)
+            except OSError as e:
+                if e.errno == errno.EBADF or self._stop.is_set():
+                    return
+                self._trouble("tap_read", e, st)
+                time.sleep(0.01)  # a device in error polls readable at once: do not spin on it
+                continue
+            if frames is None:    # EOF: the TAP (or the test's socket) is closed
+                return
+            if frames:
+                try:
+                    self._from_tap(frames, st)
+                except Exception as e:  # noqa: BLE001 - a bug must cost one batch, not the thread
+                    self._trouble("internal", e, st)
+
     def _tap_batch(self, st: Stats) -> bool:
         """Read up to BATCH_FRAMES frames from the TAP and send them on; False once the TAP is gone."""
+        frames: list[bytes] = []
+        gone = False
+        for _ in range(BATCH_FRAMES):
+            try:
+                frame = os.read(self.tap_fd, 65600)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno == errno.EBADF or self._stop.is_set():
+                    return False
+                self._trouble("tap_read", e, st)
+                time.sleep(0.01)  # a device in error polls readable at once: do not spin on it
+                break
+            if len(frame) < self.off + 14:
+                if not frame:  # EOF: the TAP (or the test's socket) is closed
+                    gone = True
+                    break
+                st.drops["runt"] += 1
+                continue
+            frames.append(frame)
+        self._from_tap(frames, st)
+        return not gone
+
+    def _from_tap(self, frames: list[bytes], st: Stats) -> None:
+        """Frames from our bridge: learn their sources, decide where each goes, send them grouped per output
+        (one datagram per output up to BATCH_BYTES). With the lane, unicast decisions are cached in it."""
         off = self.off
         groups: dict[Out, list[bytes]] = {}
         sizes: dict[Out, int] = {}
@@ -297,34 +393,22 @@ class Engine:
         fwd = self._fwd
         learn, ourself = self.macs.learn, self.ourself
         max_frame = self.max_frame
-        pending: list[bytes] = []
-        for _ in range(BATCH_FRAMES):
-            if pending:     # IP fragments the router cut from a DF-less packet
-                frame = pending.pop()
-            else:
-                try:
-                    frame = os.read(self.tap_fd, 65600)
-                except BlockingIOError:
-                    break
-                except OSError as e:
-                    if e.errno == errno.EBADF or self._stop.is_set():
-                        return False
-                    self._trouble("tap_read", e, st)
-                    time.sleep(0.01)  # a device in error polls readable at once: do not spin on it
-                    break
-                if len(frame) < off + 14:
-                    if not frame:  # EOF: the TAP (or the test's socket) is closed
-                        return False
-                    st.drops["runt"] += 1
-                    continue
-                if len(frame) > max_frame and self._oversize(frame, pending, st):
-                    continue
+        lane = self._lane
+        todo = frames[::-1]           # a stack: IP fragments the router cuts from a DF-less packet go on top
+        while todo:
+            frame = todo.pop()
+            if len(frame) > max_frame and self._oversize(frame, todo, st):
+                continue
             # Our bridge's MACs are ours: a sleeve frame may not move them to a remote peer.
-            learn(frame[off + 6:off + 12], ourself, now)
-            outs = fwd.from_local(frame[off:off + 6], now)
+            src, dst = frame[off + 6:off + 12], frame[off:off + 6]
+            if learn(src, ourself, now) and lane is not None:
+                lane.flush()          # a MAC new or moved here: no cached delivery to a remote may stand
+            outs = fwd.from_local(dst, now)
             if isinstance(outs, str):
                 st.drops[outs] += 1
                 continue
+            if lane is not None and len(outs) == 1:
+                self._cache_tx(src, dst, outs[0])
             for out in outs:
                 n = len(frame) + 4
                 if sizes.get(out, 0) + n > BATCH_BYTES and out in groups:
@@ -332,11 +416,16 @@ class Engine:
                     sizes[out] = 0
                 groups.setdefault(out, []).append(frame)
                 sizes[out] = sizes.get(out, 0) + n
-        if pending:       # more fragments than the batch had room for: not worth a second pass
-            st.drops["too_big"] += len(pending)
-        for out, frames in groups.items():
-            self._send(out, frames, self.our_b, st)
-        return True
+        for out, group in groups.items():
+            self._send(out, group, self.our_b, st)
+
+    def _cache_tx(self, src: bytes, dst: bytes, out: Out) -> None:
+        """A unicast decision the lane may repeat for this MAC pair for a while (lane.CACHE_TTL)."""
+        if out.dest is None or out.relay_only:
+            return
+        link = self._view.links.get(out.hop)
+        if link is not None and link.c is not None:
+            self._lane.cache_tx(src, dst, link.c, sleeve.name_bytes(out.dest))
 
     def _oversize(self, frame: bytes, pending: list[bytes], st: Stats) -> bool:
         """A frame bigger than the overlay MTU (a container with a bigger MTU than the overlay's, or
@@ -376,6 +465,9 @@ class Engine:
             st.drops["no_route"] += len(frames)
             return
         dest_b = sleeve.name_bytes(out.dest) if out.dest else sleeve.BROADCAST
+        if self._lane is not None and link.c is not None:   # built, sealed, cut and counted there
+            self._lane.send(link.c, origin_b, dest_b, frames, out.relay_only)
+            return
         dg = sleeve.encode(self.our_b, next(link.seq), origin_b, dest_b, frames, link.tx_key, out.relay_only,
                            link.aegis)
         if len(dg) > sleeve.MAX_DATAGRAM:
@@ -448,6 +540,8 @@ class Engine:
 
     # --- peers -> TAP / relay --------------------------------------------------------------------
     def _udp_loop(self) -> None:
+        if self._lane is not None:
+            return self._udp_lane_loop()
         sock = self.sock
         off = self.off
         beats = self.beats
@@ -498,6 +592,41 @@ class Engine:
                     except Exception as e:  # noqa: BLE001 - a bug must cost one datagram, not the thread
                         self._trouble("internal", e, st)
 
+    def _udp_lane_loop(self) -> None:
+        """The lane receives, checks, opens and delivers what the engine's cached decisions cover; here come
+        path-MTU probes, datagrams of senders it does not know, and opened bodies the engine decides on."""
+        lane, off, beats = self._lane, self.off, self.beats
+        st = self._stats["weave-udp-rx"]
+        while not self._stop.is_set():
+            now = beats["weave-udp-rx"] = time.monotonic()
+            if now >= self._probe_at or self._probe_rescan:
+                try:
+                    self._probe_at = self._probe_tick(now, st)
+                except Exception as e:  # noqa: BLE001 - as for a datagram: counted, logged, the loop goes on
+                    self._probe_at = now + 1.0
+                    self._trouble("internal", e, st)
+            try:
+                _, items = lane.rx_pump(int(min(IDLE_WAKE, max(0.0, self._probe_at - now)) * 1000))
+            except OSError as e:
+                if self._stop.is_set() or e.errno == errno.EBADF:
+                    return
+                continue
+            for item in items:
+                try:
+                    if type(item[0]) is bytes:            # (datagram, source ip): a probe, or an unknown sender
+                        self._receive(item[0], item[1], off, now, st, lane=True)
+                    else:                                 # (link, opened body)
+                        link = self._by_c.get(item[0])
+                        if link is None:
+                            st.drops["unknown_peer"] += 1
+                            continue
+                        origin_b, dest_b, relay_only, frames = sleeve.parse_body(item[1])
+                        self._deliver(link, origin_b, dest_b, relay_only, frames, now, st)
+                except sleeve.SleeveError as e:
+                    st.drops[e.reason] += 1
+                except Exception as e:  # noqa: BLE001 - a bug must cost one datagram, not the thread
+                    self._trouble("internal", e, st)
+
     def _probe_tick(self, now: float, st: Stats) -> float:
         """Run the path-MTU probers that are due (this thread owns them) and send their probes; returns when
         the next one is due. After a poke, every published link's prober is looked at once."""
@@ -513,6 +642,8 @@ class Engine:
             if gen != link.probe_gen or links.get(link.name) is not link:
                 continue                  # re-scheduled since, or the connection is gone
             prober = link.prober
+            if link.c is not None and link.c.take_too_big():
+                link.too_big = True
             if prober.resting and not link.too_big and not self._sent_since_probe(link):
                 # Nothing sent on it since (idle, or carried by the fast path): confirming a size nobody uses
                 # costs datagrams on every link for nothing; traffic that resumes is seen here within a period.
@@ -527,12 +658,13 @@ class Engine:
                     self._sendto(sleeve.probe(self.our_b, nonce, size - UDP_IP), link.addr)
                 except OSError:
                     st.drops["probe_send_error"] += 1
-            link.pmtu = prober.pmtu
+            link.set_pmtu(prober.pmtu)
             self._probe_schedule(link, now + PROBE_MIN_GAP)
         return min(heap[0][0], now + IDLE_WAKE) if heap else now + IDLE_WAKE
 
     def _sent_since_probe(self, link: PeerLink) -> bool:
         sent = sum(st.frames.get((link.name, "tx"), 0) for st in self._stats.values())  # (other threads' too)
+        sent += link.counters().get("tx_frames", 0)
         fresh, link.tx_seen = sent != link.tx_seen, sent
         return fresh
 
@@ -554,7 +686,7 @@ class Engine:
         elif kind == sleeve.ECHO and len(dg) == hs + sleeve.ECHO_BODY.size:
             _, size = sleeve.ECHO_BODY.unpack_from(dg, hs)
             if link.prober.on_reply(seq.to_bytes(8, "big"), size, now):
-                link.pmtu = link.prober.pmtu
+                link.set_pmtu(link.prober.pmtu)
                 self._probe_schedule(link, now)     # a round may have ended: the next one starts now
                 self._probe_at = min(self._probe_at, self._probe_heap[0][0])
             else:
@@ -562,8 +694,11 @@ class Engine:
         else:
             st.drops["malformed"] += 1
 
-    def _receive(self, dg: bytes, src_ip: str, off: int, now: float, st: Stats, frags: int = 1) -> None:
-        """One datagram from the network (frags > 1: a sleeve.Run of fragments cut from a GRO train)."""
+    def _receive(self, dg: bytes, src_ip: str, off: int, now: float, st: Stats, frags: int = 1,
+                 lane: bool = False) -> None:
+        """One datagram from the network (frags > 1: a sleeve.Run of fragments cut from a GRO train). lane:
+        one the lane handed back, which only a probe should be (its sender was unknown to it a moment ago:
+        the lane owns the link's replay window, so nothing else is taken here)."""
         sender, seq, flags = sleeve.peek(dg)
         link = self._by_bytes.get(sender)
         if link is None:
@@ -577,6 +712,9 @@ class Engine:
             return
         if flags & sleeve.F_PROBE:
             self._probe(dg, seq, link, now, st)
+            return
+        if lane:
+            st.drops["unknown_peer"] += 1
             return
         key = link.rx_key
         if bool(flags & sleeve.F_ENCRYPTED) != (key is not None) or bool(flags & sleeve.F_AEGIS) != link.aegis:
@@ -595,6 +733,13 @@ class Engine:
             link.replay.accept(seq)
         st.frames[(link.name, "rx")] += len(frames)
         st.bytes[(link.name, "rx")] += len(dg)
+        self._deliver(link, origin_b, dest_b, relay_only, frames, now, st)
+
+    def _deliver(self, link: PeerLink, origin_b: bytes, dest_b: bytes, relay_only: bool, frames: list,
+                 now: float, st: Stats) -> None:
+        """An authenticated datagram's frames: into our bridge, on to other peers, or dropped (counted). With
+        the lane, a delivery it may repeat for a while is cached in it (frames the hop sends us itself)."""
+        off = self.off
         origin = sleeve.name_str(origin_b)
         dest = None if dest_b == sleeve.BROADCAST else sleeve.name_str(dest_b)
         decision = self._fwd.from_sleeve(origin, dest, relay_only)
@@ -602,17 +747,27 @@ class Engine:
             st.drops[decision] += len(frames)
             return
         inject, outs = decision
-        learn = self.macs.learn
+        learn, lane = self.macs.learn, self._lane
+        cache = lane is not None and inject and origin == link.name and dest == self.ourself and not relay_only
         good = []
         for f in frames:
             if len(f) < off + 14:
                 st.drops["runt"] += 1
-            elif f[off + 6] & 1:  # multicast/broadcast source MAC: no valid frame has one
+                continue
+            if f[off + 6] & 1:  # multicast/broadcast source MAC: no valid frame has one
                 st.drops["bad_src_mac"] += 1
-            elif learn(bytes(f[off + 6:off + 12]), origin, now) is None:
+                continue
+            src = bytes(f[off + 6:off + 12])
+            learned = learn(src, origin, now)
+            if learned is None:
                 st.drops["mac_hijack"] += 1  # claims a MAC that lives on our bridge
-            else:
-                good.append(f)
+                continue
+            if lane is not None:
+                if learned:
+                    lane.flush()      # a MAC new or moved: no cached decision about it may stand
+                if cache:
+                    lane.cache_rx(src, link.c)
+            good.append(f)
         if not good:
             return
         if inject:

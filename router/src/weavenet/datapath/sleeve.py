@@ -259,25 +259,33 @@ def decode_body(datagram: bytes, seq: int, key: bytes | None) -> tuple[bytes, by
     """(origin, dest, relay_only, frames: read-only views into the datagram or its plaintext). Raises
     SleeveError("auth") for a forged/garbled datagram, SleeveError("malformed") for one that cannot even be
     parsed; nothing else escapes."""
+    return parse_body(open_body(datagram, seq, key))
+
+
+def open_body(datagram: bytes, seq: int, key: bytes | None) -> memoryview:
+    """The datagram's body, authenticated and opened if sealed (SleeveError "auth" or "malformed" if not)."""
     if key is None:
-        body = memoryview(datagram)[HEADER.size:]
-    else:
-        # Too short for body head + tag: libsodium's binding would raise ValueError, not CryptoError.
-        if len(datagram) < HEADER.size + BODY_HEAD.size + (AEGIS_TAG if datagram[1] & F_AEGIS else TAG):
-            raise SleeveError("malformed")
-        try:
-            if datagram[1] & F_AEGIS:   # the caller checked that this connection uses it (and key is its)
-                if _aegis_open is None:
-                    raise SleeveError("auth")
-                body = memoryview(_aegis_open(bytes(datagram[HEADER.size:]), bytes(datagram[:HEADER.size]),
-                                              seq.to_bytes(32, "big"), key))
-            else:
-                body = memoryview(crypto_aead_chacha20poly1305_ietf_decrypt(
-                    bytes(datagram[HEADER.size:]), bytes(datagram[:HEADER.size]), _nonce(seq), key))
-        except CryptoError:
-            raise SleeveError("auth") from None
-        except (ValueError, TypeError):  # any other complaint of the binding about its inputs
-            raise SleeveError("malformed") from None
+        return memoryview(datagram)[HEADER.size:]
+    # Too short for body head + tag: libsodium's binding would raise ValueError, not CryptoError.
+    if len(datagram) < HEADER.size + BODY_HEAD.size + (AEGIS_TAG if datagram[1] & F_AEGIS else TAG):
+        raise SleeveError("malformed")
+    try:
+        if datagram[1] & F_AEGIS:   # the caller checked that this connection uses it (and key is its)
+            if _aegis_open is None:
+                raise SleeveError("auth")
+            return memoryview(_aegis_open(bytes(datagram[HEADER.size:]), bytes(datagram[:HEADER.size]),
+                                          seq.to_bytes(32, "big"), key))
+        return memoryview(crypto_aead_chacha20poly1305_ietf_decrypt(
+            bytes(datagram[HEADER.size:]), bytes(datagram[:HEADER.size]), _nonce(seq), key))
+    except CryptoError:
+        raise SleeveError("auth") from None
+    except (ValueError, TypeError):  # any other complaint of the binding about its inputs
+        raise SleeveError("malformed") from None
+
+
+def parse_body(body: bytes | memoryview) -> tuple[bytes, bytes, bool, list[memoryview]]:
+    """(origin, dest, relay_only, frames) of an opened body; SleeveError("malformed") if it does not parse."""
+    body = memoryview(body)
     if len(body) < BODY_HEAD.size:
         raise SleeveError("malformed")
     origin, dest, bflags = BODY_HEAD.unpack_from(body)
