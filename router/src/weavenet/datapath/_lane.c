@@ -451,7 +451,7 @@ static PyObject *Lane_set_links(Lane *self, PyObject *seq) {
     LinkSet *s = linkset_new(seq);
     if (!s) return NULL;
     LinkSet *old = self->links;
-    self->links = s;
+    __atomic_store_n(&self->links, s, __ATOMIC_RELEASE);
     __atomic_fetch_add(&self->gen, 1, __ATOMIC_RELEASE);
     Py_XDECREF(old);
     Py_RETURN_NONE;
@@ -717,6 +717,19 @@ done:
     return ret;
 }
 
+/* The links and the decisions' generation as they are now, taken after the wait (a pump may have slept for
+ * a second, through a publish): a new LinkSet is taken with the GIL, which only a publish costs. */
+static uint64_t current(Lane *L, LinkSet **set, PyThreadState **ts) {
+    if (__atomic_load_n(&L->links, __ATOMIC_ACQUIRE) != *set) {
+        PyEval_RestoreThread(*ts);
+        Py_DECREF(*set);
+        *set = L->links;
+        Py_INCREF(*set);
+        *ts = PyEval_SaveThread();
+    }
+    return __atomic_load_n(&L->gen, __ATOMIC_ACQUIRE);
+}
+
 /* --- TAP -> peers -------------------------------------------------------------------------------------- */
 
 static void flush_group(Lane *L, Group *g) {
@@ -751,15 +764,16 @@ static PyObject *Lane_tx_pump(Lane *self, PyObject *arg) {
     if (timeout == -1 && PyErr_Occurred()) return NULL;
     LinkSet *set = self->links;
     Py_INCREF(set);
-    uint64_t gen = __atomic_load_n(&self->gen, __ATOMIC_ACQUIRE);
+    uint64_t gen = 0;
     int nread = 0, eof = 0, err = 0, nslow = 0;
     uint16_t slow[BATCH_FRAMES];
     ssize_t lens[BATCH_FRAMES];
     Group groups[8];
     int ngroups = 0;
-    Py_BEGIN_ALLOW_THREADS
+    PyThreadState *ts = PyEval_SaveThread();
     struct pollfd pf[2] = {{self->tap_fd, POLLIN, 0}, {self->halt_fd, POLLIN, 0}};
     if (poll(pf, 2, timeout) > 0 && !(pf[1].revents & POLLIN) && pf[0].revents) {
+        gen = current(self, &set, &ts);
         double now = now_mono();
         for (; nread < BATCH_FRAMES; nread++) {
             uint8_t *f = self->tap_bufs + (size_t)nread * TAP_READ;
@@ -808,7 +822,7 @@ static PyObject *Lane_tx_pump(Lane *self, PyObject *arg) {
         }
         for (int k = 0; k < ngroups; k++) flush_group(self, &groups[k]);
     }
-    Py_END_ALLOW_THREADS
+    PyEval_RestoreThread(ts);
     Py_DECREF(set);
     if (eof && !nslow) Py_RETURN_NONE;
     if (err && !nread) {
@@ -909,6 +923,8 @@ static uint8_t *reasm_add(Link *lk, const uint8_t *p, size_t n, uint64_t seq, do
 typedef struct {
     PyObject *list;           /* slow items, built with the GIL taken back for each */
     int failed;
+    int opened;               /* an opened datagram went to the engine: the rest of the batch follows it, so
+                                 the engine's deliveries are not overtaken by the lane's */
 } Slow;
 
 /* One datagram from src_ip. Returns 1 if it must go to the engine as it is (probe, unknown sender). */
@@ -970,7 +986,8 @@ static int rx_datagram(Lane *L, LinkSet *set, uint64_t gen, const uint8_t *p, si
         goto out;
     }
     /* parse every frame before anything is counted or delivered: fast only if all are fine */
-    int fast = !memcmp(body + 6, L->our, 6) && !memcmp(body, lk->name, 6) && !(body[12] & B_RELAY_ONLY);
+    int fast = !slow->opened && !memcmp(body + 6, L->our, 6) && !memcmp(body, lk->name, 6) &&
+               !(body[12] & B_RELAY_ONLY);
     size_t at = BODY_HEAD, frames = 0;
     int off = L->off;
     while (at < blen) {
@@ -990,13 +1007,14 @@ static int rx_datagram(Lane *L, LinkSet *set, uint64_t gen, const uint8_t *p, si
     cnt(&lk->rx_frames, frames);
     cnt(&lk->rx_bytes, n);
     if (fast) {
+        L->fast_rx += frames;     /* counted first: a reader that saw the frames sees the count */
         for (at = BODY_HEAD; at < blen;) {
             size_t len = ((size_t)body[at] << 24) | ((size_t)body[at + 1] << 16) | ((size_t)body[at + 2] << 8) | body[at + 3];
             if (write(L->tap_fd, body + at + 4, len) < 0) cnt(&L->drops[D_TAP_WRITE], 1);
             at += 4 + len;
         }
-        L->fast_rx += frames;
-    } else if (!slow->failed) {   /* the opened body to the engine, with the GIL taken back for it */
+    } else if (!slow->failed) {
+        slow->opened = 1;   /* the opened body to the engine, with the GIL taken back for it */
         PyEval_RestoreThread(*ts);
         PyObject *item = Py_BuildValue("(Oy#)", (PyObject *)lk, (const char *)body, (Py_ssize_t)blen);
         if (!item || PyList_Append(slow->list, item) < 0) slow->failed = 1;
@@ -1014,11 +1032,11 @@ out:
 static PyObject *Lane_rx_pump(Lane *self, PyObject *arg) {
     int timeout = (int)PyLong_AsLong(arg);
     if (timeout == -1 && PyErr_Occurred()) return NULL;
-    Slow slow = {PyList_New(0), 0};
+    Slow slow = {PyList_New(0), 0, 0};
     if (!slow.list) return NULL;
     LinkSet *set = self->links;
     Py_INCREF(set);
-    uint64_t gen = __atomic_load_n(&self->gen, __ATOMIC_ACQUIRE);
+    uint64_t gen = 0;
     int poked = 0, n = 0, err = 0;
     struct { uint32_t at, len, ip; } raw[RX_BATCH * GSO_SEGMENTS];
     int nraw = 0;
@@ -1047,6 +1065,7 @@ static PyObject *Lane_rx_pump(Lane *self, PyObject *arg) {
         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNREFUSED) err = errno;
         n = 0;
     }
+    if (n > 0) gen = current(self, &set, &ts);
     double now = now_mono();
     for (int i = 0; i < n; i++) {
         struct msghdr *h = &self->rx_msgs[i].msg_hdr;
