@@ -56,6 +56,13 @@ def test_router_runs_on_the_hosts_own_python(host):
     assert host.check_output("/opt/weavenet/venv/bin/python -c 'import nacl, aiohttp; print(1)'").strip() == "1"
 
 
+def test_every_host_runs_the_sleeve_with_its_c_lane(host):
+    # The controller (this machine, with the compiler scripts/bootstrap installs) built the lane once against
+    # Python 3.11's stable ABI: the Debian 12 hosts (3.11) and the Debian 13 one (3.13) both load it.
+    probe = "from weavenet.datapath import lane; print(lane.AVAILABLE, lane.WHY or '-')"
+    assert host.check_output(f"/opt/weavenet/venv/bin/python -c {probe!r}").split()[0] == "True"
+
+
 def test_routers_connected_to_each_other(host):
     r = report(host)
     established = [c for c in r["connections"] if c["state"] == "established"]

@@ -16,6 +16,11 @@
  * The wire format and its limits are sleeve.py's; tests check that the constants exported here match.
  */
 #define PY_SSIZE_T_CLEAN
+/* The stable ABI of 3.11: one build (cp311-abi3) serves every later CPython, so the collection can ship it to
+ * hosts whose Python is newer than the controller's. */
+#ifndef Py_LIMITED_API
+#define Py_LIMITED_API 0x030B0000
+#endif
 #include <Python.h>
 #include <arpa/inet.h>
 #include <errno.h>
@@ -74,6 +79,15 @@ typedef int (*aead_open)(unsigned char *, unsigned long long *, unsigned char *,
                          unsigned long long, const unsigned char *, unsigned long long, const unsigned char *,
                          const unsigned char *);
 
+static void free_instance(PyObject *self) {   /* instances of heap types hold their type */
+    PyTypeObject *tp = Py_TYPE(self);
+    freefunc f = (freefunc)PyType_GetSlot(tp, Py_tp_free);
+    f(self);
+    Py_DECREF(tp);
+}
+
+static PyTypeObject *LinkType, *LinkSetType, *LaneType;   /* made from their specs at import */
+
 static double now_mono(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -127,7 +141,7 @@ static void reasm_free(Reasm *r) {
 
 static void Link_dealloc(Link *self) {
     for (int i = 0; i < REASM_SLOTS; i++) reasm_free(&self->reasm[i]);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    free_instance((PyObject *)self);
 }
 
 static int get_key(PyObject *o, uint8_t *out, int *have) {
@@ -212,17 +226,11 @@ static PyMethodDef Link_methods[] = {
     {"counters", (PyCFunction)Link_counters, METH_NOARGS, "frames and bytes each way, reassemblies evicted"},
     {NULL}};
 
-static PyTypeObject LinkType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "weavenet.datapath._lane.Link",
-    .tp_basicsize = sizeof(Link),
-    .tp_dealloc = (destructor)Link_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "The C half of one peer's sleeve link.",
-    .tp_methods = Link_methods,
-    .tp_getset = Link_getset,
-    .tp_init = (initproc)Link_init,
-    .tp_new = PyType_GenericNew,
-};
+static PyType_Slot Link_slots[] = {
+    {Py_tp_dealloc, Link_dealloc}, {Py_tp_doc, "The C half of one peer's sleeve link."},
+    {Py_tp_methods, Link_methods}, {Py_tp_getset, Link_getset}, {Py_tp_init, Link_init},
+    {Py_tp_new, PyType_GenericNew}, {0, NULL}};
+static PyType_Spec Link_spec = {"weavenet.datapath._lane.Link", sizeof(Link), 0, Py_TPFLAGS_DEFAULT, Link_slots};
 
 /* Replay window (replay.py's, as a ring of bits indexed by seq mod REPLAY_BITS) */
 static int replay_check(Link *lk, uint64_t seq) {
@@ -262,17 +270,14 @@ typedef struct {
 } LinkSet;
 
 static void LinkSet_dealloc(LinkSet *self) {
-    Py_XDECREF(self->links);
+    Py_XDECREF((PyObject *)self->links);
     free(self->table);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    free_instance((PyObject *)self);
 }
 
-static PyTypeObject LinkSetType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "weavenet.datapath._lane.LinkSet",
-    .tp_basicsize = sizeof(LinkSet),
-    .tp_dealloc = (destructor)LinkSet_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-};
+static PyType_Slot LinkSet_slots[] = {{Py_tp_dealloc, LinkSet_dealloc}, {0, NULL}};
+static PyType_Spec LinkSet_spec = {"weavenet.datapath._lane.LinkSet", sizeof(LinkSet), 0,
+                                   Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION, LinkSet_slots};
 
 static uint32_t name_hash(const uint8_t *n) {
     uint32_t h = 2166136261u;
@@ -292,15 +297,15 @@ static Link *linkset_find(LinkSet *s, const uint8_t *name) {
 static LinkSet *linkset_new(PyObject *seq) {
     PyObject *links = PySequence_Tuple(seq);
     if (!links) return NULL;
-    Py_ssize_t n = PyTuple_GET_SIZE(links);
+    Py_ssize_t n = PyTuple_Size(links);
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (!PyObject_TypeCheck(PyTuple_GET_ITEM(links, i), &LinkType)) {
+        if (!PyObject_TypeCheck(PyTuple_GetItem(links, i), LinkType)) {
             Py_DECREF(links);
             PyErr_SetString(PyExc_TypeError, "links must be _lane.Link objects");
             return NULL;
         }
     }
-    LinkSet *s = PyObject_New(LinkSet, &LinkSetType);
+    LinkSet *s = PyObject_New(LinkSet, LinkSetType);
     if (!s) {
         Py_DECREF(links);
         return NULL;
@@ -311,12 +316,12 @@ static LinkSet *linkset_new(PyObject *seq) {
     s->mask = size - 1;
     s->table = calloc(size, sizeof(Link *));
     if (!s->table) {
-        Py_DECREF(s);
+        Py_DECREF((PyObject *)s);
         PyErr_NoMemory();
         return NULL;
     }
     for (Py_ssize_t k = 0; k < n; k++) {
-        Link *lk = (Link *)PyTuple_GET_ITEM(links, k);
+        Link *lk = (Link *)PyTuple_GetItem(links, k);
         uint32_t i = name_hash(lk->name) & s->mask;
         while (s->table[i] && memcmp(s->table[i]->name, lk->name, 6)) i = (i + 1) & s->mask;
         s->table[i] = lk;     /* a name twice: the later link */
@@ -390,7 +395,7 @@ static int scratch_init(Scratch *s) {
 }
 
 static void Lane_dealloc(Lane *self) {
-    Py_XDECREF(self->links);
+    Py_XDECREF((PyObject *)self->links);
     free(self->tx_cache);
     free(self->rx_cache);
     free(self->tap_bufs);
@@ -401,7 +406,7 @@ static void Lane_dealloc(Lane *self) {
     free(self->rx_bufs);
     free(self->rx_pt);
     pthread_mutex_destroy(&self->send_mu);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    free_instance((PyObject *)self);
 }
 
 static int Lane_init(Lane *self, PyObject *args, PyObject *kw) {
@@ -453,7 +458,7 @@ static PyObject *Lane_set_links(Lane *self, PyObject *seq) {
     LinkSet *old = self->links;
     __atomic_store_n(&self->links, s, __ATOMIC_RELEASE);
     __atomic_fetch_add(&self->gen, 1, __ATOMIC_RELEASE);
-    Py_XDECREF(old);
+    Py_XDECREF((PyObject *)old);
     Py_RETURN_NONE;
 }
 
@@ -484,7 +489,7 @@ static int six(Py_buffer *b, PyObject *o) {
  * engine's from_local said so), for CACHE_TTL. Only a link of the current set is taken. */
 static PyObject *Lane_cache_tx(Lane *self, PyObject *args) {
     PyObject *so, *dso, *lo, *po;
-    if (!PyArg_ParseTuple(args, "OOO!O", &so, &dso, &LinkType, &lo, &po)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOO!O", &so, &dso, LinkType, &lo, &po)) return NULL;
     Py_buffer s, d, p;
     if (six(&s, so) < 0) return NULL;
     if (six(&d, dso) < 0) { PyBuffer_Release(&s); return NULL; }
@@ -509,7 +514,7 @@ static PyObject *Lane_cache_tx(Lane *self, PyObject *args) {
  * (the engine learned the MAC there and would deliver them), for CACHE_TTL. */
 static PyObject *Lane_cache_rx(Lane *self, PyObject *args) {
     PyObject *so, *lo;
-    if (!PyArg_ParseTuple(args, "OO!", &so, &LinkType, &lo)) return NULL;
+    if (!PyArg_ParseTuple(args, "OO!", &so, LinkType, &lo)) return NULL;
     Py_buffer s;
     if (six(&s, so) < 0) return NULL;
     Link *lk = (Link *)lo;
@@ -682,20 +687,20 @@ static void send_frames(Lane *L, Scratch *s, Link *lk, const uint8_t *origin, co
 static PyObject *Lane_send(Lane *self, PyObject *args) {
     PyObject *lo, *oo, *dso, *fl;
     int relay_only;
-    if (!PyArg_ParseTuple(args, "O!OOOp", &LinkType, &lo, &oo, &dso, &fl, &relay_only)) return NULL;
+    if (!PyArg_ParseTuple(args, "O!OOOp", LinkType, &lo, &oo, &dso, &fl, &relay_only)) return NULL;
     Py_buffer o, d;
     if (six(&o, oo) < 0) return NULL;
     if (six(&d, dso) < 0) { PyBuffer_Release(&o); return NULL; }
-    PyObject *seq = PySequence_Fast(fl, "frames must be a sequence");
+    PyObject *seq = PySequence_Tuple(fl);
     if (!seq) { PyBuffer_Release(&o); PyBuffer_Release(&d); return NULL; }
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    Py_ssize_t n = PyTuple_Size(seq);
     Py_buffer *bufs = PyMem_Calloc(n ? n : 1, sizeof(Py_buffer));
     struct iovec *iov = PyMem_Calloc(n ? n : 1, sizeof(struct iovec));
     Py_ssize_t got = 0;
     PyObject *ret = NULL;
     if (!bufs || !iov) { PyErr_NoMemory(); goto done; }
     for (; got < n; got++) {
-        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, got), &bufs[got], PyBUF_SIMPLE) < 0) goto done;
+        if (PyObject_GetBuffer(PyTuple_GetItem(seq, got), &bufs[got], PyBUF_SIMPLE) < 0) goto done;
         iov[got].iov_base = bufs[got].buf;
         iov[got].iov_len = bufs[got].len;
     }
@@ -722,9 +727,9 @@ done:
 static uint64_t current(Lane *L, LinkSet **set, PyThreadState **ts) {
     if (__atomic_load_n(&L->links, __ATOMIC_ACQUIRE) != *set) {
         PyEval_RestoreThread(*ts);
-        Py_DECREF(*set);
+        Py_DECREF((PyObject *)*set);
         *set = L->links;
-        Py_INCREF(*set);
+        Py_INCREF((PyObject *)*set);
         *ts = PyEval_SaveThread();
     }
     return __atomic_load_n(&L->gen, __ATOMIC_ACQUIRE);
@@ -763,7 +768,7 @@ static PyObject *Lane_tx_pump(Lane *self, PyObject *arg) {
     int timeout = (int)PyLong_AsLong(arg);
     if (timeout == -1 && PyErr_Occurred()) return NULL;
     LinkSet *set = self->links;
-    Py_INCREF(set);
+    Py_INCREF((PyObject *)set);
     uint64_t gen = 0;
     int nread = 0, eof = 0, err = 0, nslow = 0;
     uint16_t slow[BATCH_FRAMES];
@@ -823,7 +828,7 @@ static PyObject *Lane_tx_pump(Lane *self, PyObject *arg) {
         for (int k = 0; k < ngroups; k++) flush_group(self, &groups[k]);
     }
     PyEval_RestoreThread(ts);
-    Py_DECREF(set);
+    Py_DECREF((PyObject *)set);
     if (eof && !nslow) Py_RETURN_NONE;
     if (err && !nread) {
         errno = err;
@@ -837,7 +842,7 @@ static PyObject *Lane_tx_pump(Lane *self, PyObject *arg) {
             Py_DECREF(out);
             return NULL;
         }
-        PyList_SET_ITEM(out, k, b);
+        PyList_SetItem(out, k, b);
     }
     return out;
 }
@@ -1035,7 +1040,7 @@ static PyObject *Lane_rx_pump(Lane *self, PyObject *arg) {
     Slow slow = {PyList_New(0), 0, 0};
     if (!slow.list) return NULL;
     LinkSet *set = self->links;
-    Py_INCREF(set);
+    Py_INCREF((PyObject *)set);
     uint64_t gen = 0;
     int poked = 0, n = 0, err = 0;
     struct { uint32_t at, len, ip; } raw[RX_BATCH * GSO_SEGMENTS];
@@ -1092,12 +1097,12 @@ static PyObject *Lane_rx_pump(Lane *self, PyObject *arg) {
         }
     }
     PyEval_RestoreThread(ts);
-    Py_DECREF(set);
+    Py_DECREF((PyObject *)set);
     if (slow.failed) {
         Py_DECREF(slow.list);
         return NULL;
     }
-    if (err && !n && !PyList_GET_SIZE(slow.list)) {
+    if (err && !n && !PyList_Size(slow.list)) {
         Py_DECREF(slow.list);
         errno = err;
         return PyErr_SetFromErrno(PyExc_OSError);
@@ -1163,26 +1168,23 @@ static PyMethodDef Lane_methods[] = {
     {"drops", (PyCFunction)Lane_drops, METH_NOARGS, "reason -> datagrams or frames dropped here"},
     {NULL}};
 
-static PyTypeObject LaneType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "weavenet.datapath._lane.Lane",
-    .tp_basicsize = sizeof(Lane),
-    .tp_dealloc = (destructor)Lane_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "The sleeve's common case, without the GIL.",
-    .tp_methods = Lane_methods,
-    .tp_getset = Lane_getset,
-    .tp_init = (initproc)Lane_init,
-    .tp_new = PyType_GenericNew,
-};
+static PyType_Slot Lane_slots[] = {
+    {Py_tp_dealloc, Lane_dealloc}, {Py_tp_doc, "The sleeve's common case, without the GIL."},
+    {Py_tp_methods, Lane_methods}, {Py_tp_getset, Lane_getset}, {Py_tp_init, Lane_init},
+    {Py_tp_new, PyType_GenericNew}, {0, NULL}};
+static PyType_Spec Lane_spec = {"weavenet.datapath._lane.Lane", sizeof(Lane), 0, Py_TPFLAGS_DEFAULT, Lane_slots};
 
 static struct PyModuleDef lanemodule = {PyModuleDef_HEAD_INIT, "_lane", "The sleeve's common case in C.", -1, NULL};
 
 PyMODINIT_FUNC PyInit__lane(void) {
-    if (PyType_Ready(&LinkType) < 0 || PyType_Ready(&LinkSetType) < 0 || PyType_Ready(&LaneType) < 0) return NULL;
+    LinkType = (PyTypeObject *)PyType_FromSpec(&Link_spec);
+    LinkSetType = (PyTypeObject *)PyType_FromSpec(&LinkSet_spec);
+    LaneType = (PyTypeObject *)PyType_FromSpec(&Lane_spec);
+    if (!LinkType || !LinkSetType || !LaneType) return NULL;
     PyObject *m = PyModule_Create(&lanemodule);
     if (!m) return NULL;
-    if (PyModule_AddObjectRef(m, "Link", (PyObject *)&LinkType) < 0 ||
-        PyModule_AddObjectRef(m, "Lane", (PyObject *)&LaneType) < 0) {
+    if (PyModule_AddObjectRef(m, "Link", (PyObject *)LinkType) < 0 ||
+        PyModule_AddObjectRef(m, "Lane", (PyObject *)LaneType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

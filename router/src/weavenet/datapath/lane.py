@@ -11,10 +11,19 @@ import os
 
 try:
     from . import _lane
-except ImportError:           # not built: the engine's Python path
+    WHY = ""
+except ImportError as e:      # not built, or built for another glibc: the engine's Python path
     _lane = None
+    WHY = str(e) or type(e).__name__
 
 AVAILABLE = _lane is not None
+
+
+def describe(on: bool) -> str:
+    """For the router's log: which sleeve runs, and why not the lane."""
+    if on:
+        return "the C lane (datapath/_lane.c) with the Python engine"
+    return f"the Python engine only ({WHY or 'WEAVENET_SLEEVE_LANE=off'})"
 
 
 def wanted(lane: bool | None) -> bool:

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..datapath import fastdp, fdbsync, sleeve
+from ..datapath import lane as clane
 from ..datapath.engine import Engine, PeerLink, View
 from ..datapath.macs import MacTable, mac_str
 from ..mesh.core import Throttle
@@ -163,6 +164,7 @@ class Dataplane:
         self.bridge_mac = br.link_mac_of(BRIDGE)
         self.engine = Engine(self.ourname, self.tap.fd, cfg.port, self.macs, vnet_hdr=self.tap.vnet_hdr,
                              mtu=cfg.mtu)
+        log.info("sleeve: %s", clane.describe(self.engine.lane))
 
     def _nl(self, fn, *args) -> None:
         """Queue a netlink change; failures are logged, not raised into the tick."""
