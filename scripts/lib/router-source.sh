@@ -3,16 +3,18 @@
 # (systemd upgrade) take them: from the working tree or a commit, and "new" versions with a bumped version
 # string, which the role sees as a new build (a new fingerprint: reinstall, then weave_router's upgrade).
 
-router_source() {  # router_source DEST [COMMIT]: router/'s pyproject, README and src (no caches)
-  local dest=$1 commit=${2:-}
+router_source() {  # router_source DEST [COMMIT]: router/'s pyproject, setup.py (the C lane), README and src (no caches)
+  local dest=$1 commit=${2:-} extra=()
   mkdir -p "$dest"
   if [ -n "$commit" ]; then
-    git -C "$REPO" archive "$commit" router/pyproject.toml router/README.md router/src |
+    # (commits before the C lane have no setup.py)
+    git -C "$REPO" cat-file -e "$commit:router/setup.py" 2>/dev/null && extra=(router/setup.py)
+    git -C "$REPO" archive "$commit" router/pyproject.toml router/README.md router/src "${extra[@]}" |
       tar -x -C "$dest" --strip-components=1
   else
-    cp -a "$REPO/router/pyproject.toml" "$REPO/router/README.md" "$REPO/router/src" "$dest/"
+    cp -a "$REPO/router/pyproject.toml" "$REPO/router/setup.py" "$REPO/router/README.md" "$REPO/router/src" "$dest/"
   fi
-  find "$dest" \( -name __pycache__ -o -name '*.egg-info' \) -prune -exec rm -rf {} +
+  find "$dest" \( -name __pycache__ -o -name '*.egg-info' -o -name '*.so' \) -prune -exec rm -rf {} +
 }
 
 router_bump_version() {  # router_bump_version DIR VERSION
