@@ -381,7 +381,7 @@ typedef struct {
     struct mmsghdr rx_msgs[RX_BATCH];
     struct iovec rx_iov[RX_BATCH];
     struct sockaddr_in rx_addr[RX_BATCH];
-    char rx_ctl[RX_BATCH][CMSG_SPACE(sizeof(int))];
+    union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int))]; } rx_ctl[RX_BATCH];
     uint64_t drops[D_N];      /* atomic */
     uint64_t fast_tx, fast_rx;
 } Lane;
@@ -578,7 +578,7 @@ static int put_datagram(Lane *L, Scratch *s, Link *lk, size_t dlen) {
         s->heads[i][HS] = (uint8_t)i;
         s->heads[i][HS + 1] = (uint8_t)count;
     }
-    char ctl[CMSG_SPACE(sizeof(uint16_t))];
+    union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(uint16_t))]; } ctl;
     size_t i = 0;
     while (i < count) {
         int gso = __atomic_load_n(&L->gso, __ATOMIC_RELAXED);
@@ -596,9 +596,9 @@ static int put_datagram(Lane *L, Scratch *s, Link *lk, size_t dlen) {
         m.msg_control = NULL;
         m.msg_controllen = 0;
         if (n > 1) {
-            memset(ctl, 0, sizeof ctl);
-            m.msg_control = ctl;
-            m.msg_controllen = sizeof ctl;
+            memset(ctl.buf, 0, sizeof ctl.buf);
+            m.msg_control = ctl.buf;
+            m.msg_controllen = sizeof ctl.buf;
             struct cmsghdr *c = CMSG_FIRSTHDR(&m);
             c->cmsg_level = SOL_UDP_;
             c->cmsg_type = UDP_SEGMENT_;
@@ -1052,8 +1052,8 @@ static PyObject *Lane_rx_pump(Lane *self, PyObject *arg) {
         h->msg_namelen = sizeof self->rx_addr[i];
         h->msg_iov = &self->rx_iov[i];
         h->msg_iovlen = 1;
-        h->msg_control = self->rx_ctl[i];
-        h->msg_controllen = sizeof self->rx_ctl[i];
+        h->msg_control = self->rx_ctl[i].buf;
+        h->msg_controllen = sizeof self->rx_ctl[i].buf;
     }
     n = recvmmsg(self->sock_fd, self->rx_msgs, RX_BATCH, MSG_DONTWAIT, NULL);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
