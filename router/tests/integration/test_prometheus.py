@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from weavenet.datapath import lane as clane
+
 from .conftest import wait_for
 from .helpers import full_mesh, launch_chain, report
 
@@ -73,6 +75,8 @@ def test_prometheus_scrapes_three_routers_and_fires_router_down_and_peer_unreach
         wait_for(lambda: prom_get(mon.netns, port, "/api/v1/query?query=weave_peer_rtt_seconds")["data"]["result"],
                  30, interval=0.5, what="per-peer RTT scraped")
         assert firing(mon.netns, port) == set(), "alerts firing on a healthy mesh"
+        lane = prom_get(mon.netns, port, "/api/v1/query?query=weave_sleeve_lane")["data"]["result"]
+        assert sorted(r["value"][1] for r in lane) == ["1" if clane.AVAILABLE else "0"] * 3, lane
 
         # Every weave_* name the dashboard queries is a series Prometheus holds.
         held = set(prom_get(mon.netns, port, "/api/v1/label/__name__/values")["data"])

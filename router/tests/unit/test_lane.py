@@ -275,3 +275,10 @@ def test_the_engine_without_the_lane_when_asked():
         tap.close()
         mine.close()
     assert clane.wanted(None)
+
+
+def test_weave_status_says_when_the_sleeve_runs_without_its_lane():
+    from weavenet.api import format as fmt
+    off = {"health": "healthy", "sleeve": {"lane": False, "lane_off": clane.describe(False)}}
+    assert fmt._datapath(off).startswith("healthy (sleeve: the Python engine only (")
+    assert fmt._datapath({"health": "healthy", "sleeve": {"lane": True, "lane_off": None}}) == "healthy"

@@ -20,6 +20,8 @@ def _datapath(dp: dict) -> str:
     notes = [dp["health_reason"]] if dp.get("health_reason") else []
     if dp.get("fastdp_off"):
         notes.append(f"fastdp off: {dp['fastdp_off']}")
+    if (dp.get("sleeve") or {}).get("lane_off"):     # the sleeve runs, a third as fast: say why
+        notes.append(f"sleeve: {dp['sleeve']['lane_off']}")
     return dp.get("health", "unknown") + (f" ({'; '.join(notes)})" if notes else "")
 
 

@@ -105,6 +105,14 @@ class MeshCollector:
                                 value=1 if dp.health(time.monotonic())[0] == "healthy" else 0)
         yield CounterMetricFamily("weave_datapath_thread_restarts", "Datapath threads restarted after dying",
                                   value=sum(eng.restarts.values()))
+        yield GaugeMetricFamily("weave_sleeve_lane", "1 when the sleeve runs with its C lane (0: Python only)",
+                                value=1 if eng.lane else 0)
+        lane = CounterMetricFamily("weave_sleeve_lane_frames", "Sleeve frames the C lane carried on its own "
+                                   "(the rest of weave_frames_total{datapath=\"sleeve\"} went through the engine)",
+                                   labels=["direction"])
+        for direction, n in zip(("tx", "rx"), eng.lane_fast(), strict=True):
+            lane.add_metric([direction], n)
+        yield lane
 
 
 def peer_health(report: dict):

@@ -601,6 +601,15 @@ class Dataplane:
                 pass
         return out
 
+    def _sleeve_report(self) -> dict:
+        """Frames the sleeve carried each way, how many of them the C lane did on its own, and why not if not."""
+        eng = self.engine
+        if eng is None:
+            return {}
+        frames = {d: sum(n for (_, dd), n in eng.frames.items() if dd == d) for d in ("tx", "rx")}
+        return {"lane": eng.lane, "lane_off": None if eng.lane else clane.describe(False), "frames": frames,
+                "lane_frames": dict(zip(("tx", "rx"), eng.lane_fast(), strict=True))}
+
     def report(self, now: float) -> dict:
         paths = {n: {"ip": p.ip, "active": p.active,
                      "heard_s_ago": round(now - p.last_rx, 2) if p.last_rx else None,
@@ -611,6 +620,7 @@ class Dataplane:
         drops = self.drop_counts()
         dead = eng.dead_threads() if eng is not None else {}
         return {"bridge": BRIDGE, "mtu": self.cfg.mtu, "fastdp": self.fastdp, "fastdp_off": self.fastdp_off,
+                "sleeve": self._sleeve_report(),
                 "fastdp_paths": paths, "health": state, "health_reason": why,
                 "threads": {n: "dead" if n in dead else "alive" for n in (eng.beats if eng is not None else {})},
                 "drops": drops, "mac_table": {"entries": len(self.macs), "cap": self.macs.cap,
