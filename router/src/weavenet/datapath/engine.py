@@ -697,8 +697,8 @@ class Engine:
     def _receive(self, dg: bytes, src_ip: str, off: int, now: float, st: Stats, frags: int = 1,
                  lane: bool = False) -> None:
         """One datagram from the network (frags > 1: a sleeve.Run of fragments cut from a GRO train). lane:
-        one the lane handed back, which only a probe should be (its sender was unknown to it a moment ago:
-        the lane owns the link's replay window, so nothing else is taken here)."""
+        one the lane handed back: a probe, or a sender it did not know a moment ago (a link it cannot carry
+        goes on here; one it can is not taken: the lane owns its replay window)."""
         sender, seq, flags = sleeve.peek(dg)
         link = self._by_bytes.get(sender)
         if link is None:
@@ -713,7 +713,7 @@ class Engine:
         if flags & sleeve.F_PROBE:
             self._probe(dg, seq, link, now, st)
             return
-        if lane:
+        if lane and link.c is not None:   # the lane's link (its replay window) but not in its set a moment ago
             st.drops["unknown_peer"] += 1
             return
         key = link.rx_key
