@@ -282,3 +282,18 @@ def test_weave_status_says_when_the_sleeve_runs_without_its_lane():
     off = {"health": "healthy", "sleeve": {"lane": False, "lane_off": clane.describe(False)}}
     assert fmt._datapath(off).startswith("healthy (sleeve: the Python engine only (")
     assert fmt._datapath({"health": "healthy", "sleeve": {"lane": True, "lane_off": None}}) == "healthy"
+
+
+@needs_lane
+def test_a_link_without_its_c_half_is_carried_by_the_engine_alone():
+    r = Rig(KEY, lane=True)
+    try:
+        r.link.c = None                                  # as for an address the lane cannot carry
+        r.eng.publish(View(r.eng.ourself, r.routes, {B: r.link}))
+        r.assert_alive_and_delivering()
+        r.assert_alive_and_delivering()                  # the replay window is the engine's: no false replay
+        r.tap.send(frame(REMOTE_MAC, LOCAL_MAC))
+        assert opened(r, next_whole(r)) == [frame(REMOTE_MAC, LOCAL_MAC)]
+        assert r.eng.lane_fast() == (0, 0) and not r.eng.drops
+    finally:
+        r.close()

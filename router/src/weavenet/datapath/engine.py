@@ -748,7 +748,8 @@ class Engine:
             return
         inject, outs = decision
         learn, lane = self.macs.learn, self._lane
-        cache = lane is not None and inject and origin == link.name and dest == self.ourself and not relay_only
+        cache = (lane is not None and link.c is not None and inject and origin == link.name and dest == self.ourself
+                 and not relay_only)
         good = []
         for f in frames:
             if len(f) < off + 14:
