@@ -555,12 +555,7 @@ class Engine:
         Run = sleeve.Run
         while not self._stop.is_set():
             now = beats["weave-udp-rx"] = time.monotonic()
-            if now >= self._probe_at or self._probe_rescan:
-                try:
-                    self._probe_at = self._probe_tick(now, st)
-                except Exception as e:  # noqa: BLE001 - as for a datagram: counted, logged, the loop goes on
-                    self._probe_at = now + 1.0
-                    self._trouble("internal", e, st)
+            self._run_probers(now, st)
             try:
                 batch = rx.recv() if rx is not None else None
                 if not batch:
@@ -592,6 +587,15 @@ class Engine:
                     except Exception as e:  # noqa: BLE001 - a bug must cost one datagram, not the thread
                         self._trouble("internal", e, st)
 
+    def _run_probers(self, now: float, st: Stats) -> None:
+        """The receive thread's turn at the path-MTU probers, when one is due or the links changed."""
+        if now >= self._probe_at or self._probe_rescan:
+            try:
+                self._probe_at = self._probe_tick(now, st)
+            except Exception as e:  # noqa: BLE001 - as for a datagram: counted, logged, the loop goes on
+                self._probe_at = now + 1.0
+                self._trouble("internal", e, st)
+
     def _udp_lane_loop(self) -> None:
         """The lane receives, checks, opens and delivers what the engine's cached decisions cover; here come
         path-MTU probes, datagrams of senders it does not know, and opened bodies the engine decides on."""
@@ -599,12 +603,7 @@ class Engine:
         st = self._stats["weave-udp-rx"]
         while not self._stop.is_set():
             now = beats["weave-udp-rx"] = time.monotonic()
-            if now >= self._probe_at or self._probe_rescan:
-                try:
-                    self._probe_at = self._probe_tick(now, st)
-                except Exception as e:  # noqa: BLE001 - as for a datagram: counted, logged, the loop goes on
-                    self._probe_at = now + 1.0
-                    self._trouble("internal", e, st)
+            self._run_probers(now, st)
             try:
                 _, items = lane.rx_pump(int(min(IDLE_WAKE, max(0.0, self._probe_at - now)) * 1000))
             except OSError as e:
