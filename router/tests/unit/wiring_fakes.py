@@ -96,7 +96,8 @@ class FakeDataplane:
         self.fail_sync = fail_sync
         self.synced = 0
         self.macs = MacTable(local=name)
-        self.engine = SimpleNamespace(frames=Counter(), bytes=Counter(), restarts=Counter())
+        self.engine = SimpleNamespace(frames=Counter(), bytes=Counter(), restarts=Counter(), lane=False,
+                                      lane_fast=lambda: (0, 0))
 
     def setup(self) -> None:
         pass
