@@ -1040,8 +1040,8 @@ out:
 }
 
 /* rx_pump(timeout_ms): wait for datagrams (or a poke), receive a batch and handle what the lane can. Returns
- * (poked, slow): slow holds (datagram, source ip) for the engine to handle whole (probes, unknown senders)
- * and (link, body) for opened datagrams the engine must decide on. */
+ * the slow items: (datagram, source ip) for the engine to handle whole (probes, unknown senders) and
+ * (link, body) for opened datagrams the engine must decide on. */
 static PyObject *Lane_rx_pump(Lane *self, PyObject *arg) {
     int timeout = (int)PyLong_AsLong(arg);
     if (timeout == -1 && PyErr_Occurred()) return NULL;
@@ -1050,7 +1050,7 @@ static PyObject *Lane_rx_pump(Lane *self, PyObject *arg) {
     LinkSet *set = self->links;
     Py_INCREF((PyObject *)set);
     uint64_t gen = 0;
-    int poked = 0, n = 0, err = 0;
+    int n = 0, err = 0;
     struct { uint32_t at, len, ip; } raw[RX_BATCH * GSO_SEGMENTS];
     int nraw = 0;
     PyThreadState *ts = PyEval_SaveThread();
@@ -1067,9 +1067,10 @@ static PyObject *Lane_rx_pump(Lane *self, PyObject *arg) {
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
         struct pollfd pf[2] = {{self->sock_fd, POLLIN, 0}, {self->wake_fd, POLLIN, 0}};
         if (poll(pf, 2, timeout) > 0) {
-            if (pf[1].revents & POLLIN) {
+            if (pf[1].revents & POLLIN) {   /* a poke: cleared; the engine looks at its probers on return */
                 uint64_t v;
-                poked = read(self->wake_fd, &v, sizeof v) > 0;
+                ssize_t r = read(self->wake_fd, &v, sizeof v);
+                (void)r;
             }
             if (pf[0].revents) n = recvmmsg(self->sock_fd, self->rx_msgs, RX_BATCH, MSG_DONTWAIT, NULL);
         }
@@ -1127,7 +1128,7 @@ static PyObject *Lane_rx_pump(Lane *self, PyObject *arg) {
         }
         Py_DECREF(item);
     }
-    return Py_BuildValue("(NN)", PyBool_FromLong(poked), slow.list);
+    return slow.list;
 }
 
 static PyObject *Lane_drops(Lane *self, PyObject *unused) {
@@ -1174,7 +1175,7 @@ static PyMethodDef Lane_methods[] = {
     {"cache_rx", (PyCFunction)Lane_cache_rx, METH_VARARGS, "cache_rx(src_mac, link)"},
     {"send", (PyCFunction)Lane_send, METH_VARARGS, "send(link, origin, dest, frames, relay_only)"},
     {"tx_pump", (PyCFunction)Lane_tx_pump, METH_O, "tx_pump(timeout_ms) -> frames for the engine, or None"},
-    {"rx_pump", (PyCFunction)Lane_rx_pump, METH_O, "rx_pump(timeout_ms) -> (poked, items for the engine)"},
+    {"rx_pump", (PyCFunction)Lane_rx_pump, METH_O, "rx_pump(timeout_ms) -> items for the engine"},
     {"drops", (PyCFunction)Lane_drops, METH_NOARGS, "reason -> datagrams or frames dropped here"},
     {NULL}};
 

@@ -605,7 +605,7 @@ class Engine:
             now = beats["weave-udp-rx"] = time.monotonic()
             self._run_probers(now, st)
             try:
-                _, items = lane.rx_pump(int(min(IDLE_WAKE, max(0.0, self._probe_at - now)) * 1000))
+                items = lane.rx_pump(int(min(IDLE_WAKE, max(0.0, self._probe_at - now)) * 1000))
             except OSError as e:
                 if self._stop.is_set() or e.errno == errno.EBADF:
                     return
